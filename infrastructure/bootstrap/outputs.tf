@@ -1,0 +1,19 @@
+output "bucket_name" {
+  description = "Name of the state bucket."
+  value       = aws_s3_bucket.state.id
+}
+
+output "kms_key_arn" {
+  description = "ARN of the KMS key that encrypts the state."
+  value       = aws_kms_key.state.arn
+}
+
+output "backend_config" {
+  description = "Contents for ../backend.hcl (tofu init -backend-config=backend.hcl)."
+  value       = <<-EOT
+    bucket     = "${aws_s3_bucket.state.id}"
+    key        = "${var.name}/production/terraform.tfstate"
+    region     = "${var.region}"
+    kms_key_id = "${aws_kms_key.state.arn}"
+  EOT
+}

@@ -1,0 +1,117 @@
+################################################################################
+# EKS: private + restricted public endpoint, KMS secrets, audit logs,
+# access entries, one AL2023 managed node group
+################################################################################
+
+module "eks" {
+  #checkov:skip=CKV_TF_1:Registry modules are pinned to an exact version; the registry protocol has no commit hash to pin.
+  source  = "terraform-aws-modules/eks/aws"
+  version = "21.29.0"
+
+  name               = local.name
+  kubernetes_version = var.kubernetes_version
+
+  # At the end of standard support EKS upgrades the control plane instead of
+  # silently moving the cluster to the six-times dearer extended support.
+  upgrade_policy = {
+    support_type = "STANDARD"
+  }
+
+  vpc_id                   = module.vpc.vpc_id
+  subnet_ids               = module.vpc.private_subnets
+  control_plane_subnet_ids = module.vpc.intra_subnets
+
+  # Nodes and pods use the private endpoint; people use the public one, and
+  # only from the listed CIDRs. An empty list leaves the API private only.
+  endpoint_private_access      = true
+  endpoint_public_access       = length(var.cluster_endpoint_public_access_cidrs) > 0
+  endpoint_public_access_cidrs = var.cluster_endpoint_public_access_cidrs
+
+  # Envelope encryption of Kubernetes Secrets with a key this configuration owns.
+  create_kms_key = false
+  encryption_config = {
+    provider_key_arn = aws_kms_key.eks.arn
+    resources        = ["secrets"]
+  }
+
+  enabled_log_types                      = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+  create_cloudwatch_log_group            = true
+  cloudwatch_log_group_retention_in_days = var.log_retention_days
+  cloudwatch_log_group_kms_key_id        = aws_kms_key.logs.arn
+
+  # Access entries only (no aws-auth ConfigMap), and no implicit admin for
+  # whoever ran apply: admins are listed explicitly.
+  authentication_mode                      = "API"
+  enable_cluster_creator_admin_permissions = false
+  access_entries = {
+    for arn in var.cluster_admin_principal_arns : arn => {
+      principal_arn = arn
+      policy_associations = {
+        cluster_admin = {
+          policy_arn = "arn:${local.partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+          access_scope = {
+            type = "cluster"
+          }
+        }
+      }
+    }
+  }
+
+  # Workload credentials come from EKS Pod Identity, so no OIDC provider for IRSA.
+  enable_irsa = false
+
+  addons = {
+    vpc-cni = {
+      before_compute = true
+      most_recent    = true
+      # Enforce Kubernetes NetworkPolicy objects (the EKS overlay ships some).
+      configuration_values = jsonencode({
+        enableNetworkPolicy = "true"
+      })
+    }
+    eks-pod-identity-agent = {
+      before_compute = true
+      most_recent    = true
+    }
+    kube-proxy = {
+      most_recent = true
+    }
+    coredns = {
+      most_recent = true
+    }
+  }
+
+  eks_managed_node_groups = {
+    default = {
+      ami_type       = "AL2023_x86_64_STANDARD"
+      instance_types = var.node_instance_types
+      capacity_type  = "ON_DEMAND"
+
+      min_size     = var.node_min_size
+      max_size     = var.node_max_size
+      desired_size = var.node_desired_size
+
+      block_device_mappings = {
+        xvda = {
+          device_name = "/dev/xvda"
+          ebs = {
+            volume_size           = var.node_disk_size_gib
+            volume_type           = "gp3"
+            encrypted             = true
+            delete_on_termination = true
+          }
+        }
+      }
+
+      # IMDSv2 only, and a hop limit of 1 so pods cannot borrow the node role
+      # through the instance metadata service (they use Pod Identity instead).
+      metadata_options = {
+        http_endpoint               = "enabled"
+        http_tokens                 = "required"
+        http_put_response_hop_limit = 1
+      }
+    }
+  }
+
+  tags = local.tags
+}

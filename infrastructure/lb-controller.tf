@@ -1,0 +1,28 @@
+################################################################################
+# AWS Load Balancer Controller: IAM through EKS Pod Identity
+################################################################################
+
+# Only the IAM side lives here. The controller itself is installed with Helm
+# (readme: "Install the AWS Load Balancer Controller"), which keeps this
+# configuration free of the helm and kubernetes providers and of credentials
+# to the cluster. The association binds the role to the service account
+# kube-system/aws-load-balancer-controller that the chart creates.
+module "lb_controller_pod_identity" {
+  #checkov:skip=CKV_TF_1:Registry modules are pinned to an exact version; the registry protocol has no commit hash to pin.
+  source  = "terraform-aws-modules/eks-pod-identity/aws"
+  version = "2.9.0"
+
+  name = "${local.name}-aws-lbc"
+
+  attach_aws_lb_controller_policy = true
+
+  associations = {
+    this = {
+      cluster_name    = module.eks.cluster_name
+      namespace       = "kube-system"
+      service_account = "aws-load-balancer-controller"
+    }
+  }
+
+  tags = local.tags
+}

@@ -1,0 +1,63 @@
+################################################################################
+# Outputs read by the EKS overlay of kube_config and by the readme's commands
+################################################################################
+
+output "region" {
+  description = "AWS region of every resource."
+  value       = var.region
+}
+
+output "cluster_name" {
+  description = "Name of the EKS cluster."
+  value       = module.eks.cluster_name
+}
+
+output "cluster_endpoint" {
+  description = "Endpoint of the Kubernetes API server."
+  value       = module.eks.cluster_endpoint
+}
+
+output "kubeconfig_command" {
+  description = "Command that writes a kubeconfig entry for the cluster."
+  value       = "aws eks update-kubeconfig --region ${var.region} --name ${module.eks.cluster_name}"
+}
+
+output "vpc_id" {
+  description = "ID of the VPC (the load balancer controller's vpcId)."
+  value       = module.vpc.vpc_id
+}
+
+output "vpc_cidr" {
+  description = "IPv4 CIDR of the VPC."
+  value       = module.vpc.vpc_cidr_block
+}
+
+output "node_security_group_id" {
+  description = "Security group of the EKS nodes (the only source the database accepts)."
+  value       = module.eks.node_security_group_id
+}
+
+output "lb_controller_role_arn" {
+  description = "IAM role the AWS Load Balancer Controller receives through Pod Identity."
+  value       = module.lb_controller_pod_identity.iam_role_arn
+}
+
+output "db_endpoint" {
+  description = "Host name of the PostgreSQL instance (without the port)."
+  value       = module.db.db_instance_address
+}
+
+output "db_port" {
+  description = "Port of the PostgreSQL instance."
+  value       = module.db.db_instance_port
+}
+
+output "db_name" {
+  description = "Name of the application database."
+  value       = var.db_name
+}
+
+output "db_master_secret_arn" {
+  description = "ARN of the Secrets Manager secret (JSON with username and password) that RDS manages for the master user."
+  value       = module.db.db_instance_master_user_secret_arn
+}
