@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Offline checks of the Kubernetes manifests (kube_config/): schema validation, checkov, kustomize renders,
+# Prometheus rules and their unit tests. There is no cluster here; everything that can be checked without
+# one is checked. Tools: kubectl (kustomize), promtool, and the scanners of .venv-scanners.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+SCANNERS_BIN="${SCANNERS_BIN:-.venv-scanners/bin}"
+KUBERNETES_VERSION="${KUBERNETES_VERSION:-1.32.0}"
+PROMTOOL="${PROMTOOL:-promtool}"
+
+for tool in "$SCANNERS_BIN/kubernetes-validate" "$SCANNERS_BIN/checkov" "$SCANNERS_BIN/python"; do
+  [ -x "$tool" ] || { echo "check-kube: $tool not found (create .venv-scanners from .ci/requirements-scanners.txt)" >&2; exit 1; }
+done
+command -v kubectl >/dev/null || { echo "check-kube: kubectl not found" >&2; exit 1; }
+command -v "$PROMTOOL" >/dev/null || { echo "check-kube: promtool not found" >&2; exit 1; }
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+# kubernetes-validate only warns on a kind it has no schema for (a misspelled kind passes): every warning
+# fails here, except the Prometheus Operator kinds, whose fields tests/kube checks instead.
+validate() {
+  local label="$1"
+  shift
+  local out
+  out="$("$SCANNERS_BIN/kubernetes-validate" -k "$KUBERNETES_VERSION" --strict --quiet "$@" 2>&1)" || {
+    printf '%s\n' "$out"
+    echo "check-kube: schema validation failed: $label" >&2
+    return 1
+  }
+  local unexpected
+  unexpected="$(printf '%s\n' "$out" | grep -v -E '^$|kind (PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 ' || true)"
+  if [ -n "$unexpected" ]; then
+    printf '%s\n' "$unexpected"
+    echo "check-kube: schema validation warned: $label" >&2
+    return 1
+  fi
+  echo "valid: $label"
+}
+
+# checkov exits 0 on a crash or an empty scan too: require its exit code, zero failures and passed checks.
+scan() {
+  local label="$1" dir="$2" out passed failed
+  out="$work/checkov-$(echo "$label" | tr -c 'a-zA-Z0-9' '_').txt"
+  if ! "$SCANNERS_BIN/checkov" --skip-download --quiet --compact --framework kubernetes -d "$dir" \
+    --skip-path overlays --skip-path monitoring >"$out" 2>&1; then
+    cat "$out"
+    echo "check-kube: checkov failed: $label" >&2
+    return 1
+  fi
+  passed="$(sed -n 's/^Passed checks: \([0-9]*\), Failed checks: \([0-9]*\), Skipped checks: \([0-9]*\).*/\1/p' "$out")"
+  failed="$(sed -n 's/^Passed checks: \([0-9]*\), Failed checks: \([0-9]*\), Skipped checks: \([0-9]*\).*/\2/p' "$out")"
+  if [ -z "$passed" ] || [ "$passed" -eq 0 ] || [ "$failed" != 0 ]; then
+    cat "$out"
+    echo "check-kube: checkov passed=${passed:-none} failed=${failed:-none}: $label" >&2
+    return 1
+  fi
+  echo "checkov $label: $(grep '^Passed checks' "$out")"
+}
+
+step "kustomize renders"
+for overlay in k3d eks; do
+  mkdir -p "$work/$overlay"
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "kube_config/overlays/$overlay" >"$work/$overlay/rendered.yaml"
+  echo "rendered: overlays/$overlay ($(grep -c '^kind:' "$work/$overlay/rendered.yaml") objects)"
+done
+mkdir -p "$work/monitoring"
+kubectl kustomize kube_config/monitoring >"$work/monitoring/rendered.yaml"
+echo "rendered: monitoring ($(grep -c '^kind:' "$work/monitoring/rendered.yaml") objects)"
+
+step "kubernetes-validate -k $KUBERNETES_VERSION --strict"
+validate "kube_config/*.yaml" kube_config/*.yaml
+for overlay in k3d eks; do
+  validate "overlays/$overlay (rendered)" "$work/$overlay/rendered.yaml"
+done
+validate "monitoring (rendered)" "$work/monitoring/rendered.yaml"
+
+step "checkov"
+scan "kube_config" kube_config
+for overlay in k3d eks; do
+  scan "overlays/$overlay (rendered)" "$work/$overlay"
+done
+
+step "promtool"
+"$SCANNERS_BIN/python" - kube_config/monitoring/prometheusrule.yaml "$work/monitoring/flask-api.rules.yml" <<'PY'
+import sys
+
+import yaml
+
+with open(sys.argv[1], encoding="utf-8") as source:
+    rule = yaml.safe_load(source)
+with open(sys.argv[2], "w", encoding="utf-8") as target:
+    yaml.safe_dump(rule["spec"], target, sort_keys=False)
+PY
+cp kube_config/monitoring/prometheusrule-tests.yaml "$work/monitoring/"
+"$PROMTOOL" check rules "$work/monitoring/flask-api.rules.yml"
+(cd "$work/monitoring" && "$PROMTOOL" test rules prometheusrule-tests.yaml)
+
+step "secret scripts"
+for script in kube_config/scripts/*.sh; do
+  bash -n "$script"
+  [ -x "$script" ] || { echo "check-kube: $script is not executable" >&2; exit 1; }
+done
+if command -v shellcheck >/dev/null; then
+  shellcheck kube_config/scripts/*.sh .ci/check-kube.sh
+  echo "shellcheck: clean"
+else
+  echo "shellcheck: not installed, bash -n only"
+fi
+
+echo
+echo "check-kube: all checks passed"

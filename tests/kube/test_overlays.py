@@ -1,0 +1,70 @@
+"""Kustomize overlays: k3d is kube_config/ as it is; EKS drops the in-cluster PostgreSQL and uses the ALB."""
+
+from .manifests import (
+    KUBE_CONFIG,
+    base_objects,
+    kustomization,
+    load_documents,
+    one,
+    overlay_patch,
+    overlay_resources,
+    pod_spec,
+    top_level_files,
+)
+
+
+def test_k3d_overlay_takes_every_top_level_manifest():
+    assert sorted(overlay_resources("k3d")) == [p.resolve() for p in top_level_files()]
+
+
+def test_eks_overlay_takes_every_top_level_manifest_but_postgresql():
+    expected = [p.resolve() for p in top_level_files() if p.name != "30-postgres.yaml"]
+    assert sorted(overlay_resources("eks")) == expected
+
+
+def test_postgresql_file_holds_every_object_of_the_database_and_nothing_else():
+    objects = load_documents(KUBE_CONFIG / "30-postgres.yaml")
+    assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects} == {"database"}
+
+
+def test_no_other_file_holds_database_objects():
+    others = [p for p in top_level_files() if p.name != "30-postgres.yaml"]
+    components = {
+        o["metadata"]["labels"].get("app.kubernetes.io/component") for p in others for o in load_documents(p)
+    }
+    assert "database" not in components
+
+
+def test_overlays_keep_the_image_repository_and_pin_a_version_tag():
+    for overlay in ("k3d", "eks"):
+        (image,) = kustomization(overlay)["images"]
+        assert image["name"] == "ghcr.io/flask-api/flask-api"
+        assert image["newTag"] not in {"latest", ""}
+
+
+def test_eks_ingress_is_an_internet_facing_alb_sending_to_pod_ips_and_checking_readyz():
+    ingress = overlay_patch("eks", "Ingress", "flask-api")
+    annotations = ingress["metadata"]["annotations"]
+    assert ingress["spec"]["ingressClassName"] == "alb"
+    assert annotations["alb.ingress.kubernetes.io/scheme"] == "internet-facing"
+    assert annotations["alb.ingress.kubernetes.io/target-type"] == "ip"
+    assert annotations["alb.ingress.kubernetes.io/healthcheck-path"] == "/readyz"
+
+
+def test_no_ingress_rewrites_paths_to_the_root():
+    ingresses = [one(base_objects(), "Ingress", "flask-api"), overlay_patch("eks", "Ingress", "flask-api")]
+    for ingress in ingresses:
+        assert not any("rewrite-target" in key for key in ingress["metadata"].get("annotations", {}))
+
+
+def test_eks_prestop_still_fits_in_the_termination_grace_with_gunicorn_drain():
+    base = pod_spec(one(base_objects(), "Deployment", "flask-api"))
+    settings = one(base_objects(), "ConfigMap", "flask-api-config")["data"]
+    (patched,) = pod_spec(overlay_patch("eks", "Deployment", "flask-api"))["containers"]
+    pre_stop = patched["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert base["terminationGracePeriodSeconds"] > pre_stop + int(settings["GUNICORN_GRACEFUL_TIMEOUT"])
+
+
+def test_eks_overlay_pulls_the_image_on_every_start():
+    spec = pod_spec(overlay_patch("eks", "Deployment", "flask-api"))
+    assert {c["imagePullPolicy"] for c in [*spec["containers"], *spec["initContainers"]]} == {"Always"}
