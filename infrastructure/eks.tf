@@ -79,6 +79,10 @@ module "eks" {
     coredns = {
       most_recent = true
     }
+    # Resource metrics for the HorizontalPodAutoscaler of the Kubernetes manifests (EKS community add-on).
+    metrics-server = {
+      most_recent = true
+    }
   }
 
   eks_managed_node_groups = {
