@@ -1,7 +1,8 @@
 """Process lifecycle shared by the web routes and the gunicorn hooks.
 
 A worker that has been told to stop (SIGTERM from the gunicorn master, itself signalled by Kubernetes)
-starts draining: it finishes what it has accepted, and /readyz answers 503 so that nothing new is routed to it.
+starts draining: it finishes what it has accepted, and /readyz answers 503 so that nothing new is routed
+to it.
 """
 
 import threading

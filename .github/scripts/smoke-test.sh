@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Smoke test of a running flask-api: register, authenticate, /id, /hello, /readyz, /metrics.
+#
+# Usage: smoke-test.sh BASE_URL [METRICS_URL]
+#   BASE_URL     where the API answers, e.g. http://127.0.0.1:18888
+#   METRICS_URL  where /metrics answers when METRICS_PORT is set (default: BASE_URL)
+# Needs curl and python3. Exits non-zero on the first check that fails.
+set -euo pipefail
+
+base_url="${1:?usage: smoke-test.sh BASE_URL [METRICS_URL]}"
+metrics_url="${2:-$base_url}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+fail() {
+  echo "smoke: FAIL: $*" >&2
+  exit 1
+}
+
+# request METHOD PATH EXPECTED_STATUS [curl args...]: the body lands in $work/body.
+request() {
+  local method="$1" url="$2" expected="$3"
+  shift 3
+  local status
+  status="$(curl --silent --show-error --max-time 10 --output "$work/body" --write-out '%{http_code}' \
+    --request "$method" "$@" "$url")" || fail "$method $url: no answer"
+  if [[ "$status" != "$expected" ]]; then
+    fail "$method $url: status $status, expected $expected: $(head -c 500 "$work/body")"
+  fi
+  echo "smoke: $method $url -> $status"
+}
+
+# json_field NAME: prints a top-level field of $work/body.
+json_field() {
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/body" "$1"
+}
+
+# The name is fresh on every run, so the test also passes against a database that keeps users.
+username="smoke-$(date +%s)-$RANDOM"
+password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')"
+credentials="$(python3 -c 'import json, sys; print(json.dumps({"username": sys.argv[1], "password": sys.argv[2]}))' \
+  "$username" "$password")"
+
+request GET "$base_url/readyz" 200
+
+request POST "$base_url/register" 201 --header 'Content-Type: application/json' --data "$credentials"
+user_id="$(json_field id)"
+[[ "$user_id" =~ ^[1-9][0-9]*$ ]] || fail "/register gave id '$user_id'"
+
+request POST "$base_url/register" 409 --header 'Content-Type: application/json' --data "$credentials"
+
+request POST "$base_url/authenticate" 200 --header 'Content-Type: application/json' --data "$credentials"
+token="$(json_field access_token)"
+[[ -n "$token" ]] || fail "/authenticate gave no access_token"
+# The token goes to curl through a file, so it shows in no process list.
+printf 'header = "Authorization: Bearer %s"\n' "$token" >"$work/auth.curlrc"
+
+request GET "$base_url/id" 200 --config "$work/auth.curlrc"
+[[ "$(json_field id)" == "$user_id" ]] || fail "/id does not give the registered id $user_id"
+
+request GET "$base_url/hello" 200 --config "$work/auth.curlrc"
+message="$(json_field message)"
+[[ "$message" == Hello\ * ]] || fail "/hello said '$message'"
+
+request GET "$base_url/id" 401
+request GET "$metrics_url/metrics" 200
+grep -q '^# TYPE ' "$work/body" || fail "/metrics is not in the Prometheus text format"
+
+echo "smoke: all checks passed against $base_url"

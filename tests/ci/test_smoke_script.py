@@ -1,0 +1,114 @@
+"""The k3d job's smoke test (.github/scripts/smoke-test.sh) passes against a service that keeps the contract
+and fails against one that breaks any part of it.
+
+The service here is a small stand-in served on 127.0.0.1 by the standard library; the real application is
+smoke-tested by the workflow through kubectl port-forward.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / ".github" / "scripts" / "smoke-test.sh"
+TOKEN = "token-of-the-stand-in"
+
+
+def make_handler(broken: str | None):
+    """A handler keeping the HTTP contract, except for the one behaviour named by `broken`."""
+    users: dict[str, int] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format, *args):
+            pass
+
+        def reply(self, status: int, body: object, content_type: str = "application/json") -> None:
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            fields = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            name = fields["username"]
+            if self.path == "/register":
+                if name in users and broken != "duplicate-accepted":
+                    self.reply(409, {"title": "Conflict", "status": 409})
+                else:
+                    users[name] = len(users) + 1
+                    self.reply(201, {"id": 0 if broken == "id-zero" else users[name], "username": name})
+            elif self.path == "/authenticate":
+                self.reply(200, {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600})
+            else:
+                self.reply(404, {"status": 404})
+
+        def do_GET(self):
+            authorised = self.headers.get("Authorization") == f"Bearer {TOKEN}" or broken == "no-auth"
+            if self.path == "/readyz":
+                self.reply(503 if broken == "not-ready" else 200, {"status": "ready"})
+            elif self.path == "/metrics":
+                if broken == "no-metrics":
+                    self.reply(404, {"status": 404})
+                else:
+                    self.reply(200, "# TYPE requests counter\nrequests 1\n", "text/plain; version=0.0.4")
+            elif self.path in ("/id", "/hello") and not authorised:
+                self.reply(401, {"status": 401})
+            elif self.path == "/id":
+                self.reply(200, {"id": 99 if broken == "wrong-id" else max(users.values())})
+            elif self.path == "/hello":
+                self.reply(500 if broken == "hello-error" else 200, {"message": "Hello Smoke"})
+            else:
+                self.reply(404, {"status": 404})
+
+    return Handler
+
+
+@pytest.fixture
+def stand_in(request) -> Iterator[str]:
+    """Serve the stand-in on a free loopback port; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(getattr(request, "param", None)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def run_smoke(base_url: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SCRIPT), base_url], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_smoke_test_passes_against_a_service_keeping_the_contract(stand_in):
+    result = run_smoke(stand_in)
+    assert result.returncode == 0, result.stderr
+    assert "all checks passed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "stand_in",
+    ["not-ready", "duplicate-accepted", "id-zero", "no-auth", "wrong-id", "hello-error", "no-metrics"],
+    indirect=True,
+)
+def test_the_smoke_test_fails_when_a_behaviour_breaks(stand_in):
+    result = run_smoke(stand_in)
+    assert result.returncode != 0
+    assert "smoke: FAIL" in result.stderr
+
+
+def test_the_smoke_test_fails_when_nothing_answers():
+    result = run_smoke("http://127.0.0.1:9")
+    assert result.returncode != 0
+    assert "no answer" in result.stderr
