@@ -1,5 +1,235 @@
-"""Request ids, JSON access logs and Prometheus metrics (placeholder until the serving work lands)."""
+"""Request ids, JSON logs and Prometheus metrics.
+
+One thin WSGI middleware does the per-request work: it takes the caller's X-Request-ID (when it is sane) or
+makes one, echoes it on the response, and once the response is ready counts the request, observes its latency
+and writes one JSON access line with a single ``os.write``. It runs for every request, so it stays small:
+no ``logging`` machinery, no header copies, label children cached.
+
+Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` is set by the master (gunicorn.conf.py) before the workers import
+this module, so prometheus_client keeps every worker's samples in shared files and /metrics adds them up.
+"""
+
+import json
+import logging
+import os
+import re
+import time
+from json.encoder import encode_basestring_ascii as json_string
+
+from flask import Flask, Response, has_request_context, request
+from flask.logging import default_handler
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_ENVIRON = "flask_api.request_id"
+ROUTE_ENVIRON = "flask_api.route"
+# Label for requests that matched no route: the raw path would let any client create label values.
+UNMATCHED_ROUTE = "unmatched"
+OTHER_METHOD = "OTHER"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Ids from load balancers and tracers (UUIDs, hex trace ids, "trace:span") fit; anything else is replaced.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by route template, method and status.",
+    ("route", "method", "status"),
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time spent producing the response, by route template, method and status.",
+    ("route", "method", "status"),
+    buckets=LATENCY_BUCKETS,
+)
+
+# Safety net for application log records: a token, bearer credential or password hash that slipped into a
+# message is masked before the line is written. Access lines never carry headers, bodies or query strings.
+_SECRET_PATTERN = re.compile(
+    r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"  # JWT
+    r"|\$argon2(?:id|i|d)\$[^\s\"']+"  # argon2 hash
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+"  # Authorization: Bearer ...
+)
+_REDACTED = "[REDACTED]"
 
 
-def init_app(app) -> None:
-    """Attach observability to the application."""
+def request_id_from(header_value: str | None) -> str:
+    """The caller's request id if it is 1-128 characters of [A-Za-z0-9._:-], else a new random one."""
+    if header_value and REQUEST_ID_PATTERN.fullmatch(header_value):
+        return header_value
+    return os.urandom(16).hex()
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled, or None outside a request."""
+    if has_request_context():
+        return request.environ.get(REQUEST_ID_ENVIRON)
+    return None
+
+
+def redact(text: str) -> str:
+    """Mask tokens, bearer credentials and password hashes in a log message."""
+    return _SECRET_PATTERN.sub(_REDACTED, text)
+
+
+_last_second = [-1, ""]
+
+
+def utc_timestamp(seconds: float) -> str:
+    """RFC 3339 UTC time with milliseconds, e.g. 2026-11-26T17:02:03.456Z."""
+    whole = int(seconds)
+    if whole != _last_second[0]:  # strftime once per second, not once per line
+        _last_second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_last_second[1]}.{int((seconds - whole) * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """Application log records as one JSON object per line, with the request id when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": utc_timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        request_id = current_request_id()
+        if request_id is not None:
+            line["request_id"] = request_id
+        if record.exc_info:
+            line["exc_info"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, default=str)
+
+
+class StdoutJsonHandler(logging.Handler):
+    """Write each record with one os.write to stdout, so lines from concurrent workers never interleave."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            os.write(1, (self.format(record) + "\n").encode("utf-8", "backslashreplace"))
+        except Exception:  # noqa: BLE001 - logging must never fail a request
+            self.handleError(record)
+
+
+class RequestObserver:
+    """WSGI middleware: request id in and out, then metrics and one JSON access line per request."""
+
+    def __init__(self, wsgi_app, *, access_log: bool, metrics: bool) -> None:
+        self.wsgi_app = wsgi_app
+        self.access_log = access_log
+        self.metrics = metrics
+        self._label_children: dict[tuple[str, str, int], tuple] = {}
+
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        request_id = environ.get("HTTP_X_REQUEST_ID")
+        if not request_id or not REQUEST_ID_PATTERN.fullmatch(request_id):
+            request_id = os.urandom(16).hex()
+        environ[REQUEST_ID_ENVIRON] = request_id
+        # An application that raises instead of answering (only with PROPAGATE_EXCEPTIONS) counts as a 500.
+        status = ["500"]
+
+        def start_response_with_id(status_line, headers, exc_info=None):
+            status[0] = status_line
+            headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            return self.wsgi_app(environ, start_response_with_id)
+        finally:
+            self.observe(environ, int(status[0][:3]), time.perf_counter() - started)
+
+    def observe(self, environ, status: int, elapsed: float) -> None:
+        """Count the request, observe its latency and write its access line."""
+        route = environ.get(ROUTE_ENVIRON, UNMATCHED_ROUTE)
+        method = environ.get("REQUEST_METHOD", "")
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
+        if self.metrics:
+            key = (route, method, status)
+            children = self._label_children.get(key)
+            if children is None:
+                labels = (route, method, str(status))
+                children = (HTTP_REQUESTS.labels(*labels), HTTP_REQUEST_DURATION.labels(*labels))
+                self._label_children[key] = children
+            children[0].inc()
+            children[1].observe(elapsed)
+        if self.access_log:
+            # Built by hand: json.dumps of a dict costs several times more. Every value that a client can
+            # influence goes through the JSON string encoder; method and route come from fixed sets.
+            level = "error" if status >= 500 else "info"
+            line = (
+                f'{{"time": "{utc_timestamp(time.time())}", "level": "{level}", "logger": "access", '
+                f'"method": "{method}", "route": {json_string(route)}, '
+                f'"path": {json_string(environ.get("PATH_INFO", ""))}, "status": {status}, '
+                f'"duration_ms": {elapsed * 1000:.3f}, "request_id": "{environ[REQUEST_ID_ENVIRON]}", '
+                f'"remote_addr": {json_string(environ.get("REMOTE_ADDR") or "")}}}\n'
+            )
+            try:  # noqa: SIM105 - contextlib.suppress costs an object per request
+                os.write(1, line.encode())
+            except OSError:
+                pass  # a closed or full stdout must not fail the request
+
+
+def _remember_route() -> None:
+    """Keep the matched route template where the middleware finds it once the request is done."""
+    rule = request.url_rule
+    request.environ[ROUTE_ENVIRON] = rule.rule if rule is not None else UNMATCHED_ROUTE
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry to expose: every worker's samples under gunicorn, this process's otherwise."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def configure_logging(level: int) -> None:
+    """Send every log record to stdout as JSON (replacing a handler installed by an earlier call)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_flask_api_json", False)]:
+        root.removeHandler(handler)
+    handler = StdoutJsonHandler()
+    handler.setFormatter(JsonFormatter())
+    handler._flask_api_json = True
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def init_app(app: Flask) -> None:
+    """Attach request ids, JSON logs, metrics and (unless disabled or moved to METRICS_PORT) /metrics."""
+    settings = app.config.get("SETTINGS")
+    metrics_enabled = getattr(settings, "metrics_enabled", True)
+    metrics_port = getattr(settings, "metrics_port", None)
+    level_name = str(getattr(settings, "log_level", "info") or "info").upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        level = logging.INFO
+
+    configure_logging(level)
+    # Flask's own handler would write plain text to stderr next to the JSON lines.
+    app.logger.removeHandler(default_handler)
+
+    # First in line, so the route is known even when a later before_request function answers itself.
+    app.before_request_funcs.setdefault(None, []).insert(0, _remember_route)
+
+    if metrics_enabled and metrics_port is None:
+        registry = metrics_registry()
+
+        def metrics() -> Response:
+            """Prometheus text exposition of the request counter and latency histogram."""
+            return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+
+    app.wsgi_app = RequestObserver(app.wsgi_app, access_log=level <= logging.INFO, metrics=metrics_enabled)
