@@ -1,0 +1,505 @@
+"""Users kept in one JSON file, shared safely by several worker processes.
+
+Safety rules, in the order a write follows them:
+
+* Every read-modify-write holds an exclusive ``flock`` on ``<data file>.lock``. The lock file is opened
+  afresh for each write, so a descriptor inherited across ``fork`` (gunicorn) is never shared between
+  workers, and two threads of one process exclude each other as well.
+* The new content goes to a temp file in the same folder, is flushed and fsynced, then ``os.replace``-d over
+  the data file, and the folder is fsynced so the rename itself survives a power cut. Readers never take
+  the lock: they open either the old or the new file, never a half-written one. A crash at any instant
+  therefore leaves the previous or the next complete file, and a registration is acknowledged only after the
+  folder fsync.
+* Each process keeps an index by username and by id, reloaded only when ``os.stat`` of the data file differs
+  (device, inode, size, mtime): one ``stat`` per lookup, no parse per request. A registration appends one
+  user to the file's users array, so a writer splices the new entry into the previous bytes, and a reader
+  that sees a file grown that way parses only the appended users, not the whole file.
+
+Login failures live in ``<data file>.failures`` under their own lock (``<data file>.failures.lock``), so a
+burst of wrong passwords never rewrites the user file nor waits for it. They are not fsynced: losing the last
+failures on a power cut is harmless, and an unreadable failures file counts as empty.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+from .base import StoreUnavailable, User, UsernameTaken, UserStore
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+# Bounds of the failures file: a spray of wrong passwords over many names must not grow it without limit.
+MAX_FAILURE_KEYS = 10_000
+MAX_FAILURES_PER_KEY = 100
+
+_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+Signature = tuple[int, int, int, int]
+
+
+def _describe(exc: OSError) -> str:
+    return _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class _Users:
+    signature: Signature | None
+    by_name: dict[str, User]
+    by_id: dict[int, User]
+    next_id: int
+    raw: bytes = b""  # the exact file content the index was built from
+
+
+def _empty_users(signature: Signature | None = None) -> _Users:
+    return _Users(signature, {}, {}, 1)
+
+
+# The layout this module writes: header, users separated by commas, trailer. A registration only changes the
+# header's next_id and appends one user, which lets writers splice and readers parse only what was appended.
+_HEADER = re.compile(rb'\{"version":1,"next_id":([1-9][0-9]*),"users":\[')
+_TRAILER = b"]}"
+
+
+def _users_span(raw: bytes) -> tuple[int, int, int] | None:
+    """(next_id, start, end) of the users array content when ``raw`` has the layout this module writes."""
+    match = _HEADER.match(raw)
+    if match is None or not raw.endswith(_TRAILER):
+        return None
+    return int(match.group(1)), match.end(), len(raw) - len(_TRAILER)
+
+
+def _encode_user(user: User) -> bytes:
+    entry = {"id": user.id, "username": user.username, "password_hash": user.password_hash}
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _encode_users(users: Iterable[User], next_id: int) -> bytes:
+    doc = {
+        "version": FORMAT_VERSION,
+        "next_id": next_id,
+        "users": [{"id": u.id, "username": u.username, "password_hash": u.password_hash} for u in users],
+    }
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _encode_appended(state: _Users, added: list[User], next_id: int) -> bytes | None:
+    """The file content of ``state`` plus ``added``, spliced from its bytes without re-encoding every user."""
+    span = _users_span(state.raw)
+    if span is None:
+        return None
+    _, start, end = span
+    parts = [
+        b'{"version":%d,"next_id":%d,"users":[' % (FORMAT_VERSION, next_id),
+        memoryview(state.raw)[start:end],
+    ]
+    if end > start:
+        parts.append(b",")
+    parts.extend((b",".join(_encode_user(user) for user in added), _TRAILER))
+    return b"".join(parts)
+
+
+def _check_entries(
+    entries: object, next_id: int, by_name: dict[str, User], by_id: dict[int, User]
+) -> list[User]:
+    """The users of decoded ``entries``, none already in the index; ValueError or TypeError when invalid."""
+    if not isinstance(entries, list):
+        raise TypeError('not a user file (expected an object with a "users" list)')
+    # Fast path, a few C-speed passes over 100,000 users; any doubt and the loop below names the culprit.
+    try:
+        users = [User(e["id"], e["username"], e["password_hash"]) for e in entries]
+        ids = {u.id for u in users}
+        names = {u.username for u in users}
+        valid = (
+            len(ids) == len(names) == len(users)
+            and all(
+                type(u.id) is int and type(u.username) is str and type(u.password_hash) is str for u in users
+            )
+            and (not ids or (min(ids) >= 1 and max(ids) < next_id))
+            # Probe the index with the new keys (few when appending); never iterate the index itself.
+            and not (by_id and any(user_id in by_id for user_id in ids))
+            and not (by_name and any(username in by_name for username in names))
+        )
+    except (KeyError, TypeError):
+        valid = False
+    if valid:
+        return users
+    names, ids = set(), set()
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise TypeError(f"user #{position} is not an object")
+        user_id, username, password_hash = entry.get("id"), entry.get("username"), entry.get("password_hash")
+        if type(user_id) is not int or user_id < 1 or user_id >= next_id:
+            raise ValueError(f"user #{position} has an invalid id {user_id!r}")
+        if not isinstance(username, str) or not isinstance(password_hash, str):
+            raise TypeError(f"user #{position} lacks a username or password hash")
+        if username in by_name or username in names or user_id in by_id or user_id in ids:
+            raise ValueError(f"user #{position} repeats username or id {user_id}")
+        names.add(username)
+        ids.add(user_id)
+    raise AssertionError("unreachable: the fast path rejected valid users")  # pragma: no cover
+
+
+def _parse_users(raw: bytes, signature: Signature) -> _Users:
+    """Build the index from the file content; raise ValueError or TypeError naming what is wrong."""
+    if not raw.strip():
+        # An empty file holds no registration: treat it like a missing file (it is replaced on first write).
+        return _empty_users(signature)
+    try:
+        doc = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise ValueError("not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+    if not isinstance(doc, dict):
+        raise TypeError('not a user file (expected an object with a "users" list)')
+    if doc.get("version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported format version {doc.get('version')!r}")
+    next_id = doc.get("next_id")
+    if type(next_id) is not int or next_id < 1:
+        raise ValueError('"next_id" is not a positive integer')
+    users = _check_entries(doc.get("users"), next_id, {}, {})
+    return _Users(
+        signature, {u.username: u for u in users}, {u.id: u for u in users}, next_id, raw if users else b""
+    )
+
+
+def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _Users | None:
+    """When ``raw`` is ``previous.raw`` plus appended users, index only those; None when it is not."""
+    old, new = _users_span(previous.raw), _users_span(raw)
+    if old is None or new is None:
+        return None
+    next_id, start, end = new
+    old_length = old[2] - old[1]
+    if next_id < previous.next_id or end - start < old_length:
+        return None
+    if not raw.startswith(previous.raw[old[1] : old[2]], start):  # a memcmp, unlike comparing memoryviews
+        return None
+    tail = raw[start + old_length : end]
+    if old_length and tail:
+        if not tail.startswith(b","):
+            return None
+        tail = tail[1:]
+    try:
+        users = _check_entries(json.loads(b"[" + tail + b"]"), next_id, previous.by_name, previous.by_id)
+    except (ValueError, TypeError):
+        return None  # the full parse names what is wrong
+    # Appending to the shared dicts is safe: readers only look keys up, and nothing is ever replaced.
+    for user in users:
+        previous.by_name[user.username] = user
+        previous.by_id[user.id] = user
+    return _Users(signature, previous.by_name, previous.by_id, next_id, raw)
+
+
+def _parse_failures(raw: bytes) -> dict[str, list[float]]:
+    doc = json.loads(raw)
+    failures = doc["failures"]
+    if not isinstance(failures, dict):
+        raise TypeError("failures is not an object")
+    return {str(key): [float(t) for t in stamps] for key, stamps in failures.items()}
+
+
+class JsonFileStore(UserStore):
+    """Users in the JSON file ``path`` (created with its folder on first write); see the module docstring."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.folder = os.path.dirname(self.path)
+        self.lock_path = self.path + ".lock"
+        self.failures_path = self.path + ".failures"
+        self.failures_lock_path = self.failures_path + ".lock"
+        self._users_state = _empty_users()
+        self._bad_file: tuple[Signature, str] | None = None
+        self._failures_state: tuple[Signature | None, dict[str, list[float]]] = (None, {})
+        self._swept_temp_files: set[str] = set()
+        # Build the index now rather than on the first request; built in the gunicorn master, it is shared
+        # with every forked worker. A file that cannot be read is reported again on every call.
+        with suppress(StoreUnavailable):
+            self._users()
+
+    def __repr__(self) -> str:
+        return f"JsonFileStore({self.path!r})"
+
+    # ------------------------------------------------------------------ reading
+
+    def _users(self) -> _Users:
+        """The current index: one stat, and a parse only when the file changed."""
+        state = self._users_state
+        try:
+            signature = _signature(os.stat(self.path))
+        except FileNotFoundError:
+            if state.signature is not None:
+                state = self._users_state = _empty_users()
+            return state
+        except OSError as exc:
+            raise self._unavailable(f"cannot read data file {self.path}: {_describe(exc)}") from exc
+        if signature == state.signature:
+            return state
+        if self._bad_file is not None and self._bad_file[0] == signature:
+            raise StoreUnavailable(self._bad_file[1])
+        return self._load_users()
+
+    def _load_users(self) -> _Users:
+        try:
+            with open(self.path, "rb") as file:
+                # fstat of the open file describes exactly the content read, even if a writer replaces it now.
+                signature = _signature(os.fstat(file.fileno()))
+                raw = file.read()
+        except FileNotFoundError:
+            state = self._users_state = _empty_users()
+            return state
+        except OSError as exc:
+            raise self._unavailable(f"cannot read data file {self.path}: {_describe(exc)}") from exc
+        # The common change is a registration by another worker: index only the users it appended.
+        appended = _parse_appended(self._users_state, raw, signature)
+        if appended is not None:
+            self._users_state = appended
+            return appended
+        try:
+            state = _parse_users(raw, signature)
+        except (ValueError, TypeError) as exc:
+            # Never overwrite a file we cannot read: every write stops until an operator repairs it.
+            reason = f"data file {self.path} is unreadable: {exc}"
+            self._bad_file = (signature, reason)
+            log.error("%s", reason)  # noqa: TRY400 - one line, the reason says it all
+            raise StoreUnavailable(reason) from exc
+        self._users_state = state
+        return state
+
+    def find_by_username(self, username: str) -> User | None:
+        """The user with exactly this name, or None."""
+        return self._users().by_name.get(username)
+
+    def find_by_id(self, user_id: int) -> User | None:
+        """The user with this id, or None."""
+        return self._users().by_id.get(user_id)
+
+    # ------------------------------------------------------------------ writing
+
+    def _unavailable(self, reason: str) -> StoreUnavailable:
+        log.error("%s", reason)
+        return StoreUnavailable(reason)
+
+    @contextmanager
+    def _locked(self, lock_path: str) -> Iterator[None]:
+        """Hold the exclusive inter-process lock ``lock_path`` (created with the folder when missing)."""
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._unavailable(f"cannot open lock file {lock_path}: {_describe(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _sweep_temp_files(self, target: str) -> None:
+        """Remove temp files of ``target`` left by a killed writer; call only while holding its lock."""
+        # Temp files of ``target`` are only written under its lock, so any found while holding that lock were
+        # left by a process killed mid-write. Swept once per process to keep writes cheap.
+        if target in self._swept_temp_files:
+            return
+        self._swept_temp_files.add(target)
+        prefix = os.path.basename(target) + ".tmp-"
+        with suppress(OSError), os.scandir(self.folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    with suppress(OSError):
+                        os.unlink(entry.path)
+
+    def _replace(self, target: str, data: bytes, durable: bool) -> Signature:
+        """Atomically replace ``target`` with ``data``; return the signature of the new file."""
+        temp_path = None
+        try:
+            fd, temp_path = tempfile.mkstemp(dir=self.folder, prefix=os.path.basename(target) + ".tmp-")
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                if durable:
+                    os.fsync(file.fileno())
+                signature = _signature(os.fstat(file.fileno()))
+            os.replace(temp_path, target)
+            temp_path = None
+            if durable:
+                self._fsync_folder()
+        except OSError as exc:
+            raise self._unavailable(f"cannot write {target}: {_describe(exc)}") from exc
+        finally:
+            if temp_path is not None:
+                with suppress(OSError):
+                    os.unlink(temp_path)
+        return signature
+
+    def _fsync_folder(self) -> None:
+        # Without this the rename may be lost on a power cut even though the file content was synced.
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        except OSError as exc:  # pragma: no cover - file systems that cannot sync a folder
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+                raise
+        finally:
+            os.close(fd)
+
+    def _write_users(self, state: _Users, added: list[User], removed: int | None = None) -> None:
+        """Write ``state`` plus ``added`` minus ``removed``, then update the index in place."""
+        next_id = added[-1].id + 1 if added else state.next_id
+        data = _encode_appended(state, added, next_id) if removed is None else None
+        if data is None:
+            users = [u for u in state.by_id.values() if u.id != removed] + added
+            data = _encode_users(users, next_id)
+        signature = self._replace(self.path, data, durable=True)
+        # Only now, with the file on disk, does the index change.
+        for user in added:
+            state.by_name[user.username] = user
+            state.by_id[user.id] = user
+        if removed is not None:
+            gone = state.by_id.pop(removed)
+            del state.by_name[gone.username]
+        self._users_state = _Users(signature, state.by_name, state.by_id, next_id, data)
+
+    def create_user(self, username: str, password_hash: str) -> User:
+        """Store a new user under the next id; raise UsernameTaken when the name exists."""
+        with self._locked(self.lock_path):
+            self._sweep_temp_files(self.path)
+            state = self._users()
+            if username in state.by_name:
+                raise UsernameTaken(username)
+            user = User(state.next_id, username, password_hash)
+            self._write_users(state, [user])
+        return user
+
+    def create_users_bulk(self, rows: Iterable[tuple[str, str]]) -> int:
+        """Store many users in one replace of the file, all or none."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        with self._locked(self.lock_path):
+            self._sweep_temp_files(self.path)
+            state = self._users()
+            added: list[User] = []
+            names: set[str] = set()
+            for offset, (username, password_hash) in enumerate(rows):
+                if username in state.by_name or username in names:
+                    raise UsernameTaken(username)
+                names.add(username)
+                added.append(User(state.next_id + offset, username, password_hash))
+            self._write_users(state, added)
+        return len(added)
+
+    def delete_user(self, user_id: int) -> bool:
+        """Remove a user; ``next_id`` stays, so the id is never handed out again."""
+        with self._locked(self.lock_path):
+            state = self._users()
+            if user_id not in state.by_id:
+                return False
+            self._write_users(state, [], removed=user_id)
+        return True
+
+    # ------------------------------------------------------------------ readiness
+
+    def check_ready(self) -> None:
+        """Raise StoreUnavailable unless the data file (or, before the first write, its folder) is usable."""
+        self._users()  # an unreadable or corrupt file is not ready
+        folder = self.folder
+        while not os.path.isdir(folder):
+            parent = os.path.dirname(folder)
+            if parent == folder:  # pragma: no cover - the root always exists
+                break
+            folder = parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreUnavailable(f"folder {folder} is not writable")
+        if os.path.exists(self.path) and not os.access(self.path, os.R_OK | os.W_OK):
+            raise StoreUnavailable(f"data file {self.path} is not readable and writable")
+        try:
+            space = os.statvfs(folder)
+        except OSError as exc:  # pragma: no cover - statvfs of an existing folder
+            raise StoreUnavailable(f"cannot inspect {folder}: {_describe(exc)}") from exc
+        if space.f_bavail == 0:
+            raise StoreUnavailable(f"no space left on the device holding {folder}")
+
+    # ------------------------------------------------------------------ login failures
+
+    def _failures(self) -> dict[str, list[float]]:
+        """Current failures by key, parsed only when the file changed; unreadable counts as empty."""
+        cached_signature, cached = self._failures_state
+        try:
+            with open(self.failures_path, "rb") as file:
+                signature = _signature(os.fstat(file.fileno()))
+                if signature == cached_signature:
+                    return cached
+                raw = file.read()
+        except FileNotFoundError:
+            self._failures_state = (None, {})
+            return {}
+        except OSError as exc:
+            raise self._unavailable(f"cannot read {self.failures_path}: {_describe(exc)}") from exc
+        try:
+            failures = _parse_failures(raw)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("login failures file %s is unreadable; counting it as empty", self.failures_path)
+            failures = {}
+        self._failures_state = (signature, failures)
+        return failures
+
+    def _write_failures(self, failures: dict[str, list[float]]) -> None:
+        data = json.dumps({"version": FORMAT_VERSION, "failures": failures}, separators=(",", ":"))
+        signature = self._replace(self.failures_path, data.encode("utf-8"), durable=False)
+        self._failures_state = (signature, failures)
+
+    def record_login_failure(self, key: str, now: float, window: float) -> None:
+        """Add a failure for ``key`` and drop every entry older than ``window``."""
+        cutoff = now - window
+        with self._locked(self.failures_lock_path):
+            self._sweep_temp_files(self.failures_path)
+            failures: dict[str, list[float]] = {}
+            for other, stamps in self._failures().items():
+                recent = [t for t in stamps if t > cutoff]
+                if recent:
+                    failures[other] = recent
+            failures[key] = [*failures.get(key, []), now][-MAX_FAILURES_PER_KEY:]
+            if len(failures) > MAX_FAILURE_KEYS:
+                # Keep the keys failing most recently; the ones dropped had their last failure longest ago.
+                newest = sorted(failures, key=lambda k: failures[k][-1], reverse=True)[:MAX_FAILURE_KEYS]
+                failures = {k: failures[k] for k in newest}
+            self._write_failures(failures)
+
+    def login_failures(self, key: str, now: float, window: float) -> tuple[int, float | None]:
+        """Failures of ``key`` within the window and the oldest of their timestamps."""
+        cutoff = now - window
+        recent = [t for t in self._failures().get(key, ()) if t > cutoff]
+        return len(recent), (min(recent) if recent else None)
+
+    def clear_login_failures(self, key: str) -> None:
+        """Forget ``key``; writes nothing when it has no failures (the common case of a good login)."""
+        if key not in self._failures():
+            return
+        with self._locked(self.failures_lock_path):
+            failures = dict(self._failures())
+            if failures.pop(key, None) is not None:
+                self._write_failures(failures)
+
+    def close(self) -> None:
+        """Drop the in-memory index (no file stays open between calls)."""
+        self._users_state = _empty_users()
+        self._failures_state = (None, {})

@@ -1,0 +1,343 @@
+"""Users kept in PostgreSQL through psycopg 3 and a psycopg_pool connection pool.
+
+Process model (gunicorn forks workers from a master):
+
+* Construction opens no pool. It creates the schema over one short connection that is closed before it
+  returns, so the store may be built in the master before ``fork``. ``src.create_app`` builds it when
+  ``src:application`` is first loaded: in each worker after fork (gunicorn's default), or once in the master
+  with ``--preload``; both are safe. When the database is down the
+  construction logs one line and succeeds; the schema is then created on first use.
+* The pool is opened lazily on first use, in the process that uses it, and is keyed by ``os.getpid()``: a
+  worker never uses sockets inherited from its parent.
+* Lookups cost one query on a pooled autocommit connection. Connections are not checked on every checkout
+  (that would double the cost of a lookup): after a connection error the idle connections are checked
+  (``pool.check()``) and an idempotent call is retried once, so a restarted database is picked up without a
+  failed request; writes check their connection before running. While the database is down a call raises
+  StoreUnavailable after ``timeout`` seconds, and once the pool has seen connection errors the next calls
+  fail within 0.75 s; the pool reconnects by itself within about half a second of the return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg import errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .base import StoreUnavailable, User, UsernameTaken, UserStore
+
+log = logging.getLogger(__name__)
+# psycopg_pool logs every failed reconnection attempt (two lines, twice a second per worker during an
+# outage); this module logs one line per worker every LOG_INTERVAL_SECONDS instead. Logging configuration
+# that sets the level of "psycopg.pool" explicitly still wins.
+if logging.getLogger("psycopg.pool").level == logging.NOTSET:
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+# Every process that creates or migrates the schema takes this transaction-scoped advisory lock first, so
+# many workers or pods starting at once run the DDL one after the other.
+SCHEMA_LOCK_ID = 0x666C61736B617069  # "flaskapi"
+SCHEMA_SQL = (
+    """CREATE TABLE IF NOT EXISTS users (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        username text NOT NULL UNIQUE,
+        password_hash text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS login_failures (
+        key text NOT NULL,
+        at double precision NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS login_failures_key_at ON login_failures (key, at)",
+    "CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (at)",
+)
+SCHEMA_OBJECTS = ("users", "login_failures", "login_failures_key_at", "login_failures_at")
+# psycopg_pool retries a failed connection with an exponential back-off (1 s, 2 s, 4 s, ...) until this
+# limit, then gives the slot up; the next request starts a fresh attempt at once. A short limit keeps the
+# back-off short, so the pool is back within about half a second of the database.
+RECONNECT_TIMEOUT_SECONDS = 0.5
+READY_TIMEOUT_SECONDS = 2.0
+# Once the pool has failed to reach the database, later calls wait this long for a connection instead of the
+# full timeout, so an outage answers 503 quickly rather than holding every worker (and the liveness probe
+# behind them) for seconds. It is longer than RECONNECT_TIMEOUT_SECONDS, the longest wait for the next
+# connection attempt, so the first call after the database returns succeeds.
+FAIL_FAST_TIMEOUT_SECONDS = 0.75
+LOG_INTERVAL_SECONDS = 10.0
+BIGINT_MAX = 2**63 - 1
+
+T = TypeVar("T")
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The password of ``url`` as written and decoded, to be removed from any message."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    return sorted({password, unquote(password)}, key=len, reverse=True)
+
+
+def describe_error(exc: BaseException, url: str) -> str:
+    """First line of an error message, with the URL's password masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for secret in _secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def create_schema(url: str, timeout: float = 5.0) -> None:
+    """Create the tables and indexes if missing, under the advisory lock; StoreUnavailable if unreachable."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout))) as conn:
+            _create_schema_on(conn)
+    except psycopg.Error as exc:
+        raise StoreUnavailable(f"database unavailable: {describe_error(exc, url)}") from None
+
+
+def _create_schema_on(conn: psycopg.Connection) -> None:
+    # Look first: a role without DDL rights (schema migrated by an administrator with python -m src.migrate)
+    # would be refused even "CREATE TABLE IF NOT EXISTS" on a table that exists.
+    present = conn.execute(
+        "SELECT bool_and(to_regclass(name) IS NOT NULL) FROM unnest(%s::text[]) AS name",
+        (list(SCHEMA_OBJECTS),),
+    ).fetchone()
+    if present is not None and present[0]:
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
+        for statement in SCHEMA_SQL:
+            conn.execute(statement)
+
+
+def _user(row: tuple[int, str, str] | None) -> User | None:
+    return User(*row) if row is not None else None
+
+
+class PostgresStore(UserStore):
+    """Users in PostgreSQL at ``url``; see the module docstring for the process and outage behaviour."""
+
+    def __init__(self, url: str, min_size: int = 1, max_size: int = 4, timeout: float = 5.0) -> None:
+        self._url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = float(timeout)
+        self._pool: ConnectionPool | None = None
+        self._pool_pid: int | None = None
+        self._pool_lock = threading.Lock()
+        self._schema_ready = False
+        self._fail_fast_until = 0.0
+        self._last_logged = -LOG_INTERVAL_SECONDS
+        try:
+            create_schema(url, self.timeout)
+            self._schema_ready = True
+        except StoreUnavailable as exc:
+            log.warning("schema not created yet, will retry on first use: %s", exc)
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self._url)
+        return f"PostgresStore(host={parts.hostname!r}, database={parts.path.lstrip('/')!r})"
+
+    # ------------------------------------------------------------------ connections
+
+    def _get_pool(self) -> ConnectionPool:
+        """This process's pool, opened on first use; a pool inherited through fork is left untouched."""
+        pid = os.getpid()
+        pool = self._pool
+        if pool is not None and self._pool_pid == pid:
+            return pool
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != pid:
+                if self._pool is not None:
+                    # Opened by the parent before fork: its threads are gone here and closing it would end the
+                    # parent's sessions, so keep a reference and never touch it.
+                    _INHERITED_POOLS.append(self._pool)
+                pool = ConnectionPool(
+                    self._url,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    timeout=self.timeout,
+                    reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
+                    kwargs={"autocommit": True, "connect_timeout": max(1, round(self.timeout))},
+                    name=f"flask-api-{pid}",
+                    open=False,
+                )
+                pool.open(wait=False)
+                self._pool, self._pool_pid = pool, pid
+            return self._pool
+
+    def _unavailable(self, exc: BaseException, waited: float = 0.0) -> StoreUnavailable:
+        if isinstance(exc, PoolTimeout):
+            reason = f"database unavailable: no connection within {waited:g} s"
+        else:
+            reason = f"database unavailable: {describe_error(exc, self._url)}"
+        # One line per process every few seconds is enough to see an outage without flooding the log.
+        now = time.monotonic()
+        if now - self._last_logged >= LOG_INTERVAL_SECONDS:
+            self._last_logged = now
+            log.warning("%s", reason)
+        return StoreUnavailable(reason)
+
+    def _run(
+        self,
+        work: Callable[[psycopg.Connection], T],
+        *,
+        idempotent: bool = True,
+        timeout: float | None = None,
+    ) -> T:
+        """Run ``work`` on a pooled connection, mapping every database failure to StoreUnavailable."""
+        pool = self._get_pool()
+        if timeout is None:
+            timeout = self.timeout
+        if self._fail_fast_until and time.monotonic() < self._fail_fast_until:
+            timeout = min(timeout, FAIL_FAST_TIMEOUT_SECONDS)
+        for attempt in (1, 2):
+            sent = False
+            try:
+                with pool.connection(timeout=timeout) as conn:
+                    if not idempotent:
+                        # A write must not be sent twice, so make sure first that the connection is alive.
+                        pool.check_connection(conn)
+                    if not self._schema_ready:
+                        _create_schema_on(conn)
+                        self._schema_ready = True
+                    sent = True
+                    result = work(conn)
+            except errors.UniqueViolation as exc:
+                raise UsernameTaken(exc.diag.message_detail or "username taken") from None
+            except PoolTimeout as exc:
+                if pool.pop_stats().get("connections_errors"):
+                    # The pool cannot reach the database (not merely busy): fail fast for a while.
+                    self._fail_fast_until = time.monotonic() + self.timeout
+                raise self._unavailable(exc, timeout) from None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                # Typically the database restarted: drop every broken idle connection, then retry once
+                # unless a write may already have reached the server.
+                pool.check()
+                if attempt == 2 or (sent and not idempotent):
+                    raise self._unavailable(exc) from None
+            except psycopg.Error as exc:
+                raise self._unavailable(exc) from None
+            else:
+                self._fail_fast_until = 0.0
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ users
+
+    def create_user(self, username: str, password_hash: str) -> User:
+        """Insert a user; the identity column hands out the id."""
+
+        def insert(conn: psycopg.Connection) -> User:
+            row = conn.execute(
+                "INSERT INTO users (username, password_hash) VALUES (%s, %s) RETURNING id",
+                (username, password_hash),
+            ).fetchone()
+            if row is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
+                raise StoreUnavailable("database returned no id for the new user")
+            return User(row[0], username, password_hash)
+
+        return self._run(insert, idempotent=False)
+
+    def find_by_username(self, username: str) -> User | None:
+        """The user with exactly this name, or None."""
+        if "\x00" in username:  # PostgreSQL text cannot hold NUL, so no such user can exist
+            return None
+        return self._run(
+            lambda conn: _user(
+                conn.execute(
+                    "SELECT id, username, password_hash FROM users WHERE username = %s", (username,)
+                ).fetchone()
+            )
+        )
+
+    def find_by_id(self, user_id: int) -> User | None:
+        """The user with this id, or None."""
+        if not 0 < user_id <= BIGINT_MAX:
+            return None
+        return self._run(
+            lambda conn: _user(
+                conn.execute(
+                    "SELECT id, username, password_hash FROM users WHERE id = %s", (user_id,)
+                ).fetchone()
+            )
+        )
+
+    def create_users_bulk(self, rows: Iterable[tuple[str, str]]) -> int:
+        """Insert many users with one COPY in one transaction, all or none."""
+        rows = list(rows)
+        if not rows:
+            return 0
+
+        def copy(conn: psycopg.Connection) -> int:
+            with (
+                conn.transaction(),
+                conn.cursor() as cursor,
+                cursor.copy("COPY users (username, password_hash) FROM STDIN") as stream,
+            ):
+                for row in rows:
+                    stream.write_row(row)
+            return len(rows)
+
+        return self._run(copy, idempotent=False)
+
+    def delete_user(self, user_id: int) -> bool:
+        """Remove a user; the identity sequence never hands its id out again."""
+        if not 0 < user_id <= BIGINT_MAX:
+            return False
+        return self._run(
+            lambda conn: conn.execute("DELETE FROM users WHERE id = %s", (user_id,)).rowcount > 0,
+            idempotent=False,
+        )
+
+    def check_ready(self) -> None:
+        """Raise StoreUnavailable unless the database answers (within a short probe timeout)."""
+        self._run(
+            lambda conn: conn.execute("SELECT 1").fetchone(),
+            timeout=min(self.timeout, READY_TIMEOUT_SECONDS),
+        )
+
+    # ------------------------------------------------------------------ login failures
+
+    def record_login_failure(self, key: str, now: float, window: float) -> None:
+        """Add a failure for ``key`` and prune every failure older than ``window``, in one statement."""
+        self._run(
+            lambda conn: conn.execute(
+                "WITH pruned AS (DELETE FROM login_failures WHERE at <= %s) "
+                "INSERT INTO login_failures (key, at) VALUES (%s, %s)",
+                (now - window, key, now),
+            ),
+            idempotent=False,
+        )
+
+    def login_failures(self, key: str, now: float, window: float) -> tuple[int, float | None]:
+        """Failures of ``key`` within the window and the oldest of their timestamps."""
+        row = self._run(
+            lambda conn: conn.execute(
+                "SELECT count(*), min(at) FROM login_failures WHERE key = %s AND at > %s", (key, now - window)
+            ).fetchone()
+        )
+        if row is None:  # pragma: no cover - an aggregate always returns one row
+            return 0, None
+        return int(row[0]), row[1]
+
+    def clear_login_failures(self, key: str) -> None:
+        """Forget the failures of ``key``."""
+        self._run(lambda conn: conn.execute("DELETE FROM login_failures WHERE key = %s", (key,)))
+
+    def close(self) -> None:
+        """Close this process's pool (a pool inherited from a parent process is left alone)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            if pool is not None and self._pool_pid == os.getpid():
+                pool.close()
+
+
+_INHERITED_POOLS: list[ConnectionPool] = []

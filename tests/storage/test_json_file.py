@@ -1,0 +1,432 @@
+"""JsonFileStore on real files: records, ids, index reloads, corrupt files, full and read-only disks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import multiprocessing
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from src.storage import JsonFileStore, StoreUnavailable, User, UsernameTaken
+from src.storage import json_file as json_file_module
+
+from . import workers
+from .conftest import remount
+
+HASH = workers.HASH
+
+
+def read_doc(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_new_store_finds_nobody_and_creates_no_file(json_store, data_file):
+    assert json_store.find_by_username("alice") is None
+    assert json_store.find_by_id(1) is None
+    assert not data_file.exists()
+    assert not data_file.parent.exists()
+
+
+def test_create_user_returns_user_found_by_name_and_by_id(json_store):
+    user = json_store.create_user("alice", HASH)
+
+    assert user == User(1, "alice", HASH)
+    assert json_store.find_by_username("alice") == user
+    assert json_store.find_by_id(1) == user
+
+
+def test_find_by_username_is_exact_and_case_sensitive(json_store):
+    json_store.create_user("alice", HASH)
+
+    assert json_store.find_by_username("Alice") is None
+    assert json_store.find_by_username("alice ") is None
+
+
+def test_first_write_creates_folder_and_file_readable_by_owner_only(json_store, data_file):
+    json_store.create_user("alice", HASH)
+
+    assert stat.S_IMODE(data_file.stat().st_mode) == 0o600
+    assert read_doc(data_file) == {
+        "version": 1,
+        "next_id": 2,
+        "users": [{"id": 1, "username": "alice", "password_hash": HASH}],
+    }
+
+
+def test_duplicate_username_raises_username_taken_and_leaves_file_unchanged(json_store, data_file):
+    json_store.create_user("alice", HASH)
+    before = data_file.read_bytes()
+
+    with pytest.raises(UsernameTaken):
+        json_store.create_user("alice", "other-hash")
+
+    assert data_file.read_bytes() == before
+
+
+def test_unicode_username_round_trips(json_store, data_file):
+    json_store.create_user("zoë", HASH)
+
+    assert JsonFileStore(data_file).find_by_username("zoë").id == 1
+
+
+def test_ids_are_stable_across_reopen(json_store, data_file):
+    created = [json_store.create_user(name, HASH) for name in ("alice", "bob", "carol")]
+
+    reopened = JsonFileStore(data_file)
+
+    assert [reopened.find_by_username(u.username) for u in created] == created
+    assert reopened.create_user("dave", HASH).id == 4
+
+
+def test_ids_are_never_reused_after_a_user_is_removed(json_store, data_file):
+    json_store.create_user("alice", HASH)
+    bob = json_store.create_user("bob", HASH)
+
+    assert json_store.delete_user(bob.id) is True
+    assert json_store.find_by_id(bob.id) is None
+    assert json_store.find_by_username("bob") is None
+    assert JsonFileStore(data_file).create_user("carol", HASH).id == 3
+    assert json_store.create_user("bob", HASH).id == 4
+
+
+def test_delete_of_unknown_user_returns_false(json_store):
+    json_store.create_user("alice", HASH)
+
+    assert json_store.delete_user(99) is False
+
+
+def test_bulk_create_assigns_consecutive_ids_in_one_write(json_store, data_file):
+    json_store.create_user("first", HASH)
+
+    count = json_store.create_users_bulk((f"user{n}", HASH) for n in range(1000))
+
+    assert count == 1000
+    assert json_store.find_by_username("user999").id == 1001
+    doc = read_doc(data_file)
+    assert doc["next_id"] == 1002
+    assert len(doc["users"]) == 1001
+
+
+def test_bulk_create_with_a_taken_name_writes_nothing(json_store, data_file):
+    json_store.create_user("alice", HASH)
+    before = data_file.read_bytes()
+
+    with pytest.raises(UsernameTaken):
+        json_store.create_users_bulk([("bob", HASH), ("alice", HASH)])
+    with pytest.raises(UsernameTaken):
+        json_store.create_users_bulk([("carol", HASH), ("carol", HASH)])
+
+    assert data_file.read_bytes() == before
+    assert json_store.find_by_username("bob") is None
+
+
+def test_bulk_create_of_no_rows_returns_zero_and_creates_no_file(json_store, data_file):
+    assert json_store.create_users_bulk([]) == 0
+    assert not data_file.exists()
+
+
+def test_index_reloads_after_another_process_writes(json_store, data_file):
+    json_store.create_user("alice", HASH)
+    assert json_store.find_by_username("p-0") is None
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(1) as pool:
+        event = manager.Event()
+        event.set()
+        created = pool.apply(workers.register_many, (str(data_file), "p", 2, event))
+
+    assert created == [("p-0", 2), ("p-1", 3)]
+    assert json_store.find_by_username("p-1") == User(3, "p-1", HASH)
+    assert json_store.create_user("bob", HASH).id == 4
+
+
+@pytest.fixture
+def parses(monkeypatch):
+    """Names of the parse functions called, in order: "full" or "appended"."""
+    calls: list[str] = []
+    real_full, real_appended = json_file_module._parse_users, json_file_module._parse_appended
+
+    def full(*args):
+        calls.append("full")
+        return real_full(*args)
+
+    def appended(*args):
+        result = real_appended(*args)
+        if result is not None:
+            calls.append("appended")
+        return result
+
+    monkeypatch.setattr(json_file_module, "_parse_users", full)
+    monkeypatch.setattr(json_file_module, "_parse_appended", appended)
+    return calls
+
+
+def test_lookups_do_not_parse_an_unchanged_file(json_store, parses):
+    json_store.create_users_bulk((f"user{n}", HASH) for n in range(100))
+
+    for n in range(50):
+        assert json_store.find_by_username(f"user{n}") is not None
+        assert json_store.find_by_id(n + 1) is not None
+
+    assert parses == []
+
+
+def test_a_registration_by_another_worker_is_indexed_without_a_full_parse(json_store, data_file, parses):
+    json_store.create_users_bulk((f"user{n}", HASH) for n in range(100))
+    other_worker = JsonFileStore(data_file)
+    assert other_worker.find_by_id(1) is not None
+
+    json_store.create_user("late", HASH)
+    json_store.create_users_bulk([("later", HASH), ("latest", HASH)])
+
+    assert other_worker.find_by_username("latest") == User(103, "latest", HASH)
+    assert other_worker.find_by_username("late").id == 101
+    assert other_worker.create_user("after", HASH).id == 104
+    assert parses == ["full", "appended"]
+    assert data_file.read_bytes() == json_file_module._encode_users(
+        sorted(other_worker._users().by_id.values(), key=lambda u: u.id), 105
+    )
+
+
+def test_a_removal_by_another_worker_is_seen_through_a_full_parse(json_store, data_file, parses):
+    json_store.create_users_bulk((f"user{n}", HASH) for n in range(3))
+    other_worker = JsonFileStore(data_file)
+    assert other_worker.find_by_id(2) is not None
+
+    json_store.delete_user(2)
+
+    assert other_worker.find_by_id(2) is None
+    assert other_worker.find_by_username("user1") is None
+    assert parses == ["full", "full"]
+
+
+def test_an_invalid_appended_user_is_reported_by_the_full_parse(json_store, data_file):
+    json_store.create_user("alice", HASH)
+    assert json_store.find_by_id(1) is not None
+    bad = data_file.read_bytes().replace(b'"next_id":2', b'"next_id":3')[:-2]
+    data_file.write_bytes(bad + b',{"id":2,"username":"alice","password_hash":"h"}]}')
+
+    with pytest.raises(StoreUnavailable, match="repeats username"):
+        json_store.find_by_id(2)
+
+
+def test_a_hand_formatted_file_is_read_and_rewritten_in_the_compact_layout(json_store, data_file):
+    data_file.parent.mkdir(parents=True)
+    doc = {"version": 1, "next_id": 5, "users": [{"id": 4, "username": "alice", "password_hash": HASH}]}
+    data_file.write_text(json.dumps(doc, indent=2))
+
+    assert json_store.find_by_username("alice").id == 4
+    assert json_store.create_user("bob", HASH).id == 5
+    assert data_file.read_bytes().startswith(b'{"version":1,"next_id":6,"users":[{"id":4,')
+
+
+def test_file_removed_by_an_operator_reads_as_empty(json_store, data_file):
+    json_store.create_user("alice", HASH)
+    data_file.unlink()
+
+    assert json_store.find_by_username("alice") is None
+
+
+def test_empty_file_counts_as_an_empty_store(json_store, data_file):
+    data_file.parent.mkdir(parents=True)
+    data_file.write_bytes(b"")
+
+    assert json_store.find_by_username("alice") is None
+    assert json_store.create_user("alice", HASH).id == 1
+
+
+CORRUPT_CONTENTS = {
+    "truncated json": b'{"version": 1, "next_id": 2, "users": [{"id": 1, "usern',
+    "not utf-8": b"\xff\xfe\x00garbage",
+    "a list": b"[]",
+    "unknown version": b'{"version": 99, "next_id": 1, "users": []}',
+    "next_id not an integer": b'{"version": 1, "next_id": "2", "users": []}',
+    "user not an object": b'{"version": 1, "next_id": 2, "users": [1]}',
+    "id at or above next_id": (
+        b'{"version": 1, "next_id": 2, "users": [{"id": 2, "username": "a", "password_hash": "h"}]}'
+    ),
+    "missing hash": b'{"version": 1, "next_id": 2, "users": [{"id": 1, "username": "a"}]}',
+    "repeated username": (
+        b'{"version": 1, "next_id": 3, "users": [{"id": 1, "username": "a", "password_hash": "h"},'
+        b' {"id": 2, "username": "a", "password_hash": "h"}]}'
+    ),
+}
+
+
+@pytest.mark.parametrize("content", CORRUPT_CONTENTS.values(), ids=CORRUPT_CONTENTS.keys())
+def test_corrupt_file_raises_store_unavailable_and_is_never_overwritten(
+    json_store, data_file, content, caplog
+):
+    data_file.parent.mkdir(parents=True)
+    data_file.write_bytes(content)
+
+    with caplog.at_level(logging.ERROR):
+        for call in (
+            lambda: json_store.find_by_username("a"),
+            lambda: json_store.find_by_id(1),
+            lambda: json_store.create_user("new", HASH),
+            lambda: json_store.create_users_bulk([("bulk", HASH)]),
+            json_store.check_ready,
+        ):
+            with pytest.raises(StoreUnavailable, match="is unreadable"):
+                call()
+
+    assert data_file.read_bytes() == content
+    assert len([r for r in caplog.records if "is unreadable" in r.getMessage()]) == 1
+
+
+def test_repaired_file_is_used_again(json_store, data_file):
+    data_file.parent.mkdir(parents=True)
+    data_file.write_bytes(b"{broken")
+    with pytest.raises(StoreUnavailable):
+        json_store.find_by_username("alice")
+
+    JsonFileStore(data_file.with_name("good.json")).create_user("alice", HASH)
+    os.replace(data_file.with_name("good.json"), data_file)
+
+    assert json_store.find_by_username("alice").id == 1
+
+
+def test_data_path_that_is_a_folder_raises_store_unavailable(tmp_path):
+    (tmp_path / "data.json").mkdir()
+    store = JsonFileStore(tmp_path / "data.json")
+
+    with pytest.raises(StoreUnavailable, match="cannot read data file"):
+        store.find_by_username("alice")
+
+
+def test_parent_that_is_a_file_raises_store_unavailable_on_write(tmp_path):
+    (tmp_path / "blocker").write_text("")
+    store = JsonFileStore(tmp_path / "blocker" / "data.json")
+
+    with pytest.raises(StoreUnavailable, match="cannot open lock file"):
+        store.create_user("alice", HASH)
+    with pytest.raises(StoreUnavailable, match="cannot read data file"):
+        store.find_by_username("alice")
+
+
+def test_stale_temp_file_of_a_killed_writer_is_removed_on_next_write(json_store, data_file):
+    json_store.create_user("alice", HASH)
+    stale = data_file.with_name("data.json.tmp-abandoned")
+    stale.write_text("{half")
+    stale_failures = data_file.with_name("data.json.failures.tmp-abandoned")
+    stale_failures.write_text("{half")
+
+    JsonFileStore(data_file).create_user("bob", HASH)
+
+    assert not stale.exists()
+    assert stale_failures.exists(), "only the failures writer, under its own lock, may remove its temp files"
+    JsonFileStore(data_file).record_login_failure("10.0.0.1|bob", 1.0, 60)
+    assert sorted(p.name for p in data_file.parent.iterdir()) == [
+        "data.json",
+        "data.json.failures",
+        "data.json.failures.lock",
+        "data.json.lock",
+    ]
+
+
+def test_close_drops_the_index_and_the_store_still_works(json_store):
+    json_store.create_user("alice", HASH)
+    json_store.close()
+
+    assert json_store.find_by_username("alice").id == 1
+
+
+def test_store_works_as_a_context_manager(data_file):
+    with JsonFileStore(data_file) as store:
+        store.create_user("alice", HASH)
+
+    assert repr(store) == f"JsonFileStore({str(data_file)!r})"
+
+
+def test_check_ready_passes_before_the_first_write(json_store):
+    json_store.check_ready()
+
+
+def test_check_ready_passes_with_a_written_file(json_store):
+    json_store.create_user("alice", HASH)
+
+    json_store.check_ready()
+
+
+# --- full disk and read-only folder (real tmpfs mounts, root only) ------------------------------------------
+
+
+def fill_the_disk(filler: Path) -> None:
+    """Write ``filler`` until the file system reports ENOSPC."""
+    with open(filler, "wb", buffering=0) as file:
+        while True:
+            try:
+                file.write(b"x" * 4096)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    return
+                raise
+
+
+def test_full_disk_raises_store_unavailable_and_keeps_the_previous_file(tmpfs, caplog):
+    folder = tmpfs("64k")
+    store = JsonFileStore(folder / "data.json")
+    store.create_user("alice", HASH)
+    before = (folder / "data.json").read_bytes()
+    filler = folder / "filler"
+    fill_the_disk(filler)
+
+    with caplog.at_level(logging.ERROR), pytest.raises(StoreUnavailable, match="no space left on device"):
+        store.create_users_bulk((f"user{n}", HASH) for n in range(100))
+
+    assert (folder / "data.json").read_bytes() == before
+    assert not [p for p in folder.iterdir() if ".tmp-" in p.name]
+    assert "no space left on device" in caplog.text
+    assert len(caplog.records) == 1
+    with pytest.raises(StoreUnavailable, match="no space left"):
+        store.check_ready()
+    assert store.find_by_username("alice").id == 1
+
+    filler.unlink()
+    assert store.create_user("bob", HASH).id == 2
+
+
+def test_read_only_folder_raises_store_unavailable_and_keeps_the_previous_file(tmpfs, caplog):
+    folder = tmpfs("1m")
+    store = JsonFileStore(folder / "data.json")
+    store.create_user("alice", HASH)
+    before = (folder / "data.json").read_bytes()
+    remount(folder, "ro")
+
+    with caplog.at_level(logging.ERROR), pytest.raises(StoreUnavailable, match="read-only file system"):
+        store.create_user("bob", HASH)
+    with pytest.raises(StoreUnavailable, match="not writable"):
+        store.check_ready()
+
+    assert (folder / "data.json").read_bytes() == before
+    assert "read-only file system" in caplog.text
+    assert store.find_by_username("alice").id == 1
+    remount(folder, "rw")
+    assert store.create_user("bob", HASH).id == 2
+
+
+def test_read_only_folder_before_the_first_write_is_not_ready(tmpfs):
+    folder = tmpfs("64k")
+    remount(folder, "ro")
+    store = JsonFileStore(folder / "sub" / "data.json")
+
+    with pytest.raises(StoreUnavailable, match="not writable"):
+        store.check_ready()
+    with pytest.raises(StoreUnavailable, match="read-only file system"):
+        store.create_user("alice", HASH)
+
+
+def test_data_file_that_is_not_writable_is_not_ready(json_store, data_file, monkeypatch):
+    json_store.create_user("alice", HASH)
+    # Root passes every permission check, so the one answer root cannot get from the kernel is simulated.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(data_file) and real_access(path, mode))
+
+    with pytest.raises(StoreUnavailable, match="not readable and writable"):
+        json_store.check_ready()

@@ -1,0 +1,352 @@
+"""PostgresStore against a real throwaway PostgreSQL: records, ids, schema creation, outages, fork safety."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import psycopg
+import pytest
+
+from src.storage import (
+    JsonFileStore,
+    PostgresStore,
+    StoreUnavailable,
+    User,
+    UsernameTaken,
+    store_from_settings,
+)
+from src.storage.postgres import create_schema, describe_error
+from tests.support.postgres import free_port, new_server, require_postgres_binaries
+
+from . import workers
+
+HASH = workers.HASH
+SPAWN = multiprocessing.get_context("spawn")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {row[0] for row in rows}
+
+
+def test_construction_creates_the_schema(postgres_url):
+    PostgresStore(postgres_url).close()
+
+    assert tables(postgres_url) == {"users", "login_failures"}
+
+
+def test_create_user_returns_user_found_by_name_and_by_id(pg_store):
+    user = pg_store.create_user("alice", HASH)
+
+    assert user == User(1, "alice", HASH)
+    assert pg_store.find_by_username("alice") == user
+    assert pg_store.find_by_id(1) == user
+
+
+def test_find_by_username_is_exact_and_case_sensitive(pg_store):
+    pg_store.create_user("alice", HASH)
+
+    assert pg_store.find_by_username("Alice") is None
+    assert pg_store.find_by_username("alice ") is None
+
+
+def test_unknown_or_out_of_range_ids_find_nobody(pg_store):
+    assert pg_store.find_by_id(1) is None
+    assert pg_store.find_by_id(0) is None
+    assert pg_store.find_by_id(-5) is None
+    assert pg_store.find_by_id(2**70) is None
+
+
+def test_a_name_with_a_nul_character_finds_nobody(pg_store):
+    assert pg_store.find_by_username("alice\x00") is None
+
+
+def test_a_role_without_ddl_rights_works_on_a_migrated_schema(postgres_url):
+    create_schema(postgres_url)
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
+        admin.execute(f"GRANT SELECT, INSERT, DELETE ON users, login_failures TO {role}")
+        admin.execute(f"GRANT USAGE ON SEQUENCE users_id_seq TO {role}")
+    app_url = postgres_url.replace("postgres@", f"{role}@", 1)
+    try:
+        with PostgresStore(app_url) as store:
+            assert store.create_user("alice", HASH).id == 1
+            store.check_ready()
+        with psycopg.connect(app_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE IF NOT EXISTS users (id int)")
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_duplicate_username_raises_username_taken(pg_store):
+    pg_store.create_user("alice", HASH)
+
+    with pytest.raises(UsernameTaken, match="alice"):
+        pg_store.create_user("alice", "other-hash")
+    assert pg_store.find_by_username("alice").password_hash == HASH
+
+
+def test_ids_are_stable_across_a_new_store(pg_store, postgres_url):
+    created = [pg_store.create_user(name, HASH) for name in ("alice", "bob", "carol")]
+
+    with PostgresStore(postgres_url) as other:
+        assert [other.find_by_username(u.username) for u in created] == created
+        assert other.create_user("dave", HASH).id == 4
+
+
+def test_ids_are_never_reused_after_a_user_is_removed(pg_store):
+    pg_store.create_user("alice", HASH)
+    bob = pg_store.create_user("bob", HASH)
+
+    assert pg_store.delete_user(bob.id) is True
+    assert pg_store.delete_user(bob.id) is False
+    assert pg_store.delete_user(0) is False
+    assert pg_store.find_by_id(bob.id) is None
+    assert pg_store.create_user("bob", HASH).id == 3
+
+
+def test_bulk_create_copies_every_row(pg_store):
+    count = pg_store.create_users_bulk((f"user{n}", HASH) for n in range(2000))
+
+    assert count == 2000
+    assert pg_store.find_by_username("user1999") == User(2000, "user1999", HASH)
+    assert pg_store.create_users_bulk([]) == 0
+
+
+def test_bulk_create_with_a_taken_name_writes_nothing(pg_store):
+    pg_store.create_user("alice", HASH)
+
+    with pytest.raises(UsernameTaken, match="alice"):
+        pg_store.create_users_bulk([("bob", HASH), ("alice", HASH)])
+
+    assert pg_store.find_by_username("bob") is None
+
+
+def test_check_ready_passes_when_the_database_answers(pg_store):
+    pg_store.check_ready()
+
+
+def test_several_processes_creating_the_schema_at_once_all_succeed(postgres_url):
+    with SPAWN.Manager() as manager, SPAWN.Pool(6) as pool:
+        start = manager.Event()
+        pending = [pool.apply_async(workers.create_schema_at_once, (postgres_url, start)) for _ in range(6)]
+        start.set()
+        assert [result.get(timeout=120) for result in pending] == [True] * 6
+
+    assert tables(postgres_url) == {"users", "login_failures"}
+
+
+def test_several_processes_registering_at_once_get_unique_ids(postgres_url, pg_store):
+    with SPAWN.Manager() as manager, SPAWN.Pool(4) as pool:
+        start = manager.Event()
+        pending = [
+            pool.apply_async(workers.register_many, (postgres_url, f"p{n}", 25, start)) for n in range(4)
+        ]
+        start.set()
+        created = [pair for result in pending for pair in result.get(timeout=120)]
+
+    assert len({uid for _, uid in created}) == 100
+    assert all(pg_store.find_by_username(name).id == uid for name, uid in created)
+
+
+def test_one_name_registered_by_several_processes_at_once_succeeds_exactly_once(postgres_url, pg_store):
+    with SPAWN.Manager() as manager, SPAWN.Pool(6) as pool:
+        start = manager.Event()
+        pending = [
+            pool.apply_async(workers.register_once, (postgres_url, "contested", start)) for _ in range(6)
+        ]
+        start.set()
+        results = [result.get(timeout=120) for result in pending]
+
+    assert len([r for r in results if r is not None]) == 1
+    assert pg_store.find_by_username("contested") is not None
+
+
+def test_database_error_other_than_a_lost_connection_raises_store_unavailable(pg_store, postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE users")
+
+    with pytest.raises(StoreUnavailable, match='relation "users" does not exist'):
+        pg_store.find_by_username("alice")
+
+
+def test_construction_succeeds_and_calls_fail_fast_when_the_database_is_down(caplog):
+    url = f"postgresql://app:s3cret-pass@127.0.0.1:{free_port()}/app"
+
+    with caplog.at_level(logging.WARNING):
+        store = PostgresStore(url, timeout=1)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="database unavailable"):
+            store.find_by_username("alice")
+        with pytest.raises(StoreUnavailable, match="database unavailable") as raised:
+            store.create_user("alice", HASH)
+        with pytest.raises(StoreUnavailable, match="database unavailable"):
+            store.check_ready()
+        elapsed = time.monotonic() - started
+        store.close()
+
+    assert elapsed < 10
+    assert "s3cret-pass" not in str(raised.value)
+    assert "s3cret-pass" not in caplog.text
+    assert "s3cret-pass" not in repr(store)
+
+
+def test_error_messages_never_show_the_password_of_the_url():
+    url = "postgresql://app:p%40ss-word@db.internal:5432/app"
+    leak = psycopg.OperationalError('connection to "postgresql://app:p@ss-word@db" failed\nsecond line')
+
+    assert describe_error(leak, url) == 'connection to "postgresql://app:***@db" failed'
+    assert describe_error(psycopg.OperationalError(""), "postgresql://db/app") == "OperationalError"
+    assert describe_error(ValueError("x"), "postgresql://[bad") == "x"
+
+
+def test_create_schema_raises_store_unavailable_when_the_database_is_down():
+    with pytest.raises(StoreUnavailable, match="database unavailable"):
+        create_schema(f"postgresql://app@127.0.0.1:{free_port()}/app", timeout=1)
+
+
+@pytest.fixture
+def own_server():
+    """A server of its own, so stopping it does not disturb the session's server."""
+    require_postgres_binaries()
+    server = new_server()
+    yield server
+    server.destroy()
+
+
+def test_outage_raises_store_unavailable_and_the_same_store_recovers(own_server):
+    url = own_server.create_database("app")
+    store = PostgresStore(url, min_size=2, max_size=4, timeout=2)
+    store.create_user("alice", HASH)
+    assert store.find_by_username("alice").id == 1
+
+    own_server.stop()
+    with pytest.raises(StoreUnavailable, match="database unavailable"):
+        store.find_by_username("alice")
+    for call in (
+        lambda: store.find_by_id(1),
+        lambda: store.create_user("bob", HASH),
+        store.check_ready,
+        lambda: store.login_failures("k", time.time(), 60),
+        lambda: store.record_login_failure("k", time.time(), 60),
+        lambda: store.clear_login_failures("k"),
+    ):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="database unavailable"):
+            call()
+        assert time.monotonic() - started < 2, "calls after the first failure fail fast"
+
+    own_server.start()
+    assert store.find_by_username("alice").id == 1
+    assert store.create_user("bob", HASH).id == 2
+    store.check_ready()
+    store.close()
+
+
+def test_writes_after_a_restart_use_a_fresh_connection(own_server):
+    url = own_server.create_database("app")
+    store = PostgresStore(url, min_size=1, max_size=1, timeout=5)
+    store.create_user("alice", HASH)
+
+    own_server.restart()
+
+    assert store.create_user("bob", HASH).id == 2
+    store.close()
+
+
+def test_schema_is_created_on_first_use_when_the_database_was_down_at_construction(own_server):
+    url = own_server.create_database("app")
+    own_server.stop()
+    store = PostgresStore(url, timeout=2)
+    own_server.start()
+
+    assert store.create_user("alice", HASH).id == 1
+    assert tables(url) == {"users", "login_failures"}
+    store.close()
+
+
+def test_a_forked_worker_opens_its_own_pool_and_the_parent_keeps_working(postgres_url, tmp_path):
+    script = tmp_path / "fork_check.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            from src.storage import PostgresStore
+            store = PostgresStore({postgres_url!r})
+            store.create_user("parent", "h")          # the parent opens its pool before fork
+            parent_pool = store._pool
+            pid = os.fork()
+            if pid == 0:
+                user = store.create_user("child", "h")
+                ok = store._pool is not parent_pool and store.find_by_id(user.id) == user
+                store.close()
+                os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, "child failed"
+            assert store._pool is parent_pool
+            assert store.find_by_username("child") is not None
+            store.create_user("parent-again", "h")
+            store.close()
+            print("ok")
+            """
+        )
+    )
+
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_store_from_settings_picks_postgres_when_a_database_url_is_set(postgres_url):
+    settings = SimpleNamespace(
+        database_url=postgres_url,
+        data_file_path="unused.json",
+        database_pool_min=1,
+        database_pool_max=3,
+        database_timeout_seconds=4,
+    )
+
+    store = store_from_settings(settings)
+
+    assert isinstance(store, PostgresStore)
+    assert (store.min_size, store.max_size, store.timeout) == (1, 3, 4.0)
+    store.close()
+
+
+def test_store_from_settings_picks_the_json_file_without_a_database_url(tmp_path):
+    settings = SimpleNamespace(
+        database_url=None,
+        data_file_path=str(tmp_path / "data.json"),
+        database_pool_min=1,
+        database_pool_max=4,
+        database_timeout_seconds=5,
+    )
+
+    store = store_from_settings(settings)
+
+    assert isinstance(store, JsonFileStore)
+    assert store.path == str(tmp_path / "data.json")

@@ -1,0 +1,83 @@
+"""Functions run in child processes (spawn context) by the storage tests; importable by the children."""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import multiprocessing.synchronize
+
+from src.storage import JsonFileStore, PostgresStore, UsernameTaken, UserStore
+from src.storage.postgres import create_schema
+
+HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+
+
+def open_store(target: str) -> UserStore:
+    """A store for ``target``: a PostgreSQL URL or a data file path."""
+    if target.startswith("postgresql://"):
+        return PostgresStore(target, min_size=1, max_size=2, timeout=10)
+    return JsonFileStore(target)
+
+
+def register_many(
+    target: str, prefix: str, count: int, start: multiprocessing.synchronize.Event
+) -> list[tuple[str, int]]:
+    """Wait for ``start``, then register ``count`` users named ``<prefix>-<n>``; return (name, id) pairs."""
+    store = open_store(target)
+    start.wait(30)
+    created = [
+        (user.username, user.id) for user in (store.create_user(f"{prefix}-{n}", HASH) for n in range(count))
+    ]
+    store.close()
+    return created
+
+
+def register_once(target: str, username: str, start: multiprocessing.synchronize.Event) -> int | None:
+    """Try to register ``username``; the id on success, None when it was taken."""
+    store = open_store(target)
+    start.wait(30)
+    try:
+        return store.create_user(username, HASH).id
+    except UsernameTaken:
+        return None
+    finally:
+        store.close()
+
+
+def register_and_acknowledge(target: str, prefix: str, acks: multiprocessing.connection.Connection) -> None:
+    """Register users forever, sending each name through ``acks`` only once create_user has returned."""
+    store = open_store(target)
+    n = 0
+    while True:
+        user = store.create_user(f"{prefix}-{n}", HASH)
+        acks.send((user.username, user.id))
+        n += 1
+
+
+def look_up_repeatedly(
+    target: str, username: str, rounds: int, start: multiprocessing.synchronize.Event
+) -> int:
+    """Look ``username`` up ``rounds`` times; return how many lookups found it (errors propagate)."""
+    store = open_store(target)
+    start.wait(30)
+    found = sum(store.find_by_username(username) is not None for _ in range(rounds))
+    store.close()
+    return found
+
+
+def create_schema_at_once(url: str, start: multiprocessing.synchronize.Event) -> bool:
+    """Create the schema as soon as ``start`` is set, and construct a store too; True on success."""
+    start.wait(30)
+    create_schema(url, 10)
+    PostgresStore(url, timeout=10).close()
+    return True
+
+
+def record_failures(
+    target: str, key: str, count: int, now: float, start: multiprocessing.synchronize.Event
+) -> None:
+    """Record ``count`` login failures of ``key``."""
+    store = open_store(target)
+    start.wait(30)
+    for n in range(count):
+        store.record_login_failure(key, now + n * 0.001, 300)
+    store.close()

@@ -1,0 +1,265 @@
+"""A throwaway PostgreSQL server for tests, and the pytest fixtures that use it.
+
+Loaded for the whole suite with ``-p tests.support.postgres``. The server listens on 127.0.0.1 only, on a
+free port, with its unix socket inside its own folder; loopback connections are trusted (nothing else can
+reach it).
+``initdb`` refuses to run as root, so as root every server command runs as the ``postgres`` user.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+SERVER_USER = "postgres"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_bindir() -> Path | None:
+    """Folder holding initdb and pg_ctl: the newest /usr/lib/postgresql/*/bin, else pg_config, else PATH."""
+
+    def version(path: str) -> tuple[int, ...]:
+        name = Path(path).parent.name
+        return tuple(int(part) for part in name.split(".") if part.isdigit())
+
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+    for candidate in candidates:
+        if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
+            return Path(candidate)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            bindir = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            bindir = ""
+        if bindir and (Path(bindir) / "initdb").is_file() and (Path(bindir) / "pg_ctl").is_file():
+            return Path(bindir)
+    initdb = shutil.which("initdb")
+    if initdb and shutil.which("pg_ctl"):
+        return Path(initdb).parent
+    return None
+
+
+def in_ci() -> bool:
+    """True when the environment says CI=true, where a skipped PostgreSQL test counts as a failure."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+class PostgresServer:
+    """One PostgreSQL cluster in ``base_dir``, listening on 127.0.0.1 on its own port.
+
+    ``base_dir`` must be reachable by the ``postgres`` user when running as root (a folder under /tmp is).
+    The port is chosen once, so ``.url`` stays valid across ``stop()`` / ``start()`` / ``restart()``.
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str]) -> None:
+        bindir = find_bindir()
+        if bindir is None:
+            raise FileNotFoundError("PostgreSQL server binaries (initdb, pg_ctl) not found")
+        self.bindir = bindir
+        self.base_dir = Path(base_dir)
+        self.data_dir = self.base_dir / "data"
+        self.socket_dir = self.base_dir / "socket"
+        self.log_file = self.base_dir / "postgres.log"
+        self.port = free_port()
+        self.running = False
+        self._initialised = False
+
+    @property
+    def url(self) -> str:
+        """Connection URL of the ``postgres`` database (trust auth on loopback, so no password)."""
+        return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/postgres"
+
+    def url_for(self, database: str) -> str:
+        """Connection URL of another database on this server."""
+        return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/{database}"
+
+    def _as_server_user(self, args: list[str]) -> list[str]:
+        # initdb and postgres refuse to run as root: drop to the postgres user.
+        if os.geteuid() == 0:
+            return ["runuser", "-u", SERVER_USER, "--", *args]
+        return args
+
+    def _run(self, args: list[str], timeout: float = 60) -> None:
+        result = subprocess.run(
+            self._as_server_user(args),
+            cwd=self.base_dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            log_tail = ""
+            if self.log_file.exists():
+                log_tail = self.log_file.read_text(errors="replace")[-2000:]
+            command = Path(args[0]).name
+            raise RuntimeError(
+                f"{command} failed ({result.returncode}): {result.stderr.strip()} {log_tail}".strip()
+            )
+
+    def _initdb(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            for path in (self.base_dir, self.socket_dir):
+                shutil.chown(path, SERVER_USER, SERVER_USER)
+            os.chmod(self.base_dir, 0o700)
+        self._run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SERVER_USER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
+        # Only loopback and our own socket folder; durability settings off because the data is throwaway.
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "max_connections": "100",
+            "shared_buffers": "32MB",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "logging_collector": "off",
+        }
+        with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write("\n".join(f"{key} = {value}" for key, value in settings.items()) + "\n")
+        self._initialised = True
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), *args])
+
+    def start(self) -> None:
+        """Create the cluster on first use and start the server; returns once it accepts connections."""
+        if self.running:
+            return
+        if not self._initialised:
+            self._initdb()
+        for attempt in range(3):
+            try:
+                self._pg_ctl("-o", f"-p {self.port}", "-l", str(self.log_file), "-w", "-t", "60", "start")
+                break
+            except RuntimeError:
+                # Another process may have taken the port since free_port(): try a new one before any URL
+                # was handed out twice.
+                if attempt == 2:
+                    raise
+                self.port = free_port()
+        self.running = True
+        _RUNNING.add(self)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are closed)."""
+        if not self.running:
+            return
+        self._pg_ctl("-m", "fast", "-w", "-t", "60", "stop")
+        self.running = False
+        _RUNNING.discard(self)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port."""
+        self.stop()
+        self.start()
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` and return its URL."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name``, closing any connection still open on it."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def destroy(self) -> None:
+        """Stop the server and remove its folder."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+_RUNNING: set[PostgresServer] = set()
+
+
+@atexit.register
+def _stop_leftover_servers() -> None:
+    # A test run interrupted before fixture teardown must not leave servers behind.
+    for server in list(_RUNNING):
+        with contextlib.suppress(OSError, RuntimeError, subprocess.SubprocessError):
+            server.stop()
+
+
+def new_server() -> PostgresServer:
+    """Start a server in a fresh folder under the temp directory (reachable by the postgres user)."""
+    base_dir = tempfile.mkdtemp(prefix="flask-api-pg-")
+    server = PostgresServer(base_dir)
+    try:
+        server.start()
+    except BaseException:
+        server.destroy()
+        raise
+    return server
+
+
+def require_postgres_binaries() -> None:
+    """Skip (or fail under CI=true) when PostgreSQL is not installed."""
+    if find_bindir() is not None:
+        return
+    reason = "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin, pg_config, PATH)"
+    if in_ci():
+        pytest.fail(f"{reason}; CI=true requires the PostgreSQL tests to run", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server shared by the whole session."""
+    require_postgres_binaries()
+    server = new_server()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer):
+    """URL of a fresh, empty database for one test; dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    url = postgres_server.create_database(name)
+    yield url
+    if postgres_server.running:
+        postgres_server.drop_database(name)
