@@ -1,0 +1,161 @@
+"""Settings read from the environment once, at startup, and validated there.
+
+Every problem stops startup with one line that names the variable (``ConfigError``); nothing is re-read per
+request. The variables are documented in ``.env.template``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+# argon2 parameters below OWASP's minimum (argon2id, m=19 MiB, t=2, p=1) are refused.
+ARGON2_MIN_TIME_COST = 2
+ARGON2_MIN_MEMORY_KIB = 19456
+ARGON2_MIN_PARALLELISM = 1
+SECRET_KEY_MIN_BYTES = 32
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+T = TypeVar("T", int, float)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message is one line that starts with the variable's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The service's configuration (see .env.template for each variable)."""
+
+    secret_key: str | None = None
+    data_file_path: str = "data.json"
+    database_url: str | None = None
+    database_pool_min: int = 1
+    database_pool_max: int = 4
+    database_timeout_seconds: float = 5.0
+    jwt_expires_seconds: int = 3600
+    max_content_length: int = 1_048_576
+    cors_origins: tuple[str, ...] = ()
+    auth_max_failures: int = 5
+    auth_failure_window_seconds: float = 300.0
+    trusted_proxy_count: int = 0
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    metrics_enabled: bool = True
+    metrics_port: int | None = None
+    log_level: str = "info"
+
+    def __repr__(self) -> str:
+        # The key and the database URL (which may hold a password) never reach a log line or a traceback.
+        store = "postgresql" if self.database_url else f"json:{self.data_file_path}"
+        return f"Settings(store={store!r}, secret_key={'set' if self.secret_key else 'unset'})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate every variable; raise ConfigError naming the first one that is wrong."""
+        env = _Reader(environ)
+        database_url = env.text("DATABASE_URL")
+        if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+        secret_key = env.text("SECRET_KEY")
+        if secret_key is not None and len(secret_key.encode()) < SECRET_KEY_MIN_BYTES:
+            raise ConfigError(f"SECRET_KEY must be at least {SECRET_KEY_MIN_BYTES} bytes long")
+        if secret_key is None and database_url is not None:
+            raise ConfigError(
+                f"SECRET_KEY must be set (at least {SECRET_KEY_MIN_BYTES} bytes) when DATABASE_URL is set: "
+                "every instance sharing the database must sign tokens with the same key"
+            )
+        pool_min = env.number("DATABASE_POOL_MIN", int, 1, minimum=0)
+        pool_max = env.number("DATABASE_POOL_MAX", int, 4, minimum=1)
+        if pool_max < pool_min:
+            raise ConfigError(f"DATABASE_POOL_MAX must be >= DATABASE_POOL_MIN ({pool_min}), got {pool_max}")
+        log_level = (env.text("LOG_LEVEL") or "info").lower()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        return cls(
+            secret_key=secret_key,
+            data_file_path=env.text("DATA_FILE_PATH") or "data.json",
+            database_url=database_url,
+            database_pool_min=pool_min,
+            database_pool_max=pool_max,
+            database_timeout_seconds=env.number("DATABASE_TIMEOUT_SECONDS", float, 5.0, minimum=0.1),
+            jwt_expires_seconds=env.number("JWT_EXPIRES_SECONDS", int, 3600, minimum=1),
+            max_content_length=env.number("MAX_CONTENT_LENGTH", int, 1_048_576, minimum=1024),
+            cors_origins=_origins(env.text("CORS_ORIGINS")),
+            auth_max_failures=env.number("AUTH_MAX_FAILURES", int, 5, minimum=0),
+            auth_failure_window_seconds=env.number("AUTH_FAILURE_WINDOW_SECONDS", float, 300.0, minimum=1),
+            trusted_proxy_count=env.number("TRUSTED_PROXY_COUNT", int, 0, minimum=0),
+            argon2_time_cost=env.number("ARGON2_TIME_COST", int, 3, minimum=ARGON2_MIN_TIME_COST),
+            argon2_memory_kib=env.number("ARGON2_MEMORY_KIB", int, 65536, minimum=ARGON2_MIN_MEMORY_KIB),
+            argon2_parallelism=env.number("ARGON2_PARALLELISM", int, 4, minimum=ARGON2_MIN_PARALLELISM),
+            metrics_enabled=env.flag("METRICS_ENABLED", default=True),
+            metrics_port=env.optional_port("METRICS_PORT"),
+            log_level=log_level,
+        )
+
+
+class _Reader:
+    """Typed access to the environment; empty values count as unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self.environ.get(name, "").strip()
+        return value or None
+
+    def number(self, name: str, kind: Callable[[str], T], default: T, *, minimum: T) -> T:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be {_article(kind)}, got {raw!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+        if value < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {raw}")
+        return value
+
+    def flag(self, name: str, *, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+    def optional_port(self, name: str) -> int | None:
+        if self.text(name) is None:
+            return None
+        port = self.number(name, int, 0, minimum=1)
+        if port > 65535:
+            raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
+        return port
+
+
+def _article(kind: Callable[[str], object]) -> str:
+    return "an integer" if kind is int else "a number"
+
+
+def _origins(raw: str | None) -> tuple[str, ...]:
+    """CORS_ORIGINS: comma-separated exact origins such as https://app.example.com (no wildcard)."""
+    if raw is None:
+        return ()
+    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    for origin in origins:
+        if not origin.startswith(("http://", "https://")) or "*" in origin:
+            raise ConfigError(
+                f"CORS_ORIGINS must list exact origins like https://app.example.com, got {origin!r}"
+            )
+    return origins

@@ -1,0 +1,11 @@
+"""HTTP routes, one blueprint per feature."""
+
+from flask import Flask
+
+from . import auth, health, openapi, users
+
+
+def init_app(app: Flask) -> None:
+    """Register every blueprint."""
+    for module in (auth, users, health, openapi):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,28 @@
+"""GET /openapi.json: the API description shipped in src/openapi.json, read once at startup."""
+
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, current_app
+from werkzeug.exceptions import NotFound
+
+bp = Blueprint("openapi", __name__)
+
+DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
+
+
+@bp.record_once
+def _load_document(state) -> None:
+    app: Flask = state.app
+    try:
+        app.extensions["openapi_document"] = DOCUMENT_PATH.read_bytes()
+    except FileNotFoundError:
+        app.extensions["openapi_document"] = None
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI 3.1 description of this API."""
+    document = current_app.extensions["openapi_document"]
+    if document is None:
+        raise NotFound("No API description is installed.")
+    return Response(document, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"})

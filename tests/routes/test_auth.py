@@ -1,0 +1,415 @@
+"""POST /register and POST /authenticate, including the failed-login limit."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.conftest import PASSWORD, assert_problem
+
+VALID_USERNAMES = ["a", "A" * 64, "alice", "Jean Pierre", "a.b_c-d", "007", "x y z", "-._"]
+INVALID_USERNAMES = [
+    "",
+    " alice",
+    "alice ",
+    " ",
+    "a" * 65,
+    "al\tice",
+    "al\nice",
+    "al\x00ice",
+    "al\x7fice",
+    "al/ice",
+    "al@ice",
+    "élise",
+    "al\u200bice",
+]
+
+
+# ------------------------------------------------------------------------------------------------ /register
+
+
+def test_register_returns_201_with_id_and_username(auth):
+    response = auth.register("alice")
+
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body == {"id": body["id"], "username": "alice"}
+    assert isinstance(body["id"], int)
+    assert body["id"] >= 1
+
+
+def test_register_accepts_a_form_body(client):
+    response = client.post("/register", data={"username": "bob", "password": PASSWORD})
+
+    assert response.status_code == 201
+    assert response.get_json()["username"] == "bob"
+
+
+def test_register_gives_each_user_a_new_increasing_id(auth):
+    ids = [auth.register(f"user{n}").get_json()["id"] for n in range(5)]
+
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+
+
+def test_register_twice_returns_409(auth):
+    auth.register("alice")
+
+    response = auth.register("alice", "another password")
+
+    body = assert_problem(response, 409)
+    assert "already registered" in body["detail"]
+
+
+def test_register_treats_names_differing_in_case_as_different_users(auth):
+    first = auth.register("alice")
+    second = auth.register("Alice")
+
+    assert first.status_code == 201
+    assert second.status_code == 201
+    assert first.get_json()["id"] != second.get_json()["id"]
+
+
+@pytest.mark.parametrize("username", VALID_USERNAMES)
+def test_register_accepts_valid_usernames(auth, username):
+    response = auth.register(username)
+
+    assert response.status_code == 201
+    assert response.get_json()["username"] == username
+
+
+@pytest.mark.parametrize("username", INVALID_USERNAMES)
+def test_register_with_invalid_username_returns_400_naming_username(auth, username):
+    response = auth.register(username)
+
+    assert assert_problem(response, 400)["detail"].startswith("username ")
+
+
+@pytest.mark.parametrize("password", ["x" * 8, "y" * 128, "pass word", "🔑" * 8])
+def test_register_accepts_passwords_of_8_to_128_characters(auth, password):
+    assert auth.register("alice", password).status_code == 201
+
+
+@pytest.mark.parametrize("password", ["", "x" * 7, "y" * 129, "z" * 10_000])
+def test_register_with_password_too_short_or_too_long_returns_400(auth, password):
+    response = auth.register("alice", password)
+
+    assert assert_problem(response, 400)["detail"].startswith("password ")
+
+
+@pytest.mark.parametrize("missing", ["username", "password"])
+def test_register_without_a_field_returns_400_naming_it(client, missing):
+    body = {"username": "alice", "password": PASSWORD}
+    del body[missing]
+
+    response = client.post("/register", json=body)
+
+    assert assert_problem(response, 400)["detail"] == f"{missing} is required."
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+@pytest.mark.parametrize("value", [None, 12345678, 1.5, True, ["alice"], {"name": "alice"}])
+def test_register_with_a_non_string_field_returns_400_naming_it(client, field, value):
+    body = {"username": "alice", "password": PASSWORD, field: value}
+
+    response = client.post("/register", json=body)
+
+    assert assert_problem(response, 400)["detail"] == f"{field} must be a string."
+
+
+@pytest.mark.parametrize("payload", [b'{"username": "alice",', b"not json", b"\xff\xfe", b""])
+def test_register_with_unreadable_json_returns_400(client, payload):
+    response = client.post("/register", data=payload, content_type="application/json")
+
+    assert assert_problem(response, 400)["detail"] == "The body is not valid JSON."
+
+
+@pytest.mark.parametrize("payload", [[], ["alice", PASSWORD], "alice", 42, None])
+def test_register_with_json_that_is_not_an_object_returns_400(client, payload):
+    response = client.post("/register", data=json.dumps(payload), content_type="application/json")
+
+    assert "JSON object" in assert_problem(response, 400)["detail"]
+
+
+def test_register_without_a_body_returns_400(client):
+    response = client.post("/register")
+
+    assert assert_problem(response, 400)["detail"] == "username is required."
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "multipart/form-data; boundary=x"])
+def test_register_with_an_unsupported_media_type_returns_415(client, content_type):
+    response = client.post("/register", data="username=alice", content_type=content_type)
+
+    assert_problem(response, 415)
+
+
+def test_register_accepts_a_json_media_type_with_charset(client):
+    body = json.dumps({"username": "alice", "password": PASSWORD})
+
+    response = client.post("/register", data=body, content_type="application/json; charset=utf-8")
+
+    assert response.status_code == 201
+
+
+def test_register_stores_an_argon2id_hash_never_the_password(app, auth):
+    auth.register("alice", PASSWORD)
+
+    user = app.extensions["user_store"].find_by_username("alice")
+    assert user.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert PASSWORD not in user.password_hash
+
+
+def test_register_writes_no_password_to_the_data_file(app, auth, app_env):
+    auth.register("alice", PASSWORD)
+
+    data_file = Path(app_env["DATA_FILE_PATH"])
+    if "DATABASE_URL" in app_env:
+        assert not data_file.exists()
+    else:
+        assert PASSWORD not in data_file.read_text()
+
+
+# -------------------------------------------------------------------------------------------- /authenticate
+
+
+def test_authenticate_returns_a_bearer_token(auth):
+    auth.register("alice")
+
+    response = auth.authenticate("alice")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
+
+
+def test_authenticate_response_is_never_cached(auth):
+    auth.register("alice")
+
+    response = auth.authenticate("alice")
+
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
+def test_authenticate_accepts_a_form_body(auth, client):
+    auth.register("alice")
+
+    response = client.post("/authenticate", data={"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 200
+
+
+def test_authenticate_token_is_hs256_with_the_user_id_as_string_subject(app, auth):
+    user_id = auth.register("alice").get_json()["id"]
+
+    token = auth.authenticate("alice").get_json()["access_token"]
+
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = jwt.decode(token, app.config["JWT_SECRET_KEY"], algorithms=["HS256"])
+    assert claims["sub"] == str(user_id)
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_authenticate_token_lifetime_follows_jwt_expires_seconds(make_app):
+    client = make_app(JWT_EXPIRES_SECONDS="60").test_client()
+    client.post("/register", json={"username": "alice", "password": PASSWORD})
+
+    response = client.post("/authenticate", json={"username": "alice", "password": PASSWORD})
+
+    assert response.get_json()["expires_in"] == 60
+
+
+def test_authenticate_with_a_wrong_password_returns_401_with_bearer_challenge(auth):
+    auth.register("alice")
+
+    response = auth.authenticate("alice", "wrong password")
+
+    assert_problem(response, 401)
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_authenticate_unknown_user_gives_the_same_answer_as_a_wrong_password(auth):
+    auth.register("alice")
+
+    wrong_password = auth.authenticate("alice", "wrong password")
+    unknown_user = auth.authenticate("mallory", "wrong password")
+
+    assert unknown_user.status_code == wrong_password.status_code == 401
+    assert unknown_user.get_json() == wrong_password.get_json()
+    assert unknown_user.headers["WWW-Authenticate"] == wrong_password.headers["WWW-Authenticate"]
+
+
+class RecordingHasher:
+    """The real argon2 hasher, recording which hashes it verified against."""
+
+    def __init__(self, hasher) -> None:
+        self.hasher = hasher
+        self.verified: list[str] = []
+
+    def verify(self, hash_: str, password: str) -> bool:
+        self.verified.append(hash_)
+        return self.hasher.verify(hash_, password)
+
+
+def test_authenticate_unknown_user_spends_one_argon2_verification(app, auth, monkeypatch):
+    passwords = app.extensions["passwords"]
+    recorder = RecordingHasher(passwords.hasher)
+    monkeypatch.setattr(passwords, "hasher", recorder)
+
+    auth.authenticate("mallory", "some password")
+
+    assert recorder.verified == [passwords.dummy_hash]
+
+
+def test_authenticate_matches_usernames_exactly(auth):
+    auth.register("alice")
+
+    assert auth.authenticate("Alice").status_code == 401
+    assert auth.authenticate("alice").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"password": PASSWORD}, "username"),
+        ({"username": "alice"}, "password"),
+        ({"username": 7, "password": PASSWORD}, "username"),
+        ({"username": "alice", "password": ["x"]}, "password"),
+        ({"username": " alice", "password": PASSWORD}, "username"),
+        ({"username": "alice", "password": "short"}, "password"),
+    ],
+)
+def test_authenticate_with_a_bad_field_returns_400_naming_it(client, body, field):
+    response = client.post("/authenticate", json=body)
+
+    assert assert_problem(response, 400)["detail"].startswith(field)
+
+
+def test_authenticate_with_an_unsupported_media_type_returns_415(client):
+    response = client.post("/authenticate", data="alice", content_type="text/plain")
+
+    assert_problem(response, 415)
+
+
+# ------------------------------------------------------------------------------------------------ login limit
+
+
+def fail(auth, times: int, username: str = "alice", **kwargs) -> list[int]:
+    return [auth.authenticate(username, "wrong password", **kwargs).status_code for _ in range(times)]
+
+
+def test_repeated_failures_return_429_with_retry_after(auth):
+    auth.register("alice")
+
+    assert fail(auth, 5) == [401] * 5
+    response = auth.authenticate("alice", "wrong password")
+
+    assert_problem(response, 429)
+    assert 1 <= int(response.headers["Retry-After"]) <= 300
+
+
+def test_limited_client_is_refused_even_with_the_right_password(auth):
+    auth.register("alice")
+    fail(auth, 5)
+
+    assert auth.authenticate("alice", PASSWORD).status_code == 429
+
+
+def test_limited_attempt_is_refused_before_any_password_verification(app, auth, monkeypatch):
+    auth.register("alice")
+    fail(auth, 5)
+    passwords = app.extensions["passwords"]
+    recorder = RecordingHasher(passwords.hasher)
+    monkeypatch.setattr(passwords, "hasher", recorder)
+
+    assert auth.authenticate("alice", PASSWORD).status_code == 429
+    assert recorder.verified == []
+
+
+def test_limit_applies_to_unknown_usernames_too(auth):
+    assert fail(auth, 6, username="mallory") == [401] * 5 + [429]
+
+
+def test_limit_is_per_username(auth):
+    auth.register("alice")
+    auth.register("bob")
+    fail(auth, 5, "alice")
+
+    assert auth.authenticate("bob").status_code == 200
+
+
+def test_limit_is_per_client_address(auth):
+    auth.register("alice")
+    fail(auth, 5, environ_base={"REMOTE_ADDR": "192.0.2.1"})
+
+    assert auth.authenticate("alice", environ_base={"REMOTE_ADDR": "192.0.2.2"}).status_code == 200
+    assert auth.authenticate("alice", environ_base={"REMOTE_ADDR": "192.0.2.1"}).status_code == 429
+
+
+def test_successful_login_clears_the_failures(auth):
+    auth.register("alice")
+    fail(auth, 4)
+
+    assert auth.authenticate("alice").status_code == 200
+    assert fail(auth, 5) == [401] * 5
+
+
+def test_failures_older_than_the_window_are_forgotten(make_app):
+    client = make_app(AUTH_FAILURE_WINDOW_SECONDS="2", AUTH_MAX_FAILURES="2").test_client()
+    client.post("/register", json={"username": "alice", "password": PASSWORD})
+    for _ in range(2):
+        client.post("/authenticate", json={"username": "alice", "password": "wrong password"})
+    limited = client.post("/authenticate", json={"username": "alice", "password": PASSWORD})
+
+    time.sleep(2.1)
+
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] in {"1", "2"}
+    assert client.post("/authenticate", json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_auth_max_failures_zero_disables_the_limit(make_app):
+    client = make_app(AUTH_MAX_FAILURES="0").test_client()
+    client.post("/register", json={"username": "alice", "password": PASSWORD})
+
+    statuses = [
+        client.post("/authenticate", json={"username": "alice", "password": "wrong password"}).status_code
+        for _ in range(8)
+    ]
+
+    assert statuses == [401] * 8
+
+
+def test_forwarded_address_is_ignored_without_trusted_proxies(auth):
+    auth.register("alice")
+    fail(auth, 5, headers={"X-Forwarded-For": "198.51.100.1"})
+
+    response = auth.authenticate("alice", headers={"X-Forwarded-For": "198.51.100.2"})
+
+    assert response.status_code == 429
+
+
+def test_forwarded_address_from_a_trusted_proxy_keys_the_limit(make_app):
+    client = make_app(TRUSTED_PROXY_COUNT="1").test_client()
+    client.post("/register", json={"username": "alice", "password": PASSWORD})
+    for _ in range(5):
+        client.post(
+            "/authenticate",
+            json={"username": "alice", "password": "wrong password"},
+            headers={"X-Forwarded-For": "198.51.100.1"},
+        )
+
+    other_client = client.post(
+        "/authenticate",
+        json={"username": "alice", "password": PASSWORD},
+        headers={"X-Forwarded-For": "198.51.100.2"},
+    )
+
+    assert other_client.status_code == 200

@@ -1,0 +1,99 @@
+"""GET /healthz, GET /readyz and GET /openapi.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import src.lifecycle
+from src.routes import openapi
+from tests.conftest import PASSWORD, assert_problem, unreachable_database_url
+
+
+@pytest.fixture
+def broken_store_app(make_app, app_env):
+    """An app whose store cannot be used: a corrupt data file, or a database nobody listens for."""
+    if "DATABASE_URL" in app_env:
+        return make_app(DATABASE_URL=unreachable_database_url(), DATABASE_TIMEOUT_SECONDS="1")
+    Path(app_env["DATA_FILE_PATH"]).write_text("{this is not json")
+    return make_app()
+
+
+@pytest.fixture
+def draining():
+    src.lifecycle.start_draining()
+    yield
+    src.lifecycle._draining.clear()
+
+
+def test_healthz_returns_200(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_healthz_returns_200_while_the_store_is_unusable(broken_store_app):
+    assert broken_store_app.test_client().get("/healthz").status_code == 200
+
+
+def test_readyz_returns_200_when_the_store_is_usable(client):
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready"}
+
+
+def test_readyz_returns_503_with_the_reason_when_the_store_is_unusable(broken_store_app):
+    response = broken_store_app.test_client().get("/readyz")
+
+    body = assert_problem(response, 503)
+    assert body["detail"].startswith("The user store is not ready: ")
+    assert len(body["detail"]) > len("The user store is not ready: ")
+
+
+@pytest.mark.usefixtures("draining")
+def test_readyz_returns_503_while_draining(client):
+    response = client.get("/readyz")
+
+    assert assert_problem(response, 503)["detail"] == "The process is shutting down."
+
+
+@pytest.mark.usefixtures("draining")
+def test_healthz_returns_200_while_draining(client):
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/register", "/authenticate"])
+def test_store_outage_gives_503_not_500(broken_store_app, path):
+    response = broken_store_app.test_client().post(path, json={"username": "alice", "password": PASSWORD})
+
+    body = assert_problem(response, 503)
+    assert body["detail"] == "The user store is unavailable; try again later."
+    assert response.headers["Retry-After"].isdigit()
+
+
+def test_probes_are_never_rate_limited(client):
+    statuses = {client.get(path).status_code for path in ("/healthz", "/readyz") for _ in range(30)}
+
+    assert statuses == {200}
+
+
+def test_openapi_document_is_served_as_json(client):
+    response = client.get("/openapi.json")
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    document = response.get_json()
+    assert document == json.loads(openapi.DOCUMENT_PATH.read_text())
+    assert document["openapi"].startswith("3.")
+
+
+def test_openapi_returns_404_problem_when_the_document_is_absent(make_app, monkeypatch, tmp_path):
+    monkeypatch.setattr(openapi, "DOCUMENT_PATH", tmp_path / "absent.json")
+
+    response = make_app().test_client().get("/openapi.json")
+
+    assert assert_problem(response, 404)["detail"] == "No API description is installed."

@@ -1,0 +1,214 @@
+"""GET /id and GET /hello, and every way a bearer token can be refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from tests.conftest import PASSWORD, assert_problem
+
+
+def forge(app, claims: dict, key: str | None = None, algorithm: str = "HS256") -> str:
+    """A token with these claims over a complete set, signed with ``key`` (the app's by default)."""
+    now = int(time.time())
+    payload = {
+        "sub": "1",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "type": "access",
+        "jti": "x",
+        "fresh": False,
+    }
+    payload.update(claims)
+    return jwt.encode(payload, key or app.config["JWT_SECRET_KEY"], algorithm=algorithm)
+
+
+def unsigned(claims: dict) -> str:
+    """A token with ``alg: none`` and no signature."""
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def assert_unauthorized(response) -> None:
+    assert_problem(response, 401)
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+# ------------------------------------------------------------------------------------------------ success
+
+
+def test_id_returns_the_id_of_the_token_user(auth):
+    user_id = auth.register("alice").get_json()["id"]
+    token = auth.token("alice")
+
+    response = auth.get("/id", token)
+
+    assert response.status_code == 200
+    assert response.get_json() == {"id": user_id}
+
+
+def test_id_tells_users_apart(auth):
+    alice, bob = auth.token("alice"), auth.token("bob")
+
+    assert auth.get("/id", alice).get_json() != auth.get("/id", bob).get_json()
+
+
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [
+        ("alice", "Hello Alice"),
+        ("ALICE", "Hello Alice"),
+        ("aLiCe", "Hello Alice"),
+        ("jean pierre", "Hello Jean pierre"),
+        ("007bond", "Hello 007bond"),
+        ("_x", "Hello _x"),
+    ],
+)
+def test_hello_greets_the_user_with_the_name_capitalised(auth, username, message):
+    token = auth.token(username)
+
+    response = auth.get("/hello", token)
+
+    assert response.status_code == 200
+    assert response.get_json() == {"message": message}
+
+
+def test_protected_routes_answer_json(auth):
+    token = auth.token()
+
+    for path in ("/id", "/hello"):
+        assert auth.get(path, token).mimetype == "application/json"
+
+
+# ------------------------------------------------------------------------------------------------ refusals
+
+
+@pytest.mark.parametrize("path", ["/id", "/hello"])
+def test_without_a_token_returns_401_with_bearer_challenge(client, path):
+    assert_unauthorized(client.get(path))
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer",
+        "Bearer ",
+        "Bearer not-a-token",
+        "Bearer a.b.c",
+        "Bearer x y",
+        "Basic YWxpY2U6cHc=",
+        "Token abc",
+    ],
+)
+def test_malformed_authorization_returns_401(client, authorization):
+    assert_unauthorized(client.get("/id", headers={"Authorization": authorization}))
+
+
+def test_token_without_the_bearer_prefix_returns_401(auth, client):
+    token = auth.token()
+
+    assert_unauthorized(client.get("/id", headers={"Authorization": token}))
+
+
+def test_token_in_the_query_string_is_not_accepted(auth, client):
+    token = auth.token()
+
+    assert_unauthorized(client.get(f"/id?jwt={token}"))
+
+
+def test_token_signed_with_another_key_returns_401(app, auth):
+    auth.token()
+
+    assert_unauthorized(auth.get("/id", forge(app, {}, key="another-key-that-is-long-enough-0123456789")))
+
+
+def test_token_with_a_tampered_payload_returns_401(app, auth):
+    header, _payload, signature = auth.token("alice").split(".")
+    auth.register("bob")
+    forged_payload = jwt.utils.base64url_encode(json.dumps({"sub": "2"}).encode()).decode()
+
+    assert_unauthorized(auth.get("/id", f"{header}.{forged_payload}.{signature}"))
+
+
+def test_expired_token_returns_401(app, auth):
+    auth.register("alice")
+    past = int(time.time()) - 100
+
+    response = auth.get("/id", forge(app, {"iat": past - 10, "nbf": past - 10, "exp": past}))
+
+    assert_unauthorized(response)
+    assert "expired" in response.get_json()["detail"]
+
+
+def test_token_not_yet_valid_returns_401(app, auth):
+    auth.register("alice")
+    future = int(time.time()) + 3600
+
+    assert_unauthorized(auth.get("/id", forge(app, {"nbf": future, "exp": future + 60})))
+
+
+def test_alg_none_token_returns_401(auth):
+    auth.register("alice")
+
+    assert_unauthorized(
+        auth.get("/id", unsigned({"sub": "1", "type": "access", "exp": int(time.time()) + 600}))
+    )
+
+
+def test_token_signed_with_another_hmac_algorithm_returns_401(app, auth):
+    auth.register("alice")
+
+    assert_unauthorized(auth.get("/id", forge(app, {}, algorithm="HS512")))
+
+
+@pytest.mark.parametrize("subject", ["999", "0", "-1", "abc", "1.0", " 1", "1_0", "\u0661"])
+def test_token_naming_no_user_returns_401(app, auth, subject):
+    auth.register("alice")
+
+    assert_unauthorized(auth.get("/id", forge(app, {"sub": subject})))
+
+
+@pytest.mark.parametrize("subject", [1, None, {"id": 1}, ["1"]])
+def test_token_with_a_non_string_subject_returns_401(app, auth, subject):
+    auth.register("alice")
+
+    assert_unauthorized(auth.get("/id", forge(app, {"sub": subject})))
+
+
+def test_refresh_token_is_not_accepted_as_an_access_token(app, auth):
+    auth.register("alice")
+
+    assert_unauthorized(auth.get("/id", forge(app, {"type": "refresh"})))
+
+
+def test_token_of_a_deleted_user_returns_401(app, auth):
+    token = auth.token("alice")
+    user_id = auth.get("/id", token).get_json()["id"]
+
+    app.extensions["user_store"].delete_user(user_id)
+
+    response = auth.get("/hello", token)
+    assert_unauthorized(response)
+    assert "no longer exists" in response.get_json()["detail"]
+
+
+def test_token_stays_valid_for_a_new_app_on_the_same_store(make_app):
+    first = make_app().test_client()
+    first.post("/register", json={"username": "alice", "password": PASSWORD})
+    token = first.post("/authenticate", json={"username": "alice", "password": PASSWORD}).get_json()[
+        "access_token"
+    ]
+
+    restarted = make_app().test_client()
+
+    response = restarted.get("/hello", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert response.get_json() == {"message": "Hello Alice"}

@@ -1,0 +1,214 @@
+"""A real ``gunicorn`` serving the application on loopback, and the pytest fixture that starts it.
+
+Loaded for the whole suite with ``-p tests.support.gunicorn``. The server runs from the repository root with
+the project's gunicorn.conf.py, on 127.0.0.1 and a free port, in its own process group so that a test can
+kill the master, the workers or all of them, and teardown leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def gunicorn_executable() -> str:
+    """The project's .venv gunicorn, else the one installed beside the running Python."""
+    candidates = (REPO_ROOT / ".venv" / "bin" / "gunicorn", Path(sys.executable).parent / "gunicorn")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise FileNotFoundError("gunicorn not found in .venv/bin nor beside " + sys.executable)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after its closing one.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class GunicornServer:
+    """``gunicorn -c gunicorn.conf.py -b 127.0.0.1:<port> -w <workers> src:application`` from the repo root.
+
+    ``env`` is laid over the current environment; a value of None removes that variable.
+    """
+
+    def __init__(
+        self, env: Mapping[str, str | None], workers: int = 4, extra_args: Iterable[str] = ()
+    ) -> None:
+        self.env = dict(env)
+        self.workers = workers
+        self.extra_args = tuple(extra_args)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: str | None = None
+
+    @property
+    def pid(self) -> int:
+        """The master's process id."""
+        if self._process is None:
+            raise RuntimeError("server not started")
+        return self._process.pid
+
+    def command(self) -> list[str]:
+        """The command line this server runs."""
+        return [
+            gunicorn_executable(),
+            "-c",
+            "gunicorn.conf.py",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "-w",
+            str(self.workers),
+            *self.extra_args,
+            "src:application",
+        ]
+
+    def start(self, timeout: float = 30) -> GunicornServer:
+        """Start the master and wait until /healthz answers 200 and every worker is up."""
+        environment = dict(os.environ)
+        for name, value in self.env.items():
+            if value is None:
+                environment.pop(name, None)
+            else:
+                environment[name] = value
+        log_fd, self._log_path = tempfile.mkstemp(prefix="gunicorn-", suffix=".log")
+        # Removed when this object goes away or at interpreter exit, whichever comes first.
+        weakref.finalize(self, _remove, self._log_path)
+        try:
+            self._process = subprocess.Popen(
+                self.command(),
+                cwd=REPO_ROOT,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            os.close(log_fd)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self._process.returncode}:\n{self.output()}")
+            if self._healthy() and len(self.worker_pids()) >= self.workers:
+                return self
+            time.sleep(0.1)
+        self.stop(signal.SIGKILL)
+        raise TimeoutError(f"gunicorn not ready after {timeout} s:\n{self.output()}")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:  # noqa: S310
+                return response.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the master's live children (the workers)."""
+        if self._process is None:
+            return []
+        children = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and _parent_pid(int(entry.name)) == self._process.pid:
+                pid = int(entry.name)
+                if _alive(pid):
+                    children.append(pid)
+        return sorted(children)
+
+    def kill_master(self) -> None:
+        """SIGKILL the master alone, as an OOM kill would; its workers notice and exit on their own."""
+        os.kill(self.pid, signal.SIGKILL)
+        self._process.wait(timeout=10)
+
+    def kill_all(self) -> None:
+        """SIGKILL the master and every worker at the same instant (the whole process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._process.wait(timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send ``sig`` to the master, wait for it to exit, and return its exit code.
+
+        Whatever is left of the process group afterwards (workers orphaned by a killed master) is killed.
+        """
+        if self._process is None:
+            raise RuntimeError("server not started")
+        if self._process.poll() is None:
+            os.kill(self._process.pid, sig)
+            try:
+                self._process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        return self._process.returncode
+
+    def output(self) -> str:
+        """Everything the server wrote to stdout and stderr so far."""
+        if self._log_path is None:
+            return ""
+        return Path(self._log_path).read_text(errors="replace")
+
+    def close(self) -> None:
+        """Stop the server (gracefully, so its exit hooks clean up) and remove its log file."""
+        if self._process is not None:
+            self.stop(signal.SIGTERM, timeout=15)
+        if self._log_path is not None:
+            _remove(self._log_path)
+
+
+@pytest.fixture
+def gunicorn_server() -> Iterator[Callable[..., GunicornServer]]:
+    """Factory: ``gunicorn_server(env, workers=4, extra_args=())`` starts a server; teardown stops all."""
+    servers: list[GunicornServer] = []
+
+    def start(
+        env: Mapping[str, str | None], workers: int = 4, extra_args: Iterable[str] = (), timeout: float = 30
+    ) -> GunicornServer:
+        server = GunicornServer(env, workers=workers, extra_args=extra_args)
+        servers.append(server)
+        return server.start(timeout=timeout)
+
+    yield start
+    for server in servers:
+        server.close()

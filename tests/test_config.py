@@ -1,0 +1,259 @@
+"""Settings from the environment: defaults, parsing, and one clear line naming each bad variable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import src
+from src.config import ConfigError, Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEY = "k" * 32
+DATABASE_URL = "postgresql://api:hunter2-password@db.internal:5432/api"
+
+
+def test_defaults_without_any_variable():
+    settings = Settings.from_env({})
+
+    assert settings == Settings()
+    assert settings.secret_key is None
+    assert settings.data_file_path == "data.json"
+    assert settings.database_url is None
+    assert (settings.database_pool_min, settings.database_pool_max) == (1, 4)
+    assert settings.database_timeout_seconds == 5.0
+    assert settings.jwt_expires_seconds == 3600
+    assert settings.max_content_length == 1_048_576
+    assert settings.cors_origins == ()
+    assert (settings.auth_max_failures, settings.auth_failure_window_seconds) == (5, 300.0)
+    assert settings.trusted_proxy_count == 0
+    assert (settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism) == (
+        3,
+        65536,
+        4,
+    )
+    assert settings.metrics_enabled is True
+    assert settings.metrics_port is None
+    assert settings.log_level == "info"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("SECRET_KEY", KEY, "secret_key", KEY),
+        ("DATA_FILE_PATH", "/data/data.json", "data_file_path", "/data/data.json"),
+        ("DATABASE_POOL_MIN", "0", "database_pool_min", 0),
+        ("DATABASE_POOL_MAX", "10", "database_pool_max", 10),
+        ("DATABASE_TIMEOUT_SECONDS", "2.5", "database_timeout_seconds", 2.5),
+        ("JWT_EXPIRES_SECONDS", "60", "jwt_expires_seconds", 60),
+        ("MAX_CONTENT_LENGTH", "4096", "max_content_length", 4096),
+        (
+            "CORS_ORIGINS",
+            "https://a.example, http://b.example:8080/",
+            "cors_origins",
+            ("https://a.example", "http://b.example:8080"),
+        ),
+        ("AUTH_MAX_FAILURES", "0", "auth_max_failures", 0),
+        ("AUTH_FAILURE_WINDOW_SECONDS", "60", "auth_failure_window_seconds", 60.0),
+        ("TRUSTED_PROXY_COUNT", "2", "trusted_proxy_count", 2),
+        ("ARGON2_TIME_COST", "2", "argon2_time_cost", 2),
+        ("ARGON2_MEMORY_KIB", "19456", "argon2_memory_kib", 19456),
+        ("ARGON2_PARALLELISM", "1", "argon2_parallelism", 1),
+        ("METRICS_ENABLED", "false", "metrics_enabled", False),
+        ("METRICS_ENABLED", "ON", "metrics_enabled", True),
+        ("METRICS_PORT", "9102", "metrics_port", 9102),
+        ("LOG_LEVEL", "WARNING", "log_level", "warning"),
+    ],
+)
+def test_each_variable_sets_its_field(variable, value, field, expected):
+    assert getattr(Settings.from_env({variable: value}), field) == expected
+
+
+def test_empty_values_count_as_unset():
+    assert Settings.from_env({"DATA_FILE_PATH": "", "METRICS_PORT": " ", "SECRET_KEY": ""}) == Settings()
+
+
+def test_database_url_with_secret_key_selects_postgresql():
+    settings = Settings.from_env({"DATABASE_URL": DATABASE_URL, "SECRET_KEY": KEY})
+
+    assert settings.database_url == DATABASE_URL
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"DATABASE_URL": DATABASE_URL}, "SECRET_KEY"),
+        ({"DATABASE_URL": DATABASE_URL, "SECRET_KEY": "k" * 31}, "SECRET_KEY"),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY"),
+        ({"DATABASE_URL": "mysql://db/api", "SECRET_KEY": KEY}, "DATABASE_URL"),
+        ({"DATABASE_POOL_MIN": "-1"}, "DATABASE_POOL_MIN"),
+        ({"DATABASE_POOL_MAX": "0"}, "DATABASE_POOL_MAX"),
+        ({"DATABASE_POOL_MIN": "5", "DATABASE_POOL_MAX": "2"}, "DATABASE_POOL_MAX"),
+        ({"DATABASE_TIMEOUT_SECONDS": "soon"}, "DATABASE_TIMEOUT_SECONDS"),
+        ({"DATABASE_TIMEOUT_SECONDS": "nan"}, "DATABASE_TIMEOUT_SECONDS"),
+        ({"DATABASE_TIMEOUT_SECONDS": "inf"}, "DATABASE_TIMEOUT_SECONDS"),
+        ({"JWT_EXPIRES_SECONDS": "0"}, "JWT_EXPIRES_SECONDS"),
+        ({"JWT_EXPIRES_SECONDS": "1.5"}, "JWT_EXPIRES_SECONDS"),
+        ({"MAX_CONTENT_LENGTH": "1MB"}, "MAX_CONTENT_LENGTH"),
+        ({"MAX_CONTENT_LENGTH": "100"}, "MAX_CONTENT_LENGTH"),
+        ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
+        ({"CORS_ORIGINS": "app.example.com"}, "CORS_ORIGINS"),
+        ({"CORS_ORIGINS": "https://*.example.com"}, "CORS_ORIGINS"),
+        ({"AUTH_MAX_FAILURES": "-1"}, "AUTH_MAX_FAILURES"),
+        ({"AUTH_FAILURE_WINDOW_SECONDS": "0"}, "AUTH_FAILURE_WINDOW_SECONDS"),
+        ({"TRUSTED_PROXY_COUNT": "one"}, "TRUSTED_PROXY_COUNT"),
+        ({"ARGON2_TIME_COST": "1"}, "ARGON2_TIME_COST"),
+        ({"ARGON2_MEMORY_KIB": "19455"}, "ARGON2_MEMORY_KIB"),
+        ({"ARGON2_PARALLELISM": "0"}, "ARGON2_PARALLELISM"),
+        ({"METRICS_ENABLED": "maybe"}, "METRICS_ENABLED"),
+        ({"METRICS_PORT": "0"}, "METRICS_PORT"),
+        ({"METRICS_PORT": "65536"}, "METRICS_PORT"),
+        ({"METRICS_PORT": "http"}, "METRICS_PORT"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+    ],
+)
+def test_invalid_setting_raises_one_line_naming_the_variable(environ, variable):
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(environ)
+
+    message = str(raised.value)
+    assert message.startswith(variable + " ")
+    assert "\n" not in message
+
+
+def test_errors_never_show_the_database_password():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"DATABASE_URL": DATABASE_URL})
+
+    assert "hunter2" not in str(raised.value)
+
+
+def test_repr_shows_neither_the_key_nor_the_database_url():
+    settings = Settings.from_env({"DATABASE_URL": DATABASE_URL, "SECRET_KEY": KEY})
+
+    assert KEY not in repr(settings)
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings)
+
+
+def test_create_app_reads_settings_from_a_mapping(tmp_path):
+    app = src.create_app(
+        {
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "SECRET_KEY": KEY,
+            "ARGON2_TIME_COST": "2",
+            "ARGON2_MEMORY_KIB": "19456",
+            "ARGON2_PARALLELISM": "1",
+            "MAX_CONTENT_LENGTH": "2048",
+        }
+    )
+
+    assert app.config["SETTINGS"].data_file_path == str(tmp_path / "data.json")
+    assert app.config["MAX_CONTENT_LENGTH"] == 2048
+
+
+def test_create_app_accepts_settings(tmp_path):
+    settings = Settings(
+        data_file_path=str(tmp_path / "data.json"), argon2_time_cost=2, argon2_memory_kib=19456
+    )
+
+    assert src.create_app(settings).config["SETTINGS"] is settings
+
+
+def test_create_app_reads_dotenv_in_the_working_directory_below_the_real_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # load_dotenv writes to os.environ: give it a copy that the test throws away.
+    monkeypatch.setattr(os, "environ", {"JWT_EXPIRES_SECONDS": "120"})
+    (tmp_path / ".env").write_text(
+        "DATA_FILE_PATH=from-dotenv.json\nJWT_EXPIRES_SECONDS=60\n"
+        "ARGON2_TIME_COST=2\nARGON2_MEMORY_KIB=19456\nARGON2_PARALLELISM=1\n"
+    )
+
+    settings = src.create_app().config["SETTINGS"]
+
+    assert settings.data_file_path == "from-dotenv.json"
+    assert settings.jwt_expires_seconds == 120
+
+
+def test_importing_the_package_reads_no_environment_and_creates_no_file(tmp_path):
+    environment = {**os.environ, "DATA_FILE_PATH": str(tmp_path / "data.json"), "DATABASE_URL": "mysql://x"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import src, src.config, src.storage"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_application_with_a_bad_setting_exits_with_one_line_naming_it(tmp_path):
+    environment = {
+        key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DATABASE_URL"}
+    }
+    environment.update(
+        DATABASE_URL="postgresql://127.0.0.1:1/absent", DATA_FILE_PATH=str(tmp_path / "d.json")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import src; src.application"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == src.APP_LOAD_ERROR_EXIT_CODE
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1
+    assert "SECRET_KEY" in lines[0]
+    assert "Traceback" not in lines[0]
+
+
+def test_application_is_built_once_on_first_access(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "DATA_FILE_PATH": str(tmp_path / "data.json"),
+        "ARGON2_TIME_COST": "2",
+        "ARGON2_MEMORY_KIB": "19456",
+        "ARGON2_PARALLELISM": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delitem(vars(src), "application", raising=False)
+
+    first = src.application
+
+    assert src.application is first
+    assert first.config["SETTINGS"].data_file_path == str(tmp_path / "data.json")
+
+
+@pytest.mark.parametrize("logging_configured", [True, False])
+def test_application_with_a_bad_setting_exits_with_code_4(monkeypatch, capsys, caplog, logging_configured):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:1/absent")
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delitem(vars(src), "application", raising=False)
+    if not logging_configured:
+        monkeypatch.setattr(logging.getLogger(), "handlers", [])
+
+    with pytest.raises(SystemExit) as raised:
+        _ = src.application
+
+    assert raised.value.code == src.APP_LOAD_ERROR_EXIT_CODE
+    if logging_configured:
+        assert "Invalid configuration: SECRET_KEY" in caplog.text
+    else:
+        assert capsys.readouterr().err.startswith("Invalid configuration: SECRET_KEY")
+
+
+def test_unknown_module_attribute_raises_attribute_error():
+    with pytest.raises(AttributeError):
+        _ = src.no_such_attribute
