@@ -172,6 +172,21 @@ def on_starting(server) -> None:
         server.flask_api_metrics_dir = path
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     server.log.info("Prometheus multiprocess folder: %s", path)
+    _check_settings(server)
+
+
+def _check_settings(server) -> None:
+    """Refuse a bad setting in the master, before forking: one line naming the variable, no traceback.
+
+    Imported here, after the multiprocess folder is in the environment (see when_ready).
+    """
+    from src import ConfigError, load_settings  # noqa: PLC0415
+
+    try:
+        load_settings()
+    except ConfigError as exc:
+        on_exit(server)  # gunicorn does not call it when on_starting fails
+        raise SystemExit(f"Invalid configuration: {exc}") from None
 
 
 def when_ready(server) -> None:
