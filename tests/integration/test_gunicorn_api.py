@@ -147,7 +147,8 @@ def test_bad_configuration_stops_gunicorn_with_one_line_naming_the_variable(tmp_
     lines = [line for line in output.splitlines() if "SECRET_KEY" in line]
     # The master refuses the setting before forking: one line, no worker started, no traceback.
     assert len(lines) == 1, output
-    assert lines[0].startswith("Invalid configuration: SECRET_KEY") and "must be set" in lines[0]
+    assert lines[0].startswith("Invalid configuration: SECRET_KEY")
+    assert "must be set" in lines[0]
     assert "Traceback" not in output
     assert "Booting worker" not in output
     assert gunicorn_executable() in command
