@@ -1,0 +1,1 @@
+"""Benchmark of the service against a minimal reference app (``python bench/run.py``)."""
