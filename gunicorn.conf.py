@@ -5,6 +5,7 @@ container and the Kubernetes Deployment. gunicorn runs this file in the master o
 the master (on_starting, when_ready, child_exit, on_exit) or in each worker (post_fork, post_worker_init).
 """
 
+import gc
 import json
 import logging
 import os
@@ -226,6 +227,11 @@ def post_worker_init(worker) -> None:
     worker.handle_exit = handle_exit
     # gunicorn installed its handler (the bound method) before this hook ran: install ours in its place.
     signal.signal(signal.SIGTERM, handle_exit)
+    # The application is loaded by now, with the JSON store's user index (about 100 MiB of objects at 100k
+    # users). Left to the cyclic garbage collector, every full collection walks all of them: 35-40 ms pauses
+    # that dragged /hello's p99 from 19 to 52 ms at 100k users. Frozen objects are never scanned again.
+    gc.collect()
+    gc.freeze()
 
 
 def child_exit(server, worker) -> None:
