@@ -11,13 +11,11 @@ own ``create_users_bulk`` and one precomputed argon2 hash). Writes ``bench/resul
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,8 @@ from bench.reference_app import create_app as create_reference  # noqa: E402
 from src.config import Settings  # noqa: E402
 from src.security import Passwords  # noqa: E402
 from src.storage import JsonFileStore, PostgresStore  # noqa: E402
-from tests.support.postgres import PostgresServer, free_port  # noqa: E402
+from tests.support.gunicorn import GunicornServer  # noqa: E402
+from tests.support.postgres import PostgresServer  # noqa: E402
 
 WRK_DIR = REPO / "bench" / "wrk"
 RESULTS_DIR = REPO / "bench" / "results"
@@ -63,110 +62,12 @@ TARGET_SCALING = 0.95
 # --------------------------------------------------------------------------------------------------------
 
 
-def gunicorn_command() -> str:
-    """The gunicorn of the interpreter running the bench (the project's .venv under ``make bench``)."""
-    beside = Path(sys.executable).parent / "gunicorn"
-    if beside.is_file():
-        return str(beside)
-    venv = REPO / ".venv" / "bin" / "gunicorn"
-    if venv.is_file():
-        return str(venv)
-    found = shutil.which("gunicorn")
-    if not found:
-        raise SystemExit("gunicorn not found: run `make bench` (it installs the dev dependencies)")
-    return found
+def served(app: str, env: dict[str, str]) -> GunicornServer:
+    """``gunicorn -c gunicorn.conf.py -w 4 <app>`` on 127.0.0.1, started; ``with`` stops it by its pid.
 
-
-class Served:
-    """One ``gunicorn -c gunicorn.conf.py -w 4`` master on 127.0.0.1, stopped by its pid."""
-
-    def __init__(self, name: str, module: str, env: dict[str, str], log_path: Path, workers: int = 4) -> None:
-        self.name = name
-        self.module = module
-        self.port = free_port()
-        self.workers = workers
-        self.env = {
-            **os.environ,
-            **env,
-            "PORT": str(self.port),
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": str(workers),
-        }
-        self.env.pop("METRICS_PORT", None)
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60) -> None:
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603 - a fixed command line, loopback only
-            [
-                gunicorn_command(),
-                "-c",
-                "gunicorn.conf.py",
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "-w",
-                str(self.workers),
-                self.module,
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}): {self.log_tail()}")
-            with contextlib.suppress(requests.RequestException):
-                healthy = requests.get(self.url + "/healthz", timeout=2).status_code == 200
-                if healthy and len(self.worker_pids()) == self.workers:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not answer /healthz in {timeout}s: {self.log_tail()}")
-
-    def worker_pids(self) -> list[int]:
-        """Pids of the master's children (the workers)."""
-        if self.proc is None:
-            return []
-        children: list[int] = []
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
-            try:
-                children.extend(int(pid) for pid in task.read_text().split())
-            except OSError:
-                continue
-        return sorted(children)
-
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-1500:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        if getattr(self, "_log", None):
-            self._log.close()
-
-
-@contextlib.contextmanager
-def served(name: str, module: str, env: dict[str, str], log_path: Path):
-    server = Served(name, module, env, log_path)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    The same launcher as the test suite's; METRICS_PORT is dropped so that /metrics stays on the app port.
+    """
+    return GunicornServer({**env, "METRICS_PORT": None}, workers=4, app=app).start(timeout=60)
 
 
 def memory(pids: list[int]) -> list[dict[str, float]]:
@@ -315,15 +216,13 @@ def bench_configuration(
     store_name: str,
     users: int,
     store_env: dict[str, str],
-    reference: Served,
+    reference: GunicornServer,
     ref_token: str,
     args,
-    work: Path,
 ) -> dict:
     """All routes of one (store, users) configuration, alternating with the reference."""
     env = {**store_env, "SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "info"}
-    label = f"{store_name}-{users}"
-    with served(f"service {label}", "src:application", env, work / f"service-{label}.log") as service:
+    with served("src:application", env) as service:
         time.sleep(SETTLE_S)  # each worker makes its argon2 dummy hash (64 MiB, transient) as it boots
         idle = memory(service.worker_pids())
         token = sign_in(service.url)
@@ -359,7 +258,7 @@ def bench_configuration(
         # let them finish, so that the figure is what a worker keeps, not a hash in progress.
         time.sleep(SETTLE_S)
         after_load = memory(service.worker_pids())
-        master = memory([service.proc.pid])
+        master = memory([service.pid])
 
     routes = {}
     for route, by_app in runs.items():
@@ -397,12 +296,10 @@ def run(args: argparse.Namespace) -> dict:
     pg = None
     try:
         ref_env = {"BENCH_REFERENCE_JWT_SECRET": ref_secret}
-        with served(
-            "reference", "bench.reference_app:application", ref_env, work / "reference.log"
-        ) as reference:
+        with served("bench.reference_app:application", ref_env) as reference:
             results["reference_memory"] = {
                 "idle": memory(reference.worker_pids()),
-                "master": memory([reference.proc.pid]),
+                "master": memory([reference.pid]),
             }
             for store_name in args.stores:
                 if store_name == "postgresql":
@@ -425,7 +322,6 @@ def run(args: argparse.Namespace) -> dict:
                         reference=reference,
                         ref_token=ref_token,
                         args=args,
-                        work=work,
                     )
                     config["seed_seconds"] = seconds
                     results["configurations"].append(config)

@@ -54,15 +54,9 @@ def service_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def running(env: dict[str, str]):
-    """A started GunicornServer, stopped (by its pid) and its log removed whatever happens."""
-    server = GunicornServer(env, workers=4)
-    try:
-        server.start(timeout=60)
-        yield server
-    finally:
-        server.close()
+def running(env: dict[str, str]) -> GunicornServer:
+    """A started GunicornServer; as a context manager it is stopped (by its pid) whatever happens."""
+    return GunicornServer(env, workers=4).start(timeout=60)
 
 
 def register(url: str, username: str) -> requests.Response:

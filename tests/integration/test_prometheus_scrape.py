@@ -47,12 +47,8 @@ def service(tmp_path):
         METRICS_ENABLED="true",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
     )
-    server = GunicornServer(env, workers=4)
-    try:
-        server.start(timeout=60)
+    with GunicornServer(env, workers=4).start(timeout=60) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gunicorn_executable() -> str:
@@ -65,17 +59,24 @@ def _alive(pid: int) -> bool:
 
 
 class GunicornServer:
-    """``gunicorn -c gunicorn.conf.py -b 127.0.0.1:<port> -w <workers> src:application`` from the repo root.
+    """``gunicorn -c gunicorn.conf.py -b 127.0.0.1:<port> -w <workers> <app>`` from the repo root.
 
-    ``env`` is laid over the current environment; a value of None removes that variable.
+    ``env`` is laid over the current environment; a value of None removes that variable. ``app`` is
+    ``src:application`` unless another WSGI app is served under the same settings (the benchmark's reference).
+    ``with server.start():`` closes it whatever happens inside the block.
     """
 
     def __init__(
-        self, env: Mapping[str, str | None], workers: int = 4, extra_args: Iterable[str] = ()
+        self,
+        env: Mapping[str, str | None],
+        workers: int = 4,
+        extra_args: Iterable[str] = (),
+        app: str = "src:application",
     ) -> None:
         self.env = dict(env)
         self.workers = workers
         self.extra_args = tuple(extra_args)
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
@@ -99,7 +100,7 @@ class GunicornServer:
             "-w",
             str(self.workers),
             *self.extra_args,
-            "src:application",
+            self.app,
         ]
 
     def start(self, timeout: float = 30) -> GunicornServer:
@@ -188,6 +189,12 @@ class GunicornServer:
         if self._log_path is None:
             return ""
         return Path(self._log_path).read_text(errors="replace")
+
+    def __enter__(self) -> GunicornServer:
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the server (gracefully, so its exit hooks clean up) and remove its log file."""
