@@ -63,7 +63,7 @@ fuzz() {
   local store=$1 database_url=${2:-} port base token status
   mkdir -p "$work/$store"
   echo "check-fuzz: $store store"
-port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$("$python" -c 'from tests.support import free_port; print(free_port())')"
 base="http://127.0.0.1:$port"
 
 # OWASP-minimum argon2 keeps registrations cheap; the login limiter stays on (its 429 is in the description).
