@@ -308,15 +308,21 @@ def test_sigkill_of_the_master_during_writes_leaves_a_valid_file_with_every_ackn
 
 
 def accepted_connections(port: int) -> tuple[int, int]:
-    """(client connections established to ``port``, connections in its accept queue), read from the kernel."""
+    """(connections to ``port`` the server side has established, connections in its accept queue).
+
+    Counted on the server side: a client sees its connection established as soon as the SYN-ACK arrives,
+    a moment before the server has taken the final ACK and queued the connection. The server's end turns
+    ESTABLISHED only once it is queued, so "all established, none queued" means every one was accepted.
+    """
     established = waiting = 0
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local_port = int(fields[1].split(":")[1], 16)
-        remote_port = int(fields[2].split(":")[1], 16)
-        if fields[3] == "0A" and local_port == port:  # LISTEN: rx_queue is the accept queue's length
+        if local_port != port:
+            continue
+        if fields[3] == "0A":  # LISTEN: rx_queue is the accept queue's length
             waiting = int(fields[4].split(":")[1], 16)
-        elif fields[3] == "01" and remote_port == port:  # ESTABLISHED, client side
+        elif fields[3] == "01":  # ESTABLISHED, server side
             established += 1
     return established, waiting
 
