@@ -1,25 +1,31 @@
-"""Password hashing, the JWT signing key, token checks, security headers and CORS."""
+"""Password hashing, the JWT signing key, access tokens, security headers and CORS.
+
+Tokens are HS256 JWTs made and checked with PyJWT directly: one ``jwt.decode`` per request (algorithm pinned,
+``exp``/``iat``/``sub`` required), then the user looked up, so that a deleted user's token fails at once.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
 import secrets
 import stat
 import tempfile
-from datetime import timedelta
+import time
+from collections.abc import Callable
 from typing import Any
 
+import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Flask, Response
+from flask import Flask, current_app, request
 from flask_cors import CORS
-from flask_jwt_extended import JWTManager, create_access_token
 
 from .config import SECRET_KEY_MIN_BYTES, ConfigError, Settings
-from .errors import Unauthorized, error_response
+from .errors import Unauthorized
 from .storage import User, UserStore
 
 log = logging.getLogger(__name__)
@@ -150,49 +156,78 @@ def signing_key(settings: Settings) -> str:
     return load_or_create_secret_key(settings.data_file_path)
 
 
+# ------------------------------------------------------------------------------------------------ tokens
+
+
+class AccessTokens:
+    """HS256 access tokens whose ``sub`` is the user's id as a string, and the check of a bearer header."""
+
+    ALGORITHM = "HS256"
+    # Tolerated clock difference between the replica that issued a token and the one checking it.
+    LEEWAY_SECONDS = 5
+    TYPE = "access"
+
+    def __init__(self, key: str, lifetime_seconds: int, store: UserStore) -> None:
+        self.key = key
+        self.lifetime_seconds = lifetime_seconds
+        self.store = store
+
+    def issue(self, user: User) -> str:
+        """A signed token for ``user``, valid for the configured lifetime."""
+        now = int(time.time())
+        claims = {
+            "sub": str(user.id),
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime_seconds,
+            "jti": secrets.token_urlsafe(16),
+            "type": self.TYPE,
+        }
+        return jwt.encode(claims, self.key, algorithm=self.ALGORITHM)
+
+    def user_from(self, authorization: str | None) -> User:
+        """The user named by a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token or " " in token:
+            raise Unauthorized("A bearer token is required: Authorization: Bearer <token>.")
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=[self.ALGORITHM],
+                options={"require": ["exp", "iat", "sub"]},
+                leeway=self.LEEWAY_SECONDS,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The bearer token has expired.") from None
+        except jwt.InvalidTokenError:
+            raise Unauthorized("The bearer token is invalid.") from None
+        subject = claims["sub"]  # PyJWT has checked that it is a string
+        if claims.get("type") != self.TYPE or not _USER_ID.fullmatch(subject):
+            raise Unauthorized("The bearer token is invalid.")
+        user = self.store.find_by_id(int(subject))
+        if user is None:
+            raise Unauthorized("The user of this token no longer exists.")
+        return user
+
+
 def issue_token(user: User) -> str:
-    """A signed access token whose ``sub`` is the user's id as a string."""
-    return create_access_token(identity=str(user.id))
+    """A signed access token for ``user`` from the current application."""
+    return current_app.extensions["access_tokens"].issue(user)
+
+
+def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Route decorator: 401 unless the request carries a valid bearer token; the view gets its user."""
+
+    @functools.wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        user = current_app.extensions["access_tokens"].user_from(request.headers.get("Authorization"))
+        return view(user, *args, **kwargs)
+
+    return checked
 
 
 # ------------------------------------------------------------------------------------------------ wiring
-
-
-def _init_jwt(app: Flask, settings: Settings, store: UserStore) -> None:
-    # JWT_SECRET_KEY only: Flask's SECRET_KEY would make Flask build a session serializer on every request.
-    app.config.update(
-        JWT_SECRET_KEY=signing_key(settings),
-        JWT_ALGORITHM="HS256",
-        JWT_DECODE_ALGORITHMS=["HS256"],
-        JWT_TOKEN_LOCATION=["headers"],
-        JWT_HEADER_NAME="Authorization",
-        JWT_HEADER_TYPE="Bearer",
-        JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.jwt_expires_seconds),
-        JWT_COOKIE_CSRF_PROTECT=False,  # tokens travel in headers only: no CSRF claim needed
-    )
-    jwt = JWTManager(app)
-
-    @jwt.user_lookup_loader
-    def load_user(_header: dict[str, Any], payload: dict[str, Any]) -> User | None:
-        subject = payload.get("sub")
-        if not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
-            return None
-        return store.find_by_id(int(subject))
-
-    def rejected(detail: str) -> Response:
-        return error_response(Unauthorized(detail))
-
-    jwt.unauthorized_loader(
-        lambda _reason: rejected("A bearer token is required: Authorization: Bearer <token>.")
-    )
-    jwt.invalid_token_loader(lambda _reason: rejected("The bearer token is invalid."))
-    jwt.expired_token_loader(lambda _header, _payload: rejected("The bearer token has expired."))
-    jwt.revoked_token_loader(lambda _header, _payload: rejected("The bearer token has been revoked."))
-    jwt.needs_fresh_token_loader(lambda _header, _payload: rejected("A fresh bearer token is required."))
-    jwt.token_verification_failed_loader(lambda _header, _payload: rejected("The bearer token is invalid."))
-    jwt.user_lookup_error_loader(
-        lambda _header, _payload: rejected("The user of this token no longer exists.")
-    )
 
 
 class SecurityHeaders:
@@ -221,7 +256,7 @@ class SecurityHeaders:
 def init_app(app: Flask, settings: Settings, store: UserStore) -> None:
     """Password hashing, JWT, security headers, and CORS for the configured origins only."""
     app.extensions["passwords"] = Passwords(settings)
-    _init_jwt(app, settings, store)
+    app.extensions["access_tokens"] = AccessTokens(signing_key(settings), settings.jwt_expires_seconds, store)
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
     if settings.cors_origins:
         CORS(

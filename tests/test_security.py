@@ -196,13 +196,12 @@ def fast_app(tmp_path, **variables: str):
     return app
 
 
-def test_only_the_jwt_key_is_set_never_a_flask_session_key(tmp_path):
+def test_only_the_token_key_is_set_never_a_flask_session_key(tmp_path):
     app = fast_app(tmp_path)
 
     assert app.config["SECRET_KEY"] is None
-    assert (
-        app.config["JWT_SECRET_KEY"] == Path(secret_key_path(str(tmp_path / "data.json"))).read_text().strip()
-    )
+    stored_key = Path(secret_key_path(str(tmp_path / "data.json"))).read_text().strip()
+    assert app.extensions["access_tokens"].key == stored_key
 
 
 def test_responses_never_set_a_cookie(tmp_path):

@@ -1,20 +1,22 @@
 """Routes for the signed-in user."""
 
 from flask import Blueprint
-from flask_jwt_extended import get_current_user, jwt_required
+
+from ..security import token_required
+from ..storage import User
 
 bp = Blueprint("users", __name__)
 
 
 @bp.get("/id")
-@jwt_required()
-def user_id():
+@token_required
+def user_id(user: User):
     """The id of the user the token names."""
-    return {"id": get_current_user().id}
+    return {"id": user.id}
 
 
 @bp.get("/hello")
-@jwt_required()
-def hello():
+@token_required
+def hello(user: User):
     """A greeting with the user's name capitalised ("alice" -> "Hello Alice")."""
-    return {"message": "Hello " + get_current_user().username.capitalize()}
+    return {"message": "Hello " + user.username.capitalize()}

@@ -212,7 +212,7 @@ def test_authenticate_token_is_hs256_with_the_user_id_as_string_subject(app, aut
     token = auth.authenticate("alice").get_json()["access_token"]
 
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
-    claims = jwt.decode(token, app.config["JWT_SECRET_KEY"], algorithms=["HS256"])
+    claims = jwt.decode(token, app.extensions["access_tokens"].key, algorithms=["HS256"])
     assert claims["sub"] == str(user_id)
     assert claims["exp"] - claims["iat"] == 3600
 

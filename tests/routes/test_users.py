@@ -12,8 +12,10 @@ import pytest
 from tests.conftest import PASSWORD, assert_problem
 
 
-def forge(app, claims: dict, key: str | None = None, algorithm: str = "HS256") -> str:
-    """A token with these claims over a complete set, signed with ``key`` (the app's by default)."""
+def forge(
+    app, claims: dict, key: str | None = None, algorithm: str = "HS256", without: tuple[str, ...] = ()
+) -> str:
+    """A token with these claims over a complete set minus ``without``, signed with ``key`` (the app's)."""
     now = int(time.time())
     payload = {
         "sub": "1",
@@ -25,7 +27,9 @@ def forge(app, claims: dict, key: str | None = None, algorithm: str = "HS256") -
         "fresh": False,
     }
     payload.update(claims)
-    return jwt.encode(payload, key or app.config["JWT_SECRET_KEY"], algorithm=algorithm)
+    for name in without:
+        del payload[name]
+    return jwt.encode(payload, key or app.extensions["access_tokens"].key, algorithm=algorithm)
 
 
 def unsigned(claims: dict) -> str:
@@ -112,6 +116,12 @@ def test_malformed_authorization_returns_401(client, authorization):
     assert_unauthorized(client.get("/id", headers={"Authorization": authorization}))
 
 
+def test_bearer_scheme_is_case_insensitive(auth, client):
+    token = auth.token()
+
+    assert client.get("/id", headers={"Authorization": f"bearer {token}"}).status_code == 200
+
+
 def test_token_without_the_bearer_prefix_returns_401(auth, client):
     token = auth.token()
 
@@ -146,6 +156,21 @@ def test_expired_token_returns_401(app, auth):
 
     assert_unauthorized(response)
     assert "expired" in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "type"])
+def test_token_missing_a_required_claim_returns_401(app, auth, claim):
+    auth.register("alice")
+
+    assert auth.get("/id", forge(app, {})).status_code == 200
+    assert_unauthorized(auth.get("/id", forge(app, {}, without=(claim,))))
+
+
+def test_token_from_a_replica_whose_clock_runs_a_few_seconds_ahead_is_accepted(app, auth):
+    auth.register("alice")
+    ahead = int(time.time()) + 3
+
+    assert auth.get("/id", forge(app, {"iat": ahead, "nbf": ahead})).status_code == 200
 
 
 def test_token_not_yet_valid_returns_401(app, auth):
