@@ -9,12 +9,19 @@ Process model (gunicorn forks workers from a master):
   construction logs one line and succeeds; the schema is then created on first use.
 * The pool is opened lazily on first use, in the process that uses it, and is keyed by ``os.getpid()``: a
   worker never uses sockets inherited from its parent.
-* Lookups cost one query on a pooled autocommit connection. Connections are not checked on every checkout
-  (that would double the cost of a lookup): after a connection error the idle connections are checked
-  (``pool.check()``) and an idempotent call is retried once, so a restarted database is picked up without a
-  failed request; writes check their connection before running. While the database is down a call raises
-  StoreUnavailable after ``timeout`` seconds, and once the pool has seen connection errors the next calls
-  fail within 0.75 s; the pool reconnects by itself within about half a second of the return.
+* A token check (``find_by_id``) is served from a per-process cache of users when it can be: a trigger on
+  ``users`` sends ``NOTIFY flask_api_users`` on every UPDATE, DELETE and TRUNCATE, each process listens on
+  one extra connection, and before every lookup it reads what has arrived there (a non-blocking read, no
+  round trip) and drops the users named. Until that connection listens, and from the moment it is lost, the
+  cache is emptied and every lookup goes to the database, so a change is never missed; a change made by
+  another process is seen as soon as PostgreSQL delivers its notification (at commit, well under a
+  millisecond on one host). Entries also expire after ``USER_CACHE_TTL_SECONDS``.
+* Other lookups cost one query on a pooled autocommit connection. Connections are not checked on every
+  checkout (that would double the cost of a lookup): after a connection error the idle connections are
+  checked (``pool.check()``) and an idempotent call is retried once, so a restarted database is picked up
+  without a failed request; writes check their connection before running. While the database is down a call
+  raises StoreUnavailable after ``timeout`` seconds, and once the pool has seen connection errors the next
+  calls fail within 0.75 s; the pool reconnects by itself within about half a second of the return.
 """
 
 from __future__ import annotations
@@ -56,8 +63,28 @@ SCHEMA_SQL = (
     )""",
     "CREATE INDEX IF NOT EXISTS login_failures_key_at ON login_failures (key, at)",
     "CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (at)",
+    # Tells every process's user cache which user changed ('*': all of them).
+    """CREATE OR REPLACE FUNCTION flask_api_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('flask_api_users', CASE WHEN TG_OP = 'TRUNCATE' THEN '*' ELSE OLD.id::text END);
+        RETURN NULL;
+    END
+    $$""",
+    "CREATE OR REPLACE TRIGGER users_changed AFTER UPDATE OR DELETE ON users "
+    "FOR EACH ROW EXECUTE FUNCTION flask_api_users_changed()",
+    "CREATE OR REPLACE TRIGGER users_truncated AFTER TRUNCATE ON users "
+    "FOR EACH STATEMENT EXECUTE FUNCTION flask_api_users_changed()",
 )
 SCHEMA_OBJECTS = ("users", "login_failures", "login_failures_key_at", "login_failures_at")
+SCHEMA_TRIGGERS = ("users_changed", "users_truncated")
+USERS_CHANNEL = "flask_api_users"
+LISTENER_APPLICATION_NAME = "flask-api-user-cache"
+USER_CACHE_MAX_ENTRIES = 10_000
+# Bounds how long an entry can outlive a change whose notification never came (a connection cut silently,
+# with no reset; TCP keepalives on the listening connection notice that within about 25 s).
+USER_CACHE_TTL_SECONDS = 60.0
+# After a failed attempt to listen, lookups go to the database and the next attempt waits this long.
+LISTEN_RETRY_SECONDS = 5.0
 # psycopg_pool retries a failed connection with an exponential back-off (1 s, 2 s, 4 s, ...) until this
 # limit, then gives the slot up; the next request starts a fresh attempt at once. A short limit keeps the
 # back-off short, so the pool is back within about half a second of the database.
@@ -105,11 +132,7 @@ def create_schema(url: str, timeout: float = 5.0) -> None:
 def _create_schema_on(conn: psycopg.Connection) -> None:
     # Look first: a role without DDL rights (schema migrated by an administrator with python -m src.migrate)
     # would be refused even "CREATE TABLE IF NOT EXISTS" on a table that exists.
-    present = conn.execute(
-        "SELECT bool_and(to_regclass(name) IS NOT NULL) FROM unnest(%s::text[]) AS name",
-        (list(SCHEMA_OBJECTS),),
-    ).fetchone()
-    if present is not None and present[0]:
+    if _schema_present(conn):
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
@@ -117,14 +140,158 @@ def _create_schema_on(conn: psycopg.Connection) -> None:
             conn.execute(statement)
 
 
+def _schema_present(conn: psycopg.Connection) -> bool:
+    """Whether every table, index and trigger of the schema exists."""
+    row = conn.execute(
+        "SELECT bool_and(to_regclass(name) IS NOT NULL) AND (SELECT count(*) FROM pg_trigger "
+        "WHERE tgrelid = to_regclass('users') AND tgname = ANY(%s)) = %s FROM unnest(%s::text[]) AS name",
+        (list(SCHEMA_TRIGGERS), len(SCHEMA_TRIGGERS), list(SCHEMA_OBJECTS)),
+    ).fetchone()
+    return row is not None and bool(row[0])
+
+
 def _user(row: tuple[int, str, str] | None) -> User | None:
     return User(*row) if row is not None else None
+
+
+class UserCache:
+    """Users by id for one process, trusted only while this process listens for changes to ``users``.
+
+    ``lookup`` first reads the notifications that have arrived on the listening connection, without waiting
+    and without a round trip, and forgets the users they name. ``remember`` keeps a user read from the
+    database, unless the listening connection changed since the lookup that missed. Not listening (not yet,
+    or the connection was lost): nothing is served from the cache, and ``remember`` starts listening again
+    (at most every LISTEN_RETRY_SECONDS) once a query has just shown that the database answers.
+    """
+
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.Connection | None = None
+        self._pid: int | None = None
+        self._generation = 0
+        self._entries: dict[int, tuple[User, float]] = {}
+        self._next_attempt = 0.0
+        self._ending = ""  # why the server is ending the listening session, once it has said so
+        self._lock = threading.Lock()
+
+    @property
+    def listening(self) -> bool:
+        """Whether this process holds a listening connection (its losses are noticed at the next lookup)."""
+        return self._conn is not None and self._pid == os.getpid()
+
+    def lookup(self, user_id: int) -> tuple[User | None, int | None]:
+        """(the cached user or None, the listening generation to pass to ``remember``, or None)."""
+        with self._lock:
+            if not self._drain():
+                return None, None
+            entry = self._entries.get(user_id)
+            if entry is not None:
+                if entry[1] > time.monotonic():
+                    return entry[0], self._generation
+                del self._entries[user_id]
+            return None, self._generation
+
+    def remember(self, user: User, generation: int | None) -> None:
+        """Keep ``user``, read after a lookup that returned ``generation``; or start listening."""
+        with self._lock:
+            if generation is None:
+                if not self.listening and time.monotonic() >= self._next_attempt:
+                    self._listen()
+                return
+            if generation != self._generation or not self.listening:
+                return
+            if len(self._entries) >= USER_CACHE_MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]  # the oldest
+            self._entries[user.id] = (user, time.monotonic() + USER_CACHE_TTL_SECONDS)
+
+    def forget(self, user_id: int) -> None:
+        """Drop one user at once (changed by this process: its own notification comes a moment later)."""
+        with self._lock:
+            self._entries.pop(user_id, None)
+
+    def close(self) -> None:
+        """Stop listening (a connection inherited from a parent process is left alone)."""
+        with self._lock:
+            self._stop()
+
+    def _drain(self) -> bool:
+        """Apply the notifications received so far; False, and the cache emptied, when not listening."""
+        conn = self._conn
+        if conn is None or self._pid != os.getpid():
+            return False
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()  # reads what has arrived; notifies() parses it
+            while (notice := pgconn.notifies()) is not None:
+                payload = notice.extra.decode()
+                if payload == "*" or not payload.isdigit():
+                    self._entries.clear()
+                else:
+                    self._entries.pop(int(payload), None)
+            if pgconn.status != psycopg.pq.ConnStatus.OK or self._ending:
+                raise psycopg.OperationalError(self._ending or "connection lost")
+        except psycopg.Error as exc:
+            reason = describe_error(exc, self._url)
+            log.warning("user cache: stopped listening (%s); lookups go to the database", reason)
+            self._stop()
+            self._next_attempt = 0.0  # try again after the next successful query
+            return False
+        return True
+
+    def _listen(self) -> None:
+        conn = None
+        try:
+            conn = psycopg.connect(
+                self._url,
+                autocommit=True,
+                connect_timeout=max(2, round(self._connect_timeout)),
+                application_name=LISTENER_APPLICATION_NAME,
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
+            if not _schema_present(conn):
+                # A schema created before the triggers existed: no notifications would ever come.
+                raise psycopg.OperationalError("the users triggers are missing: run python -m src.migrate")
+            conn.execute(f"LISTEN {USERS_CHANNEL}")
+            # A server ending the session (shutdown, pg_terminate_backend) first sends a FATAL message, which
+            # libpq hands to the notice handlers of an idle connection when it parses the input; the end of
+            # the stream is only read by the next call. Taking the message as the loss leaves no lookup
+            # served from the cache in between.
+            conn.add_notice_handler(self._on_notice)
+        except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
+            self._next_attempt = time.monotonic() + LISTEN_RETRY_SECONDS
+            reason = describe_error(exc, self._url)
+            log.warning("user cache: cannot listen (%s); lookups go to the database", reason)
+            return
+        self._conn, self._pid, self._ending = conn, os.getpid(), ""
+        self._generation += 1
+        self._entries.clear()
+
+    def _on_notice(self, diagnostic: psycopg.errors.Diagnostic) -> None:
+        if diagnostic.severity_nonlocalized in ("ERROR", "FATAL", "PANIC"):
+            self._ending = diagnostic.message_primary or "the server ended the session"
+
+    def _stop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._entries.clear()
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+        # A connection opened by a parent before fork is dropped without a word to the server, which would
+        # end the parent's session.
+        self._pid = None
 
 
 class PostgresStore(UserStore):
     """Users in PostgreSQL at ``url``; see the module docstring for the process and outage behaviour."""
 
-    def __init__(self, url: str, min_size: int = 1, max_size: int = 4, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, min_size: int = 1, max_size: int = 4, timeout: float = 5.0, *, user_cache: bool = True
+    ) -> None:
         self._url = url
         self.min_size = min_size
         self.max_size = max_size
@@ -135,6 +302,7 @@ class PostgresStore(UserStore):
         self._schema_ready = False
         self._fail_fast_until = 0.0
         self._last_logged = -LOG_INTERVAL_SECONDS
+        self.user_cache = UserCache(url, self.timeout) if user_cache else None
         try:
             create_schema(url, self.timeout)
             self._schema_ready = True
@@ -262,13 +430,21 @@ class PostgresStore(UserStore):
         """The user with this id, or None."""
         if not 0 < user_id <= BIGINT_MAX:
             return None
-        return self._run(
+        generation = None
+        if self.user_cache is not None:
+            cached, generation = self.user_cache.lookup(user_id)
+            if cached is not None:
+                return cached
+        user = self._run(
             lambda conn: _user(
                 conn.execute(
                     "SELECT id, username, password_hash FROM users WHERE id = %s", (user_id,)
                 ).fetchone()
             )
         )
+        if user is not None and self.user_cache is not None:
+            self.user_cache.remember(user, generation)
+        return user
 
     def create_users_bulk(self, rows: Iterable[tuple[str, str]]) -> int:
         """Insert many users with one COPY in one transaction, all or none."""
@@ -292,6 +468,8 @@ class PostgresStore(UserStore):
         """Remove a user; the identity sequence never hands its id out again."""
         if not 0 < user_id <= BIGINT_MAX:
             return False
+        if self.user_cache is not None:
+            self.user_cache.forget(user_id)
         return self._run(
             lambda conn: conn.execute("DELETE FROM users WHERE id = %s", (user_id,)).rowcount > 0,
             idempotent=False,
@@ -333,7 +511,9 @@ class PostgresStore(UserStore):
         self._run(lambda conn: conn.execute("DELETE FROM login_failures WHERE key = %s", (key,)))
 
     def close(self) -> None:
-        """Close this process's pool (a pool inherited from a parent process is left alone)."""
+        """Close this process's pool and listening connection (a parent's are left alone)."""
+        if self.user_cache is not None:
+            self.user_cache.close()
         with self._pool_lock:
             pool, self._pool = self._pool, None
             if pool is not None and self._pool_pid == os.getpid():

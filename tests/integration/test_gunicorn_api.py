@@ -152,3 +152,20 @@ def test_bad_configuration_stops_gunicorn_with_one_line_naming_the_variable(tmp_
     assert "Traceback" not in output
     assert "Booting worker" not in output
     assert gunicorn_executable() in command
+
+
+def test_a_user_deleted_from_the_store_is_refused_by_every_worker_at_once(gunicorn_server, store_env):
+    server = gunicorn_server(store_env)
+    user_id = register(server.url, "alice").json()["id"]
+    token = authenticate(server.url, "alice").json()["access_token"]
+    # Enough requests for every worker to have looked alice up, and so to have her in its cache.
+    assert {hello(server.url, token).status_code for _ in range(40)} == {200}
+
+    store = open_store(store_env)
+    try:
+        assert store.delete_user(user_id)
+    finally:
+        store.close()
+
+    statuses = [hello(server.url, token).status_code for _ in range(40)]
+    assert statuses == [401] * 40

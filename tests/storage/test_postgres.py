@@ -24,7 +24,7 @@ from src.storage import (
     UsernameTaken,
     store_from_settings,
 )
-from src.storage.postgres import create_schema, describe_error
+from src.storage.postgres import LISTENER_APPLICATION_NAME, SCHEMA_SQL, create_schema, describe_error
 from tests.support.postgres import free_port, new_server, require_postgres_binaries
 
 from . import workers
@@ -350,3 +350,186 @@ def test_store_from_settings_picks_the_json_file_without_a_database_url(tmp_path
 
     assert isinstance(store, JsonFileStore)
     assert store.path == str(tmp_path / "data.json")
+
+
+# ------------------------------------------------------------------------------------------------ user cache
+
+
+def cached_lookups(store: PostgresStore, user_id: int) -> None:
+    """Look a user up until this process listens for changes and keeps the user in its cache."""
+    for _ in range(3):  # miss and start listening; miss and remember; hit
+        assert store.find_by_id(user_id) is not None
+    assert store.user_cache.listening
+
+
+def rename_unannounced(url: str, user_id: int, username: str) -> None:
+    """Change a name with the triggers off: only a lookup that reaches the database can see it."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute("UPDATE users SET username = %s WHERE id = %s", (username, user_id))
+
+
+def run_sql(url: str, statement: str, params: tuple = ()) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+def eventually(check, timeout: float = 2.0) -> float:
+    """Seconds until ``check()`` holds (fails the test after ``timeout``)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, "never held"
+        time.sleep(0.001)
+    return time.monotonic() - started
+
+
+def test_token_lookups_are_served_from_the_cache_once_listening(pg_store, postgres_url):
+    alice = pg_store.create_user("alice", HASH)
+    cached_lookups(pg_store, alice.id)
+
+    rename_unannounced(postgres_url, alice.id, "renamed")
+
+    assert pg_store.find_by_id(alice.id).username == "alice"
+    assert pg_store.find_by_username("renamed").id == alice.id  # other lookups always query
+
+
+def test_a_user_changed_by_another_process_is_seen_at_once(pg_store, postgres_url):
+    alice = pg_store.create_user("alice", HASH)
+    cached_lookups(pg_store, alice.id)
+
+    run_sql(postgres_url, "UPDATE users SET username = 'alicia' WHERE id = %s", (alice.id,))
+
+    assert eventually(lambda: pg_store.find_by_id(alice.id).username == "alicia") < 0.5
+
+
+def test_a_user_deleted_by_another_process_is_gone_at_once(pg_store, postgres_url):
+    alice = pg_store.create_user("alice", HASH)
+    cached_lookups(pg_store, alice.id)
+
+    run_sql(postgres_url, "DELETE FROM users WHERE id = %s", (alice.id,))
+
+    assert eventually(lambda: pg_store.find_by_id(alice.id) is None) < 0.5
+
+
+def test_a_user_deleted_by_this_store_is_gone_immediately(pg_store):
+    alice = pg_store.create_user("alice", HASH)
+    cached_lookups(pg_store, alice.id)
+
+    assert pg_store.delete_user(alice.id)
+
+    assert pg_store.find_by_id(alice.id) is None
+
+
+def test_truncating_the_users_empties_the_cache(pg_store, postgres_url):
+    alice, bob = pg_store.create_user("alice", HASH), pg_store.create_user("bob", HASH)
+    cached_lookups(pg_store, alice.id)
+    cached_lookups(pg_store, bob.id)
+
+    run_sql(postgres_url, "TRUNCATE users")
+
+    assert eventually(lambda: pg_store.find_by_id(alice.id) is None) < 0.5
+    assert pg_store.find_by_id(bob.id) is None
+
+
+def test_a_lost_listening_connection_sends_lookups_to_the_database_until_it_listens_again(
+    pg_store, postgres_url, caplog
+):
+    alice = pg_store.create_user("alice", HASH)
+    cached_lookups(pg_store, alice.id)
+
+    run_sql(
+        postgres_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        (LISTENER_APPLICATION_NAME,),
+    )
+    rename_unannounced(postgres_url, alice.id, "renamed")
+
+    with caplog.at_level(logging.WARNING, logger="src.storage.postgres"):
+        assert eventually(lambda: pg_store.find_by_id(alice.id).username == "renamed") < 0.5
+    assert "user cache: stopped listening" in caplog.text
+    # Listening again after a successful query: the cache serves once more.
+    cached_lookups(pg_store, alice.id)
+    rename_unannounced(postgres_url, alice.id, "renamed twice")
+    assert pg_store.find_by_id(alice.id).username == "renamed"
+
+
+def test_without_the_triggers_nothing_is_cached(pg_store, postgres_url, caplog):
+    alice = pg_store.create_user("alice", HASH)
+    run_sql(postgres_url, "DROP TRIGGER users_changed ON users")
+
+    with caplog.at_level(logging.WARNING, logger="src.storage.postgres"):
+        for _ in range(3):
+            assert pg_store.find_by_id(alice.id).username == "alice"
+    rename_unannounced(postgres_url, alice.id, "renamed")
+
+    assert not pg_store.user_cache.listening
+    assert pg_store.find_by_id(alice.id).username == "renamed"
+    assert "the users triggers are missing" in caplog.text
+
+
+def test_a_schema_from_before_the_triggers_gets_them(postgres_url):
+    for statement in SCHEMA_SQL:
+        if "TRIGGER" not in statement and "FUNCTION" not in statement:  # tables and indexes only
+            run_sql(postgres_url, statement)
+
+    store = PostgresStore(postgres_url, 1, 1, 5)
+    try:
+        alice = store.create_user("alice", HASH)
+        cached_lookups(store, alice.id)
+        run_sql(postgres_url, "DELETE FROM users WHERE id = %s", (alice.id,))
+        assert eventually(lambda: store.find_by_id(alice.id) is None) < 0.5
+    finally:
+        store.close()
+
+
+def test_an_outage_is_never_hidden_by_the_cache(own_server):
+    url = own_server.create_database("app")
+    store = PostgresStore(url, min_size=1, max_size=2, timeout=2)
+    alice = store.create_user("alice", HASH)
+    cached_lookups(store, alice.id)
+
+    own_server.stop()
+    with pytest.raises(StoreUnavailable):
+        store.find_by_id(alice.id)
+
+    own_server.start()
+    assert store.find_by_id(alice.id) == alice
+    cached_lookups(store, alice.id)
+    store.close()
+
+
+def test_a_store_without_the_cache_always_queries(pg_store, postgres_url):
+    store = PostgresStore(postgres_url, 1, 1, 5, user_cache=False)
+    try:
+        alice = store.create_user("alice", HASH)
+        for _ in range(3):
+            store.find_by_id(alice.id)
+        rename_unannounced(postgres_url, alice.id, "renamed")
+        assert store.find_by_id(alice.id).username == "renamed"
+    finally:
+        store.close()
+
+
+def test_cached_users_expire_after_the_ttl(pg_store, postgres_url, monkeypatch):
+    monkeypatch.setattr("src.storage.postgres.USER_CACHE_TTL_SECONDS", 0.2)
+    alice = pg_store.create_user("alice", HASH)
+    cached_lookups(pg_store, alice.id)
+    rename_unannounced(postgres_url, alice.id, "renamed")
+    assert pg_store.find_by_id(alice.id).username == "alice"
+
+    time.sleep(0.3)
+
+    assert pg_store.find_by_id(alice.id).username == "renamed"
+
+
+def test_a_full_cache_drops_its_oldest_user(pg_store, postgres_url, monkeypatch):
+    monkeypatch.setattr("src.storage.postgres.USER_CACHE_MAX_ENTRIES", 1)
+    alice, bob = pg_store.create_user("alice", HASH), pg_store.create_user("bob", HASH)
+    cached_lookups(pg_store, alice.id)
+    cached_lookups(pg_store, bob.id)
+
+    rename_unannounced(postgres_url, alice.id, "alice renamed")
+    rename_unannounced(postgres_url, bob.id, "bob renamed")
+
+    assert pg_store.find_by_id(bob.id).username == "bob"  # still cached
+    assert pg_store.find_by_id(alice.id).username == "alice renamed"  # dropped: read again
