@@ -280,20 +280,27 @@ def test_schema_is_created_on_first_use_when_the_database_was_down_at_constructi
     store.close()
 
 
-def test_a_forked_worker_opens_its_own_pool_and_the_parent_keeps_working(postgres_url, tmp_path):
+def test_a_forked_worker_opens_its_own_pool_and_listener_and_the_parent_keeps_working(postgres_url, tmp_path):
     script = tmp_path / "fork_check.py"
     script.write_text(
         textwrap.dedent(
-            f"""
+            """
             import os, sys
+            import psycopg
             from src.storage import PostgresStore
-            store = PostgresStore({postgres_url!r})
-            store.create_user("parent", "h")          # the parent opens its pool before fork
-            parent_pool = store._pool
+            URL = sys.argv[1]
+            store = PostgresStore(URL)
+            parent = store.create_user("parent", "h")  # the parent opens its pool before fork
+            for _ in range(3):                          # ... and listens for its user cache
+                store.find_by_id(parent.id)
+            parent_pool, parent_listener = store._pool, store.user_cache._conn
             pid = os.fork()
             if pid == 0:
                 user = store.create_user("child", "h")
                 ok = store._pool is not parent_pool and store.find_by_id(user.id) == user
+                for _ in range(3):
+                    store.find_by_id(user.id)
+                ok = ok and store.user_cache.listening and store.user_cache._conn is not parent_listener
                 store.close()
                 os._exit(0 if ok else 1)
             _, status = os.waitpid(pid, 0)
@@ -301,6 +308,12 @@ def test_a_forked_worker_opens_its_own_pool_and_the_parent_keeps_working(postgre
             assert store._pool is parent_pool
             assert store.find_by_username("child") is not None
             store.create_user("parent-again", "h")
+            # The parent's listening session outlived the child: its cache still serves.
+            with psycopg.connect(URL, autocommit=True) as conn, conn.transaction():
+                conn.execute("SET LOCAL session_replication_role = replica")
+                conn.execute("UPDATE users SET username = 'renamed' WHERE id = %s", (parent.id,))
+            assert store.find_by_id(parent.id).username == "parent"
+            assert store.user_cache._conn is parent_listener
             store.close()
             print("ok")
             """
@@ -308,7 +321,7 @@ def test_a_forked_worker_opens_its_own_pool_and_the_parent_keeps_working(postgre
     )
 
     result = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), postgres_url],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
