@@ -18,12 +18,15 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
 from src.storage import JsonFileStore, PostgresStore
+from tests.support import wait_until
 from tests.support.gunicorn import GunicornServer
 from tests.support.postgres import in_ci, new_server, require_postgres_binaries
 
@@ -77,15 +80,6 @@ def assert_problem(response: requests.Response, status: int) -> None:
     body = response.json()
     assert body["status"] == status
     assert {"type", "title", "status", "detail"} <= body.keys()
-
-
-def wait_until(condition, timeout: float, interval: float = 0.1, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class RegistrationLoad:
@@ -307,67 +301,31 @@ def test_sigkill_of_the_master_during_writes_leaves_a_valid_file_with_every_ackn
 # ---------------------------------------------------------------------------------------------------------
 
 
-def accepted_connections(port: int) -> tuple[int, int]:
-    """(connections to ``port`` the server side has established, connections in its accept queue).
-
-    Counted on the server side: a client sees its connection established as soon as the SYN-ACK arrives,
-    a moment before the server has taken the final ACK and queued the connection. The server's end turns
-    ESTABLISHED only once it is queued, so "all established, none queued" means every one was accepted.
-    """
-    established = waiting = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        if local_port != port:
-            continue
-        if fields[3] == "0A":  # LISTEN: rx_queue is the accept queue's length
-            waiting = int(fields[4].split(":")[1], 16)
-        elif fields[3] == "01":  # ESTABLISHED, server side
-            established += 1
-    return established, waiting
-
-
 def test_sigterm_lets_every_request_in_flight_complete(tmp_path):
     path = tmp_path / "data.json"
-    # Production-strength hashing makes each registration last long enough to be caught in flight.
+    graceful_timeout = 20
+    # A costly hash (about a second alone, more when four share the cores) keeps each registration in
+    # flight long enough to send SIGTERM in the middle of it.
     env = service_env(
-        DATA_FILE_PATH=str(path), ARGON2_TIME_COST="8", ARGON2_MEMORY_KIB="65536", ARGON2_PARALLELISM="1"
+        DATA_FILE_PATH=str(path), ARGON2_TIME_COST="100", GUNICORN_GRACEFUL_TIMEOUT=str(graceful_timeout)
     )
-    results: dict[str, object] = {}
-    finished: dict[str, float] = {}
-
-    def one(username: str) -> None:
-        try:
-            results[username] = register(server.url, username)
-        except requests.RequestException as error:
-            results[username] = error
-        finished[username] = time.monotonic()
-
-    with running(env) as server:
-        # One request per sync worker; SIGTERM only once the kernel's accept queue is empty, that is once
-        # every request is in a worker's hands.
-        names = [f"in-flight-{index}" for index in range(4)]
-        threads = [threading.Thread(target=one, args=(name,)) for name in names]
-        for thread in threads:
-            thread.start()
-        wait_until(
-            lambda: accepted_connections(server.port) == (len(names), 0),
-            timeout=15,
-            interval=0.01,
-            what="every request to be accepted by a worker",
-        )
+    names = [f"in-flight-{index}" for index in range(4)]
+    with running(env) as server, ThreadPoolExecutor(max_workers=len(names)) as pool:
+        # One request per sync worker; SIGTERM once every one is in a worker's hands.
+        futures = {name: pool.submit(register, server.url, name) for name in names}
+        server.wait_until_workers_hold(len(names))
+        assert not any(future.done() for future in futures.values()), "the requests ended before the signal"
         signalled = time.monotonic()
-        exit_code = server.stop(sig=signal.SIGTERM, timeout=40)
-        for thread in threads:
-            thread.join(timeout=30)
+        exit_code = server.stop(sig=signal.SIGTERM, timeout=graceful_timeout + 10)
+        stopped_after = time.monotonic() - signalled
+        responses = {name: future.result() for name, future in futures.items()}
         output = server.output()
 
     assert exit_code == 0, output[-2000:]
-    assert all(isinstance(results[name], requests.Response) for name in names), results
-    assert [results[name].status_code for name in names] == [201] * 4
-    assert any(finished[name] > signalled for name in names), "no request was still in flight at SIGTERM"
+    assert stopped_after < graceful_timeout
+    assert [response.status_code for response in responses.values()] == [201] * len(names)
     assert "Traceback" not in output
-    acknowledged = {name: results[name].json()["id"] for name in names}
+    acknowledged = {name: response.json()["id"] for name, response in responses.items()}
     assert_valid_json_file(path)
     assert_all_stored(JsonFileStore(path), acknowledged)
 
@@ -404,8 +362,9 @@ def seed_users(url: str, count: int) -> dict[str, int]:
     return acknowledged
 
 
-def fill(folder: Path) -> Path:
-    """Write a filler file until the file system has no byte left."""
+@contextlib.contextmanager
+def full(folder: Path) -> Iterator[None]:
+    """The file system of ``folder`` without a byte left, until the block ends (a filler file)."""
     filler = folder / "filler"
     chunk = b"\0" * 65536
     with open(filler, "wb", buffering=0) as file:
@@ -418,7 +377,20 @@ def fill(folder: Path) -> Path:
                 if len(chunk) == 1:
                     break
                 chunk = chunk[: len(chunk) // 2]
-    return filler
+    try:
+        yield
+    finally:
+        filler.unlink()
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """The mount holding ``folder`` read-only until the block ends."""
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(folder)], check=True)
 
 
 def assert_logged_error(server: GunicornServer, *words: str) -> None:
@@ -429,52 +401,31 @@ def assert_logged_error(server: GunicornServer, *words: str) -> None:
     )
 
 
-def test_full_data_folder_answers_503_with_a_clear_log_line_and_keeps_the_file(tmpfs):
+@pytest.mark.parametrize(
+    ("fault", "logged"),
+    [(full, "no space left on device"), (read_only, "read-only file system")],
+    ids=["full", "read-only"],
+)
+def test_a_full_or_read_only_data_folder_answers_503_with_a_clear_log_line_and_keeps_the_file(
+    tmpfs, fault, logged
+):
     path = tmpfs / "data.json"
     with running(service_env(DATA_FILE_PATH=str(path))) as server:
         acknowledged = seed_users(server.url, 5)
         token = token_for(server.url, "early-0")
         before = path.read_bytes()
-        filler = fill(tmpfs)
-
-        assert_problem(register(server.url, "when-full"), 503)
-        assert_problem(requests.get(f"{server.url}/readyz", timeout=10), 503)
-        assert_logged_error(server, "no space left on device", str(path))
-        # Reads go on: a signed-in user is still served.
-        response = requests.get(
-            f"{server.url}/hello", headers={"Authorization": f"Bearer {token}"}, timeout=10
-        )
-        assert response.status_code == 200
-        assert path.read_bytes() == before
-
-        filler.unlink()
-        response = register(server.url, "after-space-freed")
-        assert response.status_code == 201
-        acknowledged["after-space-freed"] = response.json()["id"]
-    assert_valid_json_file(path)
-    assert_all_stored(JsonFileStore(path), acknowledged)
-
-
-def test_read_only_data_folder_answers_503_with_a_clear_log_line_and_keeps_the_file(tmpfs):
-    path = tmpfs / "data.json"
-    with running(service_env(DATA_FILE_PATH=str(path))) as server:
-        acknowledged = seed_users(server.url, 5)
-        token = token_for(server.url, "early-0")
-        before = path.read_bytes()
-        subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
-        try:
-            assert_problem(register(server.url, "when-read-only"), 503)
+        with fault(tmpfs):
+            assert_problem(register(server.url, "while-broken"), 503)
             assert_problem(requests.get(f"{server.url}/readyz", timeout=10), 503)
-            assert_logged_error(server, "read-only file system", str(path))
+            assert_logged_error(server, logged, str(path))
+            # Reads go on: a signed-in user is still served.
             response = requests.get(
                 f"{server.url}/hello", headers={"Authorization": f"Bearer {token}"}, timeout=10
             )
             assert response.status_code == 200
             assert path.read_bytes() == before
-        finally:
-            subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
-        response = register(server.url, "after-remount")
+        response = register(server.url, "after-repair")
         assert response.status_code == 201
-        acknowledged["after-remount"] = response.json()["id"]
+        acknowledged["after-repair"] = response.json()["id"]
     assert_valid_json_file(path)
     assert_all_stored(JsonFileStore(path), acknowledged)

@@ -79,34 +79,6 @@ def get_many(url: str, count: int, clients: int = 8) -> list[int]:
         return list(pool.map(lambda _: requests.get(url, timeout=10).status_code, range(count)))
 
 
-def socket_inodes(pid: int) -> set[str]:
-    """The sockets a process holds open ("socket:[inode]")."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue  # closed meanwhile
-        if target.startswith("socket:"):
-            inodes.add(target)
-    return inodes
-
-
-def wait_until_workers_accepted(server, count: int, timeout: float = 15) -> None:
-    """Wait until the workers hold ``count`` client connections: accepted, not waiting in the backlog.
-
-    Workers inherit the master's listening socket; any other socket a worker holds is a client's.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        listening = socket_inodes(server.pid)
-        held = set().union(*(socket_inodes(pid) for pid in server.worker_pids())) - listening
-        if len(held) >= count:
-            return
-        assert time.monotonic() < deadline, f"workers accepted {len(held)} of {count} connections"
-        time.sleep(0.05)
-
-
 def hold_every_worker(server, path: str = "/healthz") -> list[socket.socket]:
     """Half-send one request per worker and wait until every worker has accepted one.
 
@@ -119,7 +91,7 @@ def hold_every_worker(server, path: str = "/healthz") -> list[socket.socket]:
         connection = socket.create_connection(("127.0.0.1", port), timeout=10)
         connection.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
         connections.append(connection)
-    wait_until_workers_accepted(server, server.workers)
+    server.wait_until_workers_hold(server.workers)
     return connections
 
 
@@ -258,30 +230,6 @@ def test_logs_are_json_lines_with_request_ids_and_no_secrets(gunicorn_server, tm
 # ---------------------------------------------------------------------------------------------------------
 # Graceful shutdown
 # ---------------------------------------------------------------------------------------------------------
-
-
-def test_sigterm_lets_requests_in_flight_finish_then_exits_0(gunicorn_server, tmp_path):
-    graceful_timeout = 20
-    # A costly hash (about a second alone, more when four share the cores) keeps each registration in
-    # flight long enough to send SIGTERM in the middle of it.
-    server = gunicorn_server(
-        service_env(tmp_path, ARGON2_TIME_COST="100", GUNICORN_GRACEFUL_TIMEOUT=str(graceful_timeout)),
-        workers=WORKERS,
-    )
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures = [pool.submit(register, server.url, f"drain-{n}") for n in range(WORKERS)]
-        wait_until_workers_accepted(server, WORKERS)
-        assert not any(future.done() for future in futures), "the requests ended before the signal"
-        signalled = time.monotonic()
-        exit_code = server.stop(signal.SIGTERM, timeout=graceful_timeout + 10)
-        stopped_after = time.monotonic() - signalled
-        statuses = [future.result().status_code for future in futures]
-
-    assert statuses == [201] * WORKERS
-    assert exit_code == 0
-    assert stopped_after < graceful_timeout
-    stored = (tmp_path / "data.json").read_text()
-    assert all(f"drain-{n}" in stored for n in range(WORKERS))
 
 
 def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp_path):

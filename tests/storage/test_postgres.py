@@ -25,6 +25,7 @@ from src.storage import (
     store_from_settings,
 )
 from src.storage.postgres import LISTENER_APPLICATION_NAME, SCHEMA_SQL, create_schema, describe_error
+from tests.support import wait_until
 from tests.support.postgres import free_port, new_server, require_postgres_binaries
 
 from . import workers
@@ -286,8 +287,8 @@ def test_a_forked_worker_opens_its_own_pool_and_listener_and_the_parent_keeps_wo
         textwrap.dedent(
             """
             import os, sys
-            import psycopg
             from src.storage import PostgresStore
+            from tests.storage import workers
             URL = sys.argv[1]
             store = PostgresStore(URL)
             parent = store.create_user("parent", "h")  # the parent opens its pool before fork
@@ -309,9 +310,7 @@ def test_a_forked_worker_opens_its_own_pool_and_listener_and_the_parent_keeps_wo
             assert store.find_by_username("child") is not None
             store.create_user("parent-again", "h")
             # The parent's listening session outlived the child: its cache still serves.
-            with psycopg.connect(URL, autocommit=True) as conn, conn.transaction():
-                conn.execute("SET LOCAL session_replication_role = replica")
-                conn.execute("UPDATE users SET username = 'renamed' WHERE id = %s", (parent.id,))
+            workers.rename_unannounced(URL, parent.id, "renamed")
             assert store.find_by_id(parent.id).username == "parent"
             assert store.user_cache._conn is parent_listener
             store.close()
@@ -375,32 +374,21 @@ def cached_lookups(store: PostgresStore, user_id: int) -> None:
     assert store.user_cache.listening
 
 
-def rename_unannounced(url: str, user_id: int, username: str) -> None:
-    """Change a name with the triggers off: only a lookup that reaches the database can see it."""
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        conn.execute("SET LOCAL session_replication_role = replica")
-        conn.execute("UPDATE users SET username = %s WHERE id = %s", (username, user_id))
-
-
 def run_sql(url: str, statement: str, params: tuple = ()) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(statement, params)
 
 
-def eventually(check, timeout: float = 2.0) -> float:
-    """Seconds until ``check()`` holds (fails the test after ``timeout``)."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, "never held"
-        time.sleep(0.001)
-    return time.monotonic() - started
+def seen_within(check) -> float:
+    """Seconds until ``check()`` holds, polled every millisecond (fails the test after 2 s)."""
+    return wait_until(check, timeout=2.0, interval=0.001, what="the change to be seen")
 
 
 def test_token_lookups_are_served_from_the_cache_once_listening(pg_store, postgres_url):
     alice = pg_store.create_user("alice", HASH)
     cached_lookups(pg_store, alice.id)
 
-    rename_unannounced(postgres_url, alice.id, "renamed")
+    workers.rename_unannounced(postgres_url, alice.id, "renamed")
 
     assert pg_store.find_by_id(alice.id).username == "alice"
     assert pg_store.find_by_username("renamed").id == alice.id  # other lookups always query
@@ -412,7 +400,7 @@ def test_a_user_changed_by_another_process_is_seen_at_once(pg_store, postgres_ur
 
     run_sql(postgres_url, "UPDATE users SET username = 'alicia' WHERE id = %s", (alice.id,))
 
-    assert eventually(lambda: pg_store.find_by_id(alice.id).username == "alicia") < 0.5
+    assert seen_within(lambda: pg_store.find_by_id(alice.id).username == "alicia") < 0.5
 
 
 def test_a_user_deleted_by_another_process_is_gone_at_once(pg_store, postgres_url):
@@ -421,7 +409,7 @@ def test_a_user_deleted_by_another_process_is_gone_at_once(pg_store, postgres_ur
 
     run_sql(postgres_url, "DELETE FROM users WHERE id = %s", (alice.id,))
 
-    assert eventually(lambda: pg_store.find_by_id(alice.id) is None) < 0.5
+    assert seen_within(lambda: pg_store.find_by_id(alice.id) is None) < 0.5
 
 
 def test_a_user_deleted_by_this_store_is_gone_immediately(pg_store):
@@ -440,7 +428,7 @@ def test_truncating_the_users_empties_the_cache(pg_store, postgres_url):
 
     run_sql(postgres_url, "TRUNCATE users")
 
-    assert eventually(lambda: pg_store.find_by_id(alice.id) is None) < 0.5
+    assert seen_within(lambda: pg_store.find_by_id(alice.id) is None) < 0.5
     assert pg_store.find_by_id(bob.id) is None
 
 
@@ -455,14 +443,14 @@ def test_a_lost_listening_connection_sends_lookups_to_the_database_until_it_list
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
         (LISTENER_APPLICATION_NAME,),
     )
-    rename_unannounced(postgres_url, alice.id, "renamed")
+    workers.rename_unannounced(postgres_url, alice.id, "renamed")
 
     with caplog.at_level(logging.WARNING, logger="src.storage.postgres"):
-        assert eventually(lambda: pg_store.find_by_id(alice.id).username == "renamed") < 0.5
+        assert seen_within(lambda: pg_store.find_by_id(alice.id).username == "renamed") < 0.5
     assert "user cache: stopped listening" in caplog.text
     # Listening again after a successful query: the cache serves once more.
     cached_lookups(pg_store, alice.id)
-    rename_unannounced(postgres_url, alice.id, "renamed twice")
+    workers.rename_unannounced(postgres_url, alice.id, "renamed twice")
     assert pg_store.find_by_id(alice.id).username == "renamed"
 
 
@@ -473,7 +461,7 @@ def test_without_the_triggers_nothing_is_cached(pg_store, postgres_url, caplog):
     with caplog.at_level(logging.WARNING, logger="src.storage.postgres"):
         for _ in range(3):
             assert pg_store.find_by_id(alice.id).username == "alice"
-    rename_unannounced(postgres_url, alice.id, "renamed")
+    workers.rename_unannounced(postgres_url, alice.id, "renamed")
 
     assert not pg_store.user_cache.listening
     assert pg_store.find_by_id(alice.id).username == "renamed"
@@ -490,7 +478,7 @@ def test_a_schema_from_before_the_triggers_gets_them(postgres_url):
         alice = store.create_user("alice", HASH)
         cached_lookups(store, alice.id)
         run_sql(postgres_url, "DELETE FROM users WHERE id = %s", (alice.id,))
-        assert eventually(lambda: store.find_by_id(alice.id) is None) < 0.5
+        assert seen_within(lambda: store.find_by_id(alice.id) is None) < 0.5
     finally:
         store.close()
 
@@ -517,7 +505,7 @@ def test_a_store_without_the_cache_always_queries(pg_store, postgres_url):
         alice = store.create_user("alice", HASH)
         for _ in range(3):
             store.find_by_id(alice.id)
-        rename_unannounced(postgres_url, alice.id, "renamed")
+        workers.rename_unannounced(postgres_url, alice.id, "renamed")
         assert store.find_by_id(alice.id).username == "renamed"
     finally:
         store.close()
@@ -527,7 +515,7 @@ def test_cached_users_expire_after_the_ttl(pg_store, postgres_url, monkeypatch):
     monkeypatch.setattr("src.storage.postgres.USER_CACHE_TTL_SECONDS", 1.0)  # ample for the steps below
     alice = pg_store.create_user("alice", HASH)
     cached_lookups(pg_store, alice.id)
-    rename_unannounced(postgres_url, alice.id, "renamed")
+    workers.rename_unannounced(postgres_url, alice.id, "renamed")
     assert pg_store.find_by_id(alice.id).username == "alice"
 
     time.sleep(1.1)
@@ -541,8 +529,8 @@ def test_a_full_cache_drops_its_oldest_user(pg_store, postgres_url, monkeypatch)
     cached_lookups(pg_store, alice.id)
     cached_lookups(pg_store, bob.id)
 
-    rename_unannounced(postgres_url, alice.id, "alice renamed")
-    rename_unannounced(postgres_url, bob.id, "bob renamed")
+    workers.rename_unannounced(postgres_url, alice.id, "alice renamed")
+    workers.rename_unannounced(postgres_url, bob.id, "bob renamed")
 
     assert pg_store.find_by_id(bob.id).username == "bob"  # still cached
     assert pg_store.find_by_id(alice.id).username == "alice renamed"  # dropped: read again

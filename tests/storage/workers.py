@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing.connection
 import multiprocessing.synchronize
 
+import psycopg
+
 from src.storage import JsonFileStore, PostgresStore, UsernameTaken, UserStore
 from src.storage.postgres import create_schema
 
@@ -81,3 +83,10 @@ def record_failures(
     for n in range(count):
         store.record_login_failure(key, now + n * 0.001, 300)
     store.close()
+
+
+def rename_unannounced(url: str, user_id: int, username: str) -> None:
+    """Change a name with the triggers off: only a lookup that reaches the database can see it."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute("UPDATE users SET username = %s WHERE id = %s", (username, user_id))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,6 +155,20 @@ class GunicornServer:
                     children.append(pid)
         return sorted(children)
 
+    def wait_until_workers_hold(self, count: int, timeout: float = 15) -> None:
+        """Wait until the workers hold ``count`` client connections: accepted, not waiting in the backlog.
+
+        Workers inherit the master's listening socket; any other socket a worker holds is a client's.
+        """
+
+        def held() -> int:
+            listening = _socket_inodes(self.pid)
+            return len(set().union(*(_socket_inodes(pid) for pid in self.worker_pids())) - listening)
+
+        wait_until(
+            lambda: held() >= count, timeout, interval=0.01, what=f"the workers to accept {count} connections"
+        )
+
     def kill_master(self) -> None:
         """SIGKILL the master alone, as an OOM kill would; its workers notice and exit on their own."""
         os.kill(self.pid, signal.SIGKILL)
@@ -219,3 +233,16 @@ def gunicorn_server() -> Iterator[Callable[..., GunicornServer]]:
     yield start
     for server in servers:
         server.close()
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The sockets a process holds open ("socket:[inode]")."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:"):
+            inodes.add(target)
+    return inodes
