@@ -78,7 +78,7 @@ check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .githu
 	.ci/check-workflows.sh
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
-	.ci/check-fuzz.sh
+	$(BIN)/python .ci/check_fuzz.py
 
 image: ## Build the image (needs a Docker engine and the base image)
 	docker build -t ghcr.io/flask-api/flask-api:1.0.0 .
