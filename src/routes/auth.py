@@ -1,4 +1,4 @@
-"""Registration and password authentication (with the failed-login limit)."""
+"""Registration and password authentication (with the failed-login limit), which starts a session."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from flask import Blueprint, current_app, request
 from werkzeug.exceptions import BadRequest
 
 from ..errors import InvalidRequest, TooManyRequests, Unauthorized, UnsupportedMediaType
-from ..security import issue_token
-from ..storage import UsernameTaken
+from ..security import start_session
+from ..storage import User, UsernameTaken
 
 bp = Blueprint("auth", __name__)
 
@@ -26,8 +26,8 @@ PASSWORD_MAX_LENGTH = 128
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 
 
-def _body() -> Mapping[str, Any]:
-    """The request body as a mapping: a JSON object or a urlencoded form."""
+def read_body() -> Mapping[str, Any]:
+    """The request body as a mapping: a JSON object or a urlencoded form (empty when there is none)."""
     mimetype = request.mimetype
     if mimetype == "application/json" or mimetype.endswith("+json"):
         try:
@@ -35,7 +35,7 @@ def _body() -> Mapping[str, Any]:
         except BadRequest:
             raise InvalidRequest("The body is not valid JSON.") from None
         if not isinstance(body, dict):
-            raise InvalidRequest("The body must be a JSON object with username and password.")
+            raise InvalidRequest("The body must be a JSON object.")
         return body
     if mimetype == FORM_MIMETYPE:
         return request.form
@@ -44,7 +44,8 @@ def _body() -> Mapping[str, Any]:
     raise UnsupportedMediaType(f"Send the body as application/json or {FORM_MIMETYPE}.")
 
 
-def _text_field(body: Mapping[str, Any], name: str) -> str:
+def text_field(body: Mapping[str, Any], name: str) -> str:
+    """The string field ``name`` of ``body``; InvalidRequest when it is missing or not a string."""
     if name not in body:
         raise InvalidRequest(f"{name} is required.")
     value = body[name]
@@ -53,18 +54,23 @@ def _text_field(body: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def check_new_password(password: str, name: str = "password") -> None:
+    """InvalidRequest unless ``password`` has an accepted length (the rule of registration)."""
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise InvalidRequest(f"{name} must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
+
+
 def read_credentials() -> tuple[str, str]:
     """Username and password from the body, validated; InvalidRequest names the first bad field."""
-    body = _body()
-    username = _text_field(body, "username")
-    password = _text_field(body, "password")
+    body = read_body()
+    username = text_field(body, "username")
+    password = text_field(body, "password")
     if not USERNAME_PATTERN.fullmatch(username):
         raise InvalidRequest(
             "username must be 1-64 characters of letters, digits, space, '.', '_' or '-', "
             "and must not start or end with a space."
         )
-    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        raise InvalidRequest(f"password must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
+    check_new_password(password)
     return username, password
 
 
@@ -80,37 +86,53 @@ def register():
     return {"id": user.id, "username": user.username}, HTTPStatus.CREATED
 
 
-@bp.post("/authenticate")
-def authenticate():
-    """Exchange a username and password for an access token."""
-    username, password = read_credentials()
+def login_failure_key(username: str) -> str:
+    """Failed logins are counted per client address and username: one noisy client cannot lock a user out
+    for everyone."""
+    return f"{request.remote_addr or '-'}|{username}"
+
+
+def check_password(username: str, user: User | None, password: str, refusal: str) -> None:
+    """Verify ``password`` for ``user`` (None: unknown ``username``) under the failed-login limit.
+
+    429 while the limit is reached, before any argon2 work, so that a flood of guesses costs the server
+    nothing; 401 with ``refusal`` when wrong, counted as a failure; a success clears the count.
+    """
     settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
     limit = settings.auth_max_failures
     window = settings.auth_failure_window_seconds
-    # Per client address and username: one noisy client cannot lock a user out for everyone.
-    key = f"{request.remote_addr or '-'}|{username}"
+    key = login_failure_key(username)
     now = time.time()
     failures = 0
     if limit:
         failures, oldest = store.login_failures(key, now, window)
         if failures >= limit:
-            # Refused before any argon2 work, so that a flood of guesses costs the server nothing.
             wait = window if oldest is None else oldest + window - now
             raise TooManyRequests(
                 "Too many failed attempts for this username from this address; try again later.",
                 retry_after=max(1, math.ceil(wait)),
             )
-    user = store.find_by_username(username)
     if not current_app.extensions["passwords"].verify(user, password) or user is None:
         if limit:
             store.record_login_failure(key, now, window)
-        raise Unauthorized("Invalid username or password.")
+        raise Unauthorized(refusal)
     if failures:
         store.clear_login_failures(key)
-    body = {
-        "access_token": issue_token(user),
-        "token_type": "Bearer",
-        "expires_in": settings.jwt_expires_seconds,
-    }
-    return body, HTTPStatus.OK, {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@bp.post("/authenticate")
+def authenticate():
+    """Exchange a username and password for an access token and a refresh token (a new session)."""
+    username, password = read_credentials()
+    store = current_app.extensions["user_store"]
+    user = store.find_by_username(username)
+    check_password(username, user, password, "Invalid username or password.")
+    assert user is not None  # check_password refuses an unknown user  # noqa: S101
+    passwords = current_app.extensions["passwords"]
+    if passwords.needs_rehash(user.password_hash):
+        # Hashes made with older argon2 parameters are upgraded while the password is at hand.
+        upgraded = User(user.id, user.username, passwords.hash(password))
+        if store.change_password(user.id, user.password_hash, upgraded.password_hash, end_sessions=False):
+            user = upgraded
+    return start_session(user)

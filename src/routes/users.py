@@ -1,9 +1,13 @@
-"""Routes for the signed-in user."""
+"""Routes for the signed-in user: who they are, their password, their account."""
 
-from flask import Blueprint
+from http import HTTPStatus
 
+from flask import Blueprint, current_app
+
+from ..errors import InvalidRequest, Unauthorized
 from ..security import token_required
 from ..storage import User
+from .auth import check_new_password, check_password, read_body, text_field
 
 bp = Blueprint("users", __name__)
 
@@ -20,3 +24,41 @@ def user_id(user: User):
 def hello(user: User):
     """A greeting with the user's name capitalised ("alice" -> "Hello Alice")."""
     return {"message": "Hello " + user.username.capitalize()}
+
+
+@bp.get("/users/me")
+@token_required
+def me(user: User):
+    """The user the token names (never its password hash)."""
+    return {"id": user.id, "username": user.username}
+
+
+@bp.put("/users/me/password")
+@token_required
+def change_password(user: User):
+    """Replace the password (the current one proves it is the user) and end every session of the user."""
+    body = read_body()
+    current_password = text_field(body, "current_password")
+    new_password = text_field(body, "new_password")
+    check_new_password(new_password, "new_password")
+    check_password(user.username, user, current_password, "The current password is wrong.")
+    if new_password == current_password:
+        raise InvalidRequest("new_password must differ from the current password.")
+    store = current_app.extensions["user_store"]
+    new_hash = current_app.extensions["passwords"].hash(new_password)
+    if not store.change_password(user.id, user.password_hash, new_hash, end_sessions=True):
+        # Changed or deleted by another request between the check and now: that one ended the sessions.
+        raise Unauthorized("The password changed meanwhile; authenticate again.")
+    return "", HTTPStatus.NO_CONTENT
+
+
+@bp.delete("/users/me")
+@token_required
+def delete_me(user: User):
+    """Delete the account, its sessions and its failed-login records; the password confirms it."""
+    password = text_field(read_body(), "password")
+    check_password(user.username, user, password, "The password is wrong.")
+    store = current_app.extensions["user_store"]
+    store.delete_user(user.id)
+    store.forget_login_failures(user.username)
+    return "", HTTPStatus.NO_CONTENT

@@ -12,13 +12,25 @@ import pytest
 from tests.conftest import PASSWORD, assert_problem
 
 
+def session_of(token: str) -> str:
+    """The session id an access token carries."""
+    return jwt.decode(token, options={"verify_signature": False})["sid"]
+
+
 def forge(
-    app, claims: dict, key: str | None = None, algorithm: str = "HS256", without: tuple[str, ...] = ()
+    app,
+    claims: dict,
+    key: str | None = None,
+    algorithm: str = "HS256",
+    without: tuple[str, ...] = (),
+    *,
+    sid: object = "A" * 22,
 ) -> str:
     """A token with these claims over a complete set minus ``without``, signed with ``key`` (the app's)."""
     now = int(time.time())
     payload = {
         "sub": "1",
+        "sid": sid,
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -158,19 +170,42 @@ def test_expired_token_returns_401(app, auth):
     assert "expired" in response.get_json()["detail"]
 
 
-@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "type"])
+@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "type", "sid"])
 def test_token_missing_a_required_claim_returns_401(app, auth, claim):
-    auth.register("alice")
+    sid = session_of(auth.token("alice"))
 
-    assert auth.get("/id", forge(app, {})).status_code == 200
-    assert_unauthorized(auth.get("/id", forge(app, {}, without=(claim,))))
+    assert auth.get("/id", forge(app, {}, sid=sid)).status_code == 200
+    assert_unauthorized(auth.get("/id", forge(app, {}, sid=sid, without=(claim,))))
+
+
+def test_token_of_a_session_that_never_existed_returns_401(app, auth):
+    auth.token("alice")
+
+    response = auth.get("/id", forge(app, {}, sid="B" * 22))
+
+    assert_unauthorized(response)
+    assert response.get_json()["detail"] == "The session of this token has ended."
+
+
+@pytest.mark.parametrize("sid", [1, None, ["x"], "short", "A" * 21 + "!", "A" * 23])
+def test_token_with_a_malformed_session_id_returns_401(app, auth, sid):
+    auth.token("alice")
+
+    assert_unauthorized(auth.get("/id", forge(app, {}, sid=sid)))
+
+
+def test_token_naming_another_users_session_returns_401(app, auth):
+    alice_sid = session_of(auth.token("alice"))
+    auth.token("bob")
+
+    assert_unauthorized(auth.get("/id", forge(app, {"sub": "2"}, sid=alice_sid)))
 
 
 def test_token_from_a_replica_whose_clock_runs_a_few_seconds_ahead_is_accepted(app, auth):
-    auth.register("alice")
+    sid = session_of(auth.token("alice"))
     ahead = int(time.time()) + 3
 
-    assert auth.get("/id", forge(app, {"iat": ahead, "nbf": ahead})).status_code == 200
+    assert auth.get("/id", forge(app, {"iat": ahead, "nbf": ahead}, sid=sid)).status_code == 200
 
 
 def test_token_not_yet_valid_returns_401(app, auth):
