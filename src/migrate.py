@@ -41,7 +41,7 @@ def migrate(environ: Mapping[str, str]) -> tuple[int, str]:
         create_schema(url, timeout)
     except StoreUnavailable as exc:
         return 1, f"migrate: {exc}"
-    return 0, "migrate: schema is up to date (tables users, login_failures)"
+    return 0, "migrate: schema is up to date (tables users, login_failures, sessions, refresh_tokens)"
 
 
 def main() -> int:

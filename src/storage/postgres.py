@@ -624,40 +624,47 @@ class PostgresStore(UserStore):
     def rotate_refresh_token(
         self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float
     ) -> Session:
-        """Spend the token with one conditional UPDATE (row-locked: of concurrent calls exactly one wins),
-        renew its session's expiry and store the new hash, in one transaction."""
+        """Spend the token, renew its session's expiry and store the new hash, in one transaction that holds
+        the session's row (FOR UPDATE) first: every change to a session's tokens takes that lock before any
+        other, so concurrent calls queue there (exactly one finds the token unspent) and never deadlock."""
 
         def rotate(conn: psycopg.Connection) -> Session | RefreshRefused:
             with conn.transaction():
-                spent = conn.execute(
-                    "UPDATE refresh_tokens SET spent = true WHERE hash = %s AND NOT spent "
-                    "RETURNING session_id",
+                row = conn.execute(
+                    "SELECT s.id, s.user_id, s.created_at, s.expires_at FROM sessions s "
+                    "JOIN refresh_tokens t ON t.session_id = s.id WHERE t.hash = %s FOR UPDATE OF s",
                     (presented_hash,),
                 ).fetchone()
-                if spent is None:
-                    known = conn.execute(
-                        "SELECT session_id FROM refresh_tokens WHERE hash = %s", (presented_hash,)
-                    ).fetchone()
-                    if known is None:
-                        return RefreshRefused("unknown")
-                    conn.execute("DELETE FROM sessions WHERE id = %s", (known[0],))
-                    return RefreshRefused("reused")
-                row = conn.execute(
-                    "UPDATE sessions SET expires_at = least(created_at + %s, %s) "
-                    "WHERE id = %s AND expires_at > %s RETURNING id, user_id, created_at, expires_at",
-                    (absolute, now + idle, spent[0], now),
-                ).fetchone()
                 if row is None:
-                    raise _Expired
-                conn.execute(
-                    "INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)", (new_hash, spent[0])
+                    return RefreshRefused("unknown")
+                session = Session(*row)
+                # A new statement, so a new snapshot: it sees what the holder of the lock before us did.
+                token = conn.execute(
+                    "SELECT spent FROM refresh_tokens WHERE hash = %s", (presented_hash,)
+                ).fetchone()
+                if token is None:
+                    return RefreshRefused("unknown")
+                if token[0]:
+                    conn.execute("DELETE FROM sessions WHERE id = %s", (session.id,))
+                    return RefreshRefused("reused")
+                if session.expires_at <= now:
+                    return RefreshRefused("expired")
+                renewed = Session(
+                    session.id,
+                    session.user_id,
+                    session.created_at,
+                    min(session.created_at + absolute, now + idle),
                 )
-            return Session(*row)
+                conn.execute("UPDATE refresh_tokens SET spent = true WHERE hash = %s", (presented_hash,))
+                conn.execute(
+                    "UPDATE sessions SET expires_at = %s WHERE id = %s", (renewed.expires_at, session.id)
+                )
+                conn.execute(
+                    "INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)", (new_hash, session.id)
+                )
+            return renewed
 
-        try:
-            outcome = self._run(rotate, idempotent=False)
-        except _Expired:
-            raise RefreshRefused("expired") from None
+        outcome = self._run(rotate, idempotent=False)
         if isinstance(outcome, RefreshRefused):
             if outcome.reason == "reused" and self.user_cache is not None:
                 self.user_cache.forget_sessions(every=True)
@@ -749,7 +756,3 @@ class PostgresStore(UserStore):
 
 
 _INHERITED_POOLS: list[ConnectionPool] = []
-
-
-class _Expired(Exception):  # noqa: N818 - raised inside a transaction to roll it back
-    """The presented refresh token's session is past its expiry: roll the spending back."""
