@@ -1,6 +1,6 @@
 """A real ``gunicorn`` serving the application on loopback, and the pytest fixture that starts it.
 
-Loaded for the whole suite with ``-p tests.support.gunicorn``. The server runs from the repository root with
+Loaded for the whole test suite with ``-p harness.gunicorn``. The server runs from the repository root with
 the project's gunicorn.conf.py, on 127.0.0.1 and a free port, in its own process group so that a test can
 kill the master, the workers or all of them, and teardown leaves nothing behind.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, wait_until
+from harness import free_port, wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def gunicorn_executable() -> str:
