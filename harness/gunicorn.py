@@ -28,12 +28,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def gunicorn_executable() -> str:
-    """The project's .venv gunicorn, else the one installed beside the running Python."""
-    candidates = (REPO_ROOT / ".venv" / "bin" / "gunicorn", Path(sys.executable).parent / "gunicorn")
+    """The gunicorn installed beside the running Python, else the project's .venv one.
+
+    Beside the running Python first: the suite run on another interpreter (.venv-3.13) must serve on it too.
+    """
+    candidates = (Path(sys.executable).parent / "gunicorn", REPO_ROOT / ".venv" / "bin" / "gunicorn")
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    raise FileNotFoundError("gunicorn not found in .venv/bin nor beside " + sys.executable)
+    raise FileNotFoundError("gunicorn not found beside " + sys.executable + " nor in .venv/bin")
 
 
 def _remove(path: str) -> None:
