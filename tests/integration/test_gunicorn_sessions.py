@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import wait_until
-from tests.support.gunicorn import GunicornServer
+from harness import wait_until
+from harness.gunicorn import GunicornServer
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"

@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness import wait_until
 from src.storage import JsonFileStore, PostgresStore, RefreshRefused, Session, StoreUnavailable, UserStore
 from tests.storage import workers
-from tests.support import wait_until
 
 HASH = workers.HASH
 OTHER_HASH = "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXIgc2FsdA$b3RoZXIgaGFzaCBvZiBhIHBhc3N3b3Jk"
