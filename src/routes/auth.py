@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest
 
 from ..errors import InvalidRequest, TooManyRequests, Unauthorized, UnsupportedMediaType
@@ -42,6 +42,13 @@ def read_body() -> Mapping[str, Any]:
     if not mimetype and not request.content_length and not request.get_data(cache=False):
         return {}
     raise UnsupportedMediaType(f"Send the body as application/json or {FORM_MIMETYPE}.")
+
+
+def no_content() -> Response:
+    """204 with no body and no Content-Type."""
+    response = Response(status=HTTPStatus.NO_CONTENT)
+    del response.headers["Content-Type"]
+    return response
 
 
 def text_field(body: Mapping[str, Any], name: str) -> str:

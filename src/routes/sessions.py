@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import re
 import time
-from http import HTTPStatus
 
 from flask import Blueprint, current_app, request
 
 from ..errors import Unauthorized
 from ..security import new_refresh_token, refresh_token_hash, token_response
 from ..storage import RefreshRefused
-from .auth import read_body, text_field
+from .auth import no_content, read_body, text_field
 
 bp = Blueprint("sessions", __name__)
 
@@ -44,8 +43,8 @@ def refresh():
             refresh_token_hash(presented),
             digest,
             now,
-            settings.refresh_absolute_seconds,
-            settings.refresh_idle_seconds,
+            settings.session_absolute_seconds,
+            settings.session_idle_seconds,
         )
     except RefreshRefused as refused:
         raise Unauthorized(_REFUSALS[refused.reason]) from None
@@ -60,4 +59,4 @@ def logout():
     """End the session of the bearer token: its access and refresh tokens are refused from now on."""
     _user, session_id = current_app.extensions["access_tokens"].check(request.headers.get("Authorization"))
     current_app.extensions["user_store"].end_session(session_id)
-    return "", HTTPStatus.NO_CONTENT
+    return no_content()

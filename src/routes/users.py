@@ -1,13 +1,11 @@
 """Routes for the signed-in user: who they are, their password, their account."""
 
-from http import HTTPStatus
-
 from flask import Blueprint, current_app
 
 from ..errors import InvalidRequest, Unauthorized
 from ..security import token_required
 from ..storage import User
-from .auth import check_new_password, check_password, read_body, text_field
+from .auth import check_new_password, check_password, no_content, read_body, text_field
 
 bp = Blueprint("users", __name__)
 
@@ -49,7 +47,7 @@ def change_password(user: User):
     if not store.change_password(user.id, user.password_hash, new_hash, end_sessions=True):
         # Changed or deleted by another request between the check and now: that one ended the sessions.
         raise Unauthorized("The password changed meanwhile; authenticate again.")
-    return "", HTTPStatus.NO_CONTENT
+    return no_content()
 
 
 @bp.delete("/users/me")
@@ -61,4 +59,4 @@ def delete_me(user: User):
     store = current_app.extensions["user_store"]
     store.delete_user(user.id)
     store.forget_login_failures(user.username)
-    return "", HTTPStatus.NO_CONTENT
+    return no_content()

@@ -149,7 +149,7 @@ def test_refresh_with_a_body_that_is_not_json_returns_415(client):
 
 
 def test_refresh_token_expires_after_the_idle_lifetime(make_app, clock):
-    client = make_app(REFRESH_TOKEN_IDLE_SECONDS="600", REFRESH_TOKEN_ABSOLUTE_SECONDS="3600").test_client()
+    client = make_app(SESSION_IDLE_SECONDS="600", SESSION_ABSOLUTE_SECONDS="3600").test_client()
     auth = AuthActions(client)
     login = auth.login()
     assert login["refresh_expires_in"] in (599, 600)
@@ -162,9 +162,7 @@ def test_refresh_token_expires_after_the_idle_lifetime(make_app, clock):
 
 
 def test_refresh_token_expires_at_the_absolute_lifetime_however_often_it_is_used(make_app, clock):
-    auth = AuthActions(
-        make_app(REFRESH_TOKEN_IDLE_SECONDS="600", REFRESH_TOKEN_ABSOLUTE_SECONDS="1000").test_client()
-    )
+    auth = AuthActions(make_app(SESSION_IDLE_SECONDS="600", SESSION_ABSOLUTE_SECONDS="1000").test_client())
     refresh_token = auth.login()["refresh_token"]
 
     clock.offset = 300
