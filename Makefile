@@ -31,8 +31,8 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
-run: $(RUNTIME_STAMP) ## Serve the API with gunicorn (4 workers, JSON store) on 127.0.0.1:8888
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -w 4 -b $(BIND) src:application
+run: $(RUNTIME_STAMP) ## Serve the API with gunicorn on 127.0.0.1:8888 (WEB_CONCURRENCY workers, default 4)
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -b $(BIND) src:application
 
 test: lint ## Lint, then run the whole test suite with branch coverage (>= 90%)
 	$(BIN)/python -m pytest --cov --cov-report=term-missing tests
