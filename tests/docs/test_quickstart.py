@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from harness import free_port
+from harness.command import ServingCommand
 from tools.docs import REPO, Example, quickstart_examples, run_examples
-from tools.processes import ServingCommand
 
 # Variables a developer's shell may hold and that would change what the quick start shows.
 CLEARED = dict.fromkeys(

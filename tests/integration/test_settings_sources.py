@@ -7,11 +7,11 @@ from pathlib import Path
 
 import requests
 
-from tests.support import free_port, wait_until
-from tools.processes import ServingCommand, children
+from harness import free_port, wait_until
+from harness.command import ServingCommand, children
+from harness.gunicorn import gunicorn_executable
 
 REPO = Path(__file__).resolve().parents[2]
-GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
 FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
 # Settings a developer's shell may hold; each test says what it wants.
 CLEARED = dict.fromkeys(
@@ -30,7 +30,14 @@ CLEARED = dict.fromkeys(
 def gunicorn_in(folder: Path, port: int, **env: str | None) -> ServingCommand:
     """The project's gunicorn.conf.py run with ``folder`` as working directory (where .env is read)."""
     return ServingCommand(
-        [str(GUNICORN), "-c", str(REPO / "gunicorn.conf.py"), "-b", f"127.0.0.1:{port}", "src:application"],
+        [
+            gunicorn_executable(),
+            "-c",
+            str(REPO / "gunicorn.conf.py"),
+            "-b",
+            f"127.0.0.1:{port}",
+            "src:application",
+        ],
         cwd=folder,
         env={**CLEARED, **FAST_ARGON2, "PYTHONPATH": str(REPO), **env},
     )

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tests.support import wait_until
+from harness import wait_until
 
 LISTENING = re.compile(r"Listening at: \S+ \((\d+)\)")
 
@@ -42,32 +42,42 @@ def answers(url: str) -> bool:
         return False
 
 
+def spawn_in_session(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str | None], prefix: str = "serving-"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``argv`` in its own process group, stdout and stderr to a new temp file; (process, log path).
+
+    ``env`` is laid over the current environment; a value of None removes that variable.
+    """
+    environment = dict(os.environ)
+    for name, value in env.items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
+    log_fd, log_path = tempfile.mkstemp(prefix=prefix, suffix=".log")
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        os.close(log_fd)
+    return process, log_path
+
+
 class ServingCommand:
     """``argv`` run in ``cwd`` with ``env`` laid over the environment (None removes a variable)."""
 
     def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str | None]) -> None:
         self.argv = list(argv)
-        self.cwd = cwd
-        self.environment = dict(os.environ)
-        for name, value in env.items():
-            if value is None:
-                self.environment.pop(name, None)
-            else:
-                self.environment[name] = value
-        log_fd, log_path = tempfile.mkstemp(prefix="serving-", suffix=".log")
+        self.process, log_path = spawn_in_session(argv, cwd, env)
         self.log_path = Path(log_path)
-        try:
-            self.process = subprocess.Popen(  # noqa: S603 - the caller's own command
-                self.argv,
-                cwd=cwd,
-                env=self.environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            os.close(log_fd)
 
     def output(self) -> str:
         """Everything the command wrote so far."""
