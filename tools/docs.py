@@ -396,9 +396,7 @@ def render_figure(name: str, figures: Path) -> str:
     file_name, command, render = FIGURES_OF[name]
     path = figures / file_name
     if not path.is_file():
-        return (
-            f"No run recorded yet: `{command}`, then `make docs`, write the figures of this block ({name}).\n"
-        )
+        return f"No recorded run yet: run `{command}`, then `make docs` ({name}).\n"
     text = path.read_text(encoding="utf-8")
     return render(json.loads(text)) if render else text
 

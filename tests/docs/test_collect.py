@@ -46,6 +46,5 @@ def test_ci_gate_lines_become_a_table_with_the_total(tmp_path):
 
 
 def test_no_recorded_run_says_which_command_writes_the_figures(tmp_path):
-    assert render_figure("gates", tmp_path) == (
-        "No run recorded yet: `make ci`, then `make docs`, write the figures of this block (gates).\n"
-    )
+    expected = "No recorded run yet: run `make ci`, then `make docs` (gates).\n"
+    assert render_figure("gates", tmp_path) == expected
