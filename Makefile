@@ -14,7 +14,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt requirements clean migrate scanners pre-commit check-kube check-infra \
+.PHONY: help run test test-system mutants lint fmt requirements clean migrate scanners pre-commit check-kube check-infra \
 	check-workflows fuzz image check-image bench diagram ci
 
 help: ## List the targets
@@ -34,8 +34,8 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
 run: $(RUNTIME_STAMP) ## Serve the API with gunicorn (4 workers, JSON store) on 127.0.0.1:8888
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -w 4 -b $(BIND) src:application
 
-test: lint ## Lint, then run the whole test suite with branch coverage (>= 90%)
-	$(BIN)/python -m pytest --cov --cov-report=term-missing tests
+test: lint ## Lint, then every test that needs only python3 (not those marked system), branch coverage >= 90%
+	$(BIN)/python -m pytest -m "not system" --cov --cov-report=term-missing tests
 
 lint: $(DEV_STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
@@ -76,6 +76,16 @@ check-infra: $(SCANNERS_STAMP) ## terraform fmt and checkov on infrastructure/
 
 check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .github/
 	.ci/check-workflows.sh
+
+# Debian packages of the tests marked `system`, installed only when missing (apt-get: root).
+SYSTEM_TOOLS := prometheus strace
+
+test-system: $(DEV_STAMP) ## As root: apt-get install Prometheus and strace, then the tests marked system
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	$(BIN)/python -m pytest -m system -p no:cacheprovider tests
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py

@@ -369,6 +369,7 @@ def fill_the_disk(filler: Path) -> None:
                 raise
 
 
+@pytest.mark.system
 def test_full_disk_raises_store_unavailable_and_keeps_the_previous_file(tmpfs, caplog):
     folder = tmpfs("64k")
     store = JsonFileStore(folder / "data.json")
@@ -392,6 +393,7 @@ def test_full_disk_raises_store_unavailable_and_keeps_the_previous_file(tmpfs, c
     assert store.create_user("bob", HASH).id == 2
 
 
+@pytest.mark.system
 def test_read_only_folder_raises_store_unavailable_and_keeps_the_previous_file(tmpfs, caplog):
     folder = tmpfs("1m")
     store = JsonFileStore(folder / "data.json")
@@ -411,6 +413,7 @@ def test_read_only_folder_raises_store_unavailable_and_keeps_the_previous_file(t
     assert store.create_user("bob", HASH).id == 2
 
 
+@pytest.mark.system
 def test_read_only_folder_before_the_first_write_is_not_ready(tmpfs):
     folder = tmpfs("64k")
     remount(folder, "ro")
