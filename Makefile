@@ -14,7 +14,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-system mutants lint fmt requirements clean migrate scanners pre-commit check-kube check-infra \
+.PHONY: help run test test-system system-tools mutants lint fmt requirements clean migrate scanners pre-commit check-kube check-infra \
 	check-workflows fuzz image check-image bench diagram ci
 
 help: ## List the targets
@@ -80,12 +80,17 @@ check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .githu
 # Debian packages of the tests marked `system`, installed only when missing (apt-get: root).
 SYSTEM_TOOLS := prometheus strace
 
-test-system: $(DEV_STAMP) ## As root: apt-get install Prometheus and strace, then the tests marked system
+system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace), if missing
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+test-system: $(DEV_STAMP) system-tools ## As root: the tests marked system (Prometheus, strace, tmpfs mounts)
 	$(BIN)/python -m pytest -m system -p no:cacheprovider tests
+
+mutants: $(DEV_STAMP) system-tools ## Apply each one-line bug of .ci/mutants.toml to a scratch copy; all must be caught
+	$(BIN)/python .ci/check_mutants.py
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py

@@ -22,6 +22,16 @@ FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PA
 TEST_SECRET_KEY = "test-signing-key-of-the-suite-0123456789abcdef-0123456789abcdef-0123"
 PASSWORD = "correct horse battery"
 PROBLEM = "application/problem+json"
+# Every response carries these, written out here rather than read from src/security.py.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+}
 
 
 @pytest.fixture(params=["json", "postgresql"])
