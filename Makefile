@@ -77,8 +77,9 @@ check-infra: $(SCANNERS_STAMP) ## terraform fmt and checkov on infrastructure/
 check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .github/
 	.ci/check-workflows.sh
 
-# Debian packages of the tests marked `system`, installed only when missing (apt-get: root).
-SYSTEM_TOOLS := prometheus strace
+# Debian packages of the tests marked `system`, installed only when missing (apt-get: root); the package
+# is named like the command.
+SYSTEM_TOOLS := prometheus strace curl
 
 system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace), if missing
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \

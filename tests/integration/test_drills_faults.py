@@ -275,6 +275,8 @@ def test_sigkill_of_the_master_during_writes_leaves_a_valid_file_with_every_ackn
             server.kill_master()
             # Writes go on across the kill (an orphaned sync worker keeps accepting while clients queue);
             # whatever is sent once every worker is gone meets a closed port and is never acknowledged.
+            # This sleep creates the condition under test (a second of load on orphaned workers); nothing
+            # is asserted about its length.
             time.sleep(1)
         # With no client waiting, each orphan sees that its parent is gone and exits.
         wait_until(
