@@ -13,6 +13,7 @@ Usage: .venv/bin/python .ci/check_mutants.py [--list .ci/mutants.toml] [--only N
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -132,6 +133,7 @@ def main() -> int:
     total = time.monotonic() - started
     killed = sum(outcome["verdict"] == "killed" for outcome in outcomes)
     summary = {
+        "date": datetime.datetime.now(tz=datetime.UTC).date().isoformat(),
         "mutants": len(outcomes),
         "killed": killed,
         "baseline_seconds": round(baseline_seconds, 1),

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from harness import free_port
+from harness import free_port, in_ci
 from src import create_app
 
 # OWASP's minimum argon2id cost keeps the suite fast; production defaults are argon2-cffi's.
@@ -95,6 +95,16 @@ class AuthActions:
 @pytest.fixture
 def auth(client: FlaskClient) -> AuthActions:
     return AuthActions(client)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under CI=true a skipped test is a failed one: nothing may pass by not running."""
+    report = yield
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true: {report.longrepr}"
+    return report
 
 
 def unreachable_database_url() -> str:

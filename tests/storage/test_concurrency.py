@@ -50,7 +50,14 @@ def race(work, argument_lists: list[tuple]) -> list:
     ]
     for process in processes:
         process.start()
-    reported = dict(results.get(timeout=180) for _ in processes)
+    reported = {}
+    for _ in processes:
+        index, result = results.get(timeout=180)
+        reported[index] = result
+        if isinstance(result, RuntimeError):
+            barrier.abort()  # the others stop waiting for the failed one and report at once
+    errors = [result for result in reported.values() if isinstance(result, RuntimeError)]
+    assert not errors, errors
     for process in processes:
         process.join(30)
         assert process.exitcode == 0

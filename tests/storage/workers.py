@@ -18,8 +18,11 @@ HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
 def report(
     results: multiprocessing.queues.Queue, index: int, work: Callable[..., object], *args: object
 ) -> None:
-    """Run ``work(*args)`` in this child and put ``(index, result)`` on ``results``."""
-    results.put((index, work(*args)))
+    """Run ``work(*args)`` in this child and put ``(index, result)`` on ``results``, or ``(index, error)``."""
+    try:
+        results.put((index, work(*args)))
+    except BaseException as error:  # noqa: BLE001 - handed to the test, which fails with it
+        results.put((index, RuntimeError(f"child {index}: {error!r}")))
 
 
 def open_store(target: str) -> UserStore:
