@@ -1,7 +1,8 @@
 """The docs generator and checker: ``python -m tools.docs`` (``make docs``).
 
 ``make docs`` condenses what the tools wrote (``build/junit.xml`` and ``build/coverage.json`` from
-``make test``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
+``make test``, ``build/junit-system.xml`` from ``make test-system``, ``build/mutants.json`` from
+``make mutants``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
 ``make check-image``, ``bench/results/results.md`` from ``make bench``) into ``docs/figures/``, which is
 committed, then rewrites every block between ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in
 README.md and docs/ from those files.
