@@ -94,9 +94,14 @@ def slugify(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+def docs_folder_pages(root: Path = REPO) -> list[Path]:
+    """The Markdown pages under docs/, without docs/figures/ (fragments that make docs includes)."""
+    return [path for path in sorted((root / "docs").rglob("*.md")) if root / FIGURES not in path.parents]
+
+
 def doc_pages(root: Path = REPO) -> list[Page]:
     """README.md and every Markdown page under docs/."""
-    paths = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    paths = [root / "README.md", *docs_folder_pages(root)]
     return [Page(path, path.read_text(encoding="utf-8")) for path in paths if path.is_file()]
 
 
@@ -128,6 +133,21 @@ def broken_links(pages: list[Page], root: Path = REPO) -> list[str]:
                             f"{where}: no heading for the anchor #{anchor} in {file_part or 'this page'}"
                         )
     return problems
+
+
+def pages_missing_from_index(root: Path = REPO) -> list[str]:
+    """Pages under docs/ that docs/README.md (the index by reader) does not link to."""
+    index = Page(root / "docs" / "README.md", (root / "docs" / "README.md").read_text(encoding="utf-8"))
+    linked = set()
+    for _number, line, info in index.lines():
+        if info is None:
+            for target in LINK.findall(line):
+                linked.add((index.path.parent / target.partition("#")[0]).resolve())
+    return [
+        str(path.relative_to(root))
+        for path in docs_folder_pages(root)
+        if path != index.path and path.resolve() not in linked
+    ]
 
 
 def makefile_targets(makefile: Path) -> set[str]:
