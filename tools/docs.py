@@ -410,8 +410,8 @@ def mutants_table(data: dict) -> str:
     """The last recorded ``make mutants``: each one-line bug and whether its tests caught it."""
     lines = [
         f"`make mutants` on {data['date']}: {data['killed']} of {data['mutants']} mutants killed in "
-        f"{data['total_seconds']:.0f} s (of which {data['baseline_seconds']:.0f} s for the baseline run of "
-        "their tests on the unmutated code).",
+        f"{data['total_seconds']:.0f} s, {data['jobs']} at a time (of which {data['baseline_seconds']:.0f} s "
+        "for the baseline run of their tests on the unmutated code).",
         "",
         "| mutant | area | result | seconds |",
         "| --- | --- | --- | ---: |",
