@@ -15,7 +15,6 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, observability, routes, security
 from .config import ConfigError, Settings
@@ -62,8 +61,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.extensions["user_store"] = store
     errors.init_app(app)
     if settings.trusted_proxy_count:
-        count = settings.trusted_proxy_count
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
+        app.wsgi_app = security.TrustedProxies(  # type: ignore[method-assign]
+            app.wsgi_app, settings.trusted_proxies, settings.trusted_proxy_count
+        )
     observability.init_app(app)
     security.init_app(app, settings, store)
     routes.init_app(app)

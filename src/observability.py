@@ -26,7 +26,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+
+from .metrics_files import FoldingCollector
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_ENVIRON = "flask_api.request_id"
@@ -189,7 +190,7 @@ def metrics_registry() -> CollectorRegistry:
     """The registry to expose: every worker's samples under gunicorn, this process's otherwise."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        FoldingCollector(registry)
         return registry
     return REGISTRY
 
