@@ -32,7 +32,7 @@ def server(request, tmp_path):
         "AUTH_MAX_FAILURES_PER_USERNAME": str(PER_USERNAME),
         "REGISTER_MAX_PER_ADDRESS": str(REGISTER_LIMIT),
         # Room for every racing guess to reach the limit check at once (the shedding drill is the flood).
-        "PASSWORD_HASH_CONCURRENCY": "8",
+        "ARGON2_CONCURRENCY": "8",
         "TRUSTED_PROXY_COUNT": "1",
         "TRUSTED_PROXIES": "127.0.0.1",
         "ARGON2_TIME_COST": "2",

@@ -54,7 +54,7 @@ SECURITY_HEADERS = (
 class Passwords:
     """argon2id hashing with the configured cost, and verification that costs the same for unknown users.
 
-    At most ``password_hash_concurrency`` hashes run at once in a worker process (each costs
+    At most ``argon2_concurrency`` hashes run at once in a worker process (each costs
     ARGON2_MEMORY_KIB of memory and a core for 50-100 ms); a request that finds every slot taken for
     ``SLOT_WAIT_SECONDS`` is refused at once (Overloaded, 503 with Retry-After) instead of queueing behind
     them, so that a login flood neither exhausts memory nor holds every thread that probes need.
@@ -64,7 +64,7 @@ class Passwords:
     RETRY_AFTER_SECONDS = 1
 
     def __init__(self, settings: Settings) -> None:
-        self._slots = threading.BoundedSemaphore(settings.password_hash_concurrency)
+        self._slots = threading.BoundedSemaphore(settings.argon2_concurrency)
         self.hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,

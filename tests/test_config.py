@@ -64,7 +64,7 @@ def test_defaults_without_any_variable():
         ("AUTH_MAX_FAILURES_PER_USERNAME", "0", "auth_max_failures_per_username", 0),
         ("AUTH_MAX_FAILURES_PER_ADDRESS", "7", "auth_max_failures_per_address", 7),
         ("REGISTER_MAX_PER_ADDRESS", "3", "register_max_per_address", 3),
-        ("PASSWORD_HASH_CONCURRENCY", "4", "password_hash_concurrency", 4),
+        ("ARGON2_CONCURRENCY", "4", "argon2_concurrency", 4),
         (
             "TRUSTED_PROXIES",
             "10.42.0.0/16, 127.0.0.1",
@@ -125,7 +125,7 @@ def test_database_url_with_secret_key_selects_postgresql():
         ({"TRUSTED_PROXY_COUNT": "one"}, "TRUSTED_PROXY_COUNT"),
         ({"TRUSTED_PROXY_COUNT": "1"}, "TRUSTED_PROXIES"),
         ({"TRUSTED_PROXY_COUNT": "1", "TRUSTED_PROXIES": "10.0.0.300/8"}, "TRUSTED_PROXIES"),
-        ({"PASSWORD_HASH_CONCURRENCY": "0"}, "PASSWORD_HASH_CONCURRENCY"),
+        ({"ARGON2_CONCURRENCY": "0"}, "ARGON2_CONCURRENCY"),
         ({"ARGON2_TIME_COST": "1"}, "ARGON2_TIME_COST"),
         ({"ARGON2_MEMORY_KIB": "19455"}, "ARGON2_MEMORY_KIB"),
         ({"ARGON2_PARALLELISM": "0"}, "ARGON2_PARALLELISM"),

@@ -43,7 +43,7 @@ SERVICE_VARIABLES = (
 
 
 def service_env(**overrides: str) -> dict[str, str]:
-    """The environment of a drill's server: OWASP-minimum argon2, no login limiter, a fresh secret."""
+    """A drill's server environment: OWASP-minimum argon2, no login or registration limit, a fresh secret."""
     env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
     env.update(
         SECRET_KEY=secrets.token_hex(32),
@@ -51,6 +51,8 @@ def service_env(**overrides: str) -> dict[str, str]:
         ARGON2_MEMORY_KIB="19456",
         ARGON2_PARALLELISM="1",
         AUTH_MAX_FAILURES="0",
+        REGISTER_MAX_PER_ADDRESS="0",
+        ARGON2_CONCURRENCY="64",
         LOG_LEVEL="info",
     )
     env.update(overrides)
