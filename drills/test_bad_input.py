@@ -7,8 +7,8 @@ import socket
 import pytest
 import requests
 
-from tests.support.gunicorn import GunicornServer
-from tests.support.nginx import NginxProxy
+from harness.gunicorn import GunicornServer
+from harness.nginx import NginxProxy
 
 from .conftest import assert_problem
 

@@ -13,8 +13,8 @@ import sys
 import pytest
 import requests
 
-from tests.support.gunicorn import REPO_ROOT, GunicornServer
-from tests.support.postgres import require_postgres_binaries
+from harness.gunicorn import REPO_ROOT, GunicornServer
+from harness.postgres import require_postgres_binaries
 
 from .conftest import PASSWORD, assert_problem, register_and_login
 

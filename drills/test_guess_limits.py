@@ -13,7 +13,7 @@ import threading
 import pytest
 import requests
 
-from tests.support.gunicorn import GunicornServer
+from harness.gunicorn import GunicornServer
 
 from .conftest import PASSWORD
 

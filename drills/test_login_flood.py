@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from tests.support.gunicorn import GunicornServer
+from harness.gunicorn import GunicornServer
 
 from .conftest import Prober, register_and_login, run_before_variants
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import requests
 
-from tests.support import free_port, wait_until
-from tests.support.gunicorn import GunicornServer
+from harness import free_port, wait_until
+from harness.gunicorn import GunicornServer
 
 RESTARTS = 200
 

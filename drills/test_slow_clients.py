@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.support.gunicorn import GunicornServer
-from tests.support.nginx import NginxProxy
+from harness.gunicorn import GunicornServer
+from harness.nginx import NginxProxy
 
 from .conftest import Prober, run_before_variants
 
