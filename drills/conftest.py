@@ -1,8 +1,9 @@
 """Attack drills against a real gunicorn (gunicorn.conf.py) and Debian's nginx, on loopback only.
 
 Every drill is bounded in time and count, asserts the thresholds of docs/drills.md, and writes its figures to
-``drills/results.json`` (DRILLS_RESULTS to write elsewhere), which the docs include. ``DRILLS_BEFORE=1`` also
-runs the "before" variants (sync workers, no proxy) and records their figures without asserting on them.
+``build/figures/attacks.json`` (DRILLS_RESULTS to write elsewhere), which ``make docs`` copies into the docs.
+``DRILLS_BEFORE=1`` also runs the "before" variants (sync workers, no proxy) and records their figures without
+asserting on them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
-RESULTS_PATH = Path(os.environ.get("DRILLS_RESULTS") or Path(__file__).with_name("results.json"))
+RESULTS_PATH = Path(
+    os.environ.get("DRILLS_RESULTS")
+    or Path(__file__).resolve().parents[1] / "build" / "figures" / "attacks.json"
+)
 PASSWORD = "correct horse battery"
 
 
@@ -37,6 +41,8 @@ def results() -> Iterator[dict[str, object]]:
         return
     previous = json.loads(RESULTS_PATH.read_text()) if RESULTS_PATH.exists() else {}
     previous.update(figures)
+    previous["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(json.dumps(previous, indent=2, sort_keys=True) + "\n")
 
 
