@@ -95,10 +95,25 @@ class Prober(threading.Thread):
         }
 
 
+def register(url: str, username: str) -> requests.Response:
+    """POST /register for ``username`` with the drills' password."""
+    return requests.post(f"{url}/register", json={"username": username, "password": PASSWORD}, timeout=30)
+
+
+def assert_replaced_store_refuses_old_token(results: dict, name: str, url: str, token: str) -> None:
+    """In a store created afresh, a new user gets id 1 and the old store's token for id 1 gets 401."""
+    mallory = register(url, "mallory").json()
+    old_token = requests.get(f"{url}/hello", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    results[name] = {"new_user_id": mallory["id"], "old_token_hello": old_token.status_code}
+
+    assert mallory["id"] == 1
+    assert_problem(old_token, 401)
+
+
 def register_and_login(url: str, username: str = "alice") -> str:
     """Register ``username`` and return an access token for it."""
     credentials = {"username": username, "password": PASSWORD}
-    assert requests.post(f"{url}/register", json=credentials, timeout=30).status_code == 201
+    assert register(url, username).status_code == 201
     response = requests.post(f"{url}/authenticate", json=credentials, timeout=30)
     assert response.status_code == 200
     return response.json()["access_token"]

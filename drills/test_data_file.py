@@ -16,7 +16,7 @@ import requests
 from harness.gunicorn import REPO_ROOT, GunicornServer
 from harness.postgres import require_postgres_binaries
 
-from .conftest import PASSWORD, assert_problem, register_and_login
+from .conftest import PASSWORD, assert_problem, assert_replaced_store_refuses_old_token, register_and_login
 
 NOT_READY = "The service is not ready to serve requests."
 
@@ -59,14 +59,7 @@ def test_deleted_data_file_refuses_tokens_of_the_old_store(tmp_path, results):
     with json_server(data_file).start() as server:
         token = register_and_login(server.url, "alice")
         data_file.unlink()
-        mallory = requests.post(
-            f"{server.url}/register", json={"username": "mallory", "password": PASSWORD}, timeout=10
-        ).json()
-        old_token = hello(server.url, token)
-    results["data_file_recreated"] = {"new_user_id": mallory["id"], "old_token_hello": old_token.status_code}
-
-    assert mallory["id"] == 1
-    assert_problem(old_token, 401)
+        assert_replaced_store_refuses_old_token(results, "data_file_recreated", server.url, token)
 
 
 def test_symlinked_data_file_keeps_the_link_and_writes_its_target(tmp_path):
@@ -109,11 +102,4 @@ def test_recreated_database_refuses_tokens_of_the_old_one(database, results):
             env={**os.environ, "DATABASE_URL": url},
             check=True,
         )
-        mallory = requests.post(
-            f"{server.url}/register", json={"username": "mallory", "password": PASSWORD}, timeout=30
-        ).json()
-        old_token = hello(server.url, token)
-    results["database_recreated"] = {"new_user_id": mallory["id"], "old_token_hello": old_token.status_code}
-
-    assert mallory["id"] == 1
-    assert_problem(old_token, 401)
+        assert_replaced_store_refuses_old_token(results, "database_recreated", server.url, token)

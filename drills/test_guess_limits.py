@@ -15,7 +15,7 @@ import requests
 
 from harness.gunicorn import GunicornServer
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, register
 
 AUTH_MAX_FAILURES = 5
 PER_USERNAME = 10
@@ -56,12 +56,7 @@ def guess(url: str, address: str, password: str = "wrong password", username: st
 
 
 def test_racing_guesses_never_pass_the_limit(server, results):
-    assert (
-        requests.post(
-            f"{server.url}/register", json={"username": "alice", "password": PASSWORD}, timeout=30
-        ).status_code
-        == 201
-    )
+    assert register(server.url, "alice").status_code == 201
     barrier = threading.Barrier(20)
     statuses: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
@@ -84,12 +79,7 @@ def test_racing_guesses_never_pass_the_limit(server, results):
 
 
 def test_guesses_from_many_addresses_are_cut_short_and_the_owner_still_signs_in(server, results):
-    assert (
-        requests.post(
-            f"{server.url}/register", json={"username": "alice", "password": PASSWORD}, timeout=30
-        ).status_code
-        == 201
-    )
+    assert register(server.url, "alice").status_code == 201
     statuses: collections.Counter[int] = collections.Counter()
     for address in range(10):
         for _ in range(5):
