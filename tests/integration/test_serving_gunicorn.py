@@ -33,6 +33,8 @@ def service_env(tmp_path: Path, **overrides: str | None) -> dict[str, str | None
         "ARGON2_TIME_COST": "2",
         "ARGON2_MEMORY_KIB": "19456",
         "ARGON2_PARALLELISM": "1",
+        "REGISTER_MAX_PER_ADDRESS": "0",
+        "ARGON2_CONCURRENCY": "64",
         "METRICS_ENABLED": None,
         "METRICS_PORT": None,
         "PROMETHEUS_MULTIPROC_DIR": None,
