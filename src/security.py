@@ -1,7 +1,7 @@
 """Password hashing, the JWT signing key, access tokens, security headers and CORS.
 
 Tokens are HS256 JWTs made and checked with PyJWT directly: one ``jwt.decode`` per request (algorithm pinned,
-``exp``/``iat``/``sub`` required), then the user and the token's session (``sid``) looked up, so that a
+``exp``/``iat``/``sub`` required), then the user and the token's session (``sess``) looked up, so that a
 deleted user's or an ended session's token fails at once. Refresh tokens are random and opaque; the store
 keeps only their SHA-256 digest.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import ipaddress
 import logging
 import math
 import os
@@ -18,8 +19,9 @@ import re
 import secrets
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
@@ -27,9 +29,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask, current_app, request
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import SECRET_KEY_MIN_BYTES, ConfigError, Settings
-from .errors import Unauthorized
+from .errors import Overloaded, Unauthorized
 from .storage import Session, User, UserStore
 
 log = logging.getLogger(__name__)
@@ -55,9 +58,19 @@ SECURITY_HEADERS = (
 
 
 class Passwords:
-    """argon2id hashing with the configured cost, and verification that costs the same for unknown users."""
+    """argon2id hashing with the configured cost, and verification that costs the same for unknown users.
+
+    At most ``argon2_concurrency`` hashes run at once in a worker process (each costs
+    ARGON2_MEMORY_KIB of memory and a core for 50-100 ms); a request that finds every slot taken for
+    ``SLOT_WAIT_SECONDS`` is refused at once (Overloaded, 503 with Retry-After) instead of queueing behind
+    them, so that a login flood neither exhausts memory nor holds every thread that probes need.
+    """
+
+    SLOT_WAIT_SECONDS = 0.1
+    RETRY_AFTER_SECONDS = 1
 
     def __init__(self, settings: Settings) -> None:
+        self._slots = threading.BoundedSemaphore(settings.argon2_concurrency)
         self.hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,
@@ -66,6 +79,18 @@ class Passwords:
         # Verified against when the user does not exist, so that "unknown user" and "wrong password" take the
         # same time and give the same answer.
         self.dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of this process's hashing slots; Overloaded (503) when none frees up quickly."""
+        if not self._slots.acquire(timeout=self.SLOT_WAIT_SECONDS):
+            raise Overloaded(
+                "Too many passwords are being checked right now; retry shortly.", self.RETRY_AFTER_SECONDS
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def hash(self, password: str) -> str:
         """The argon2id hash of ``password`` (salted, self-describing)."""
@@ -186,7 +211,8 @@ class AccessTokens:
         self.store = store
 
     def issue(self, user: User, session_id: str) -> str:
-        """A signed token for ``user`` in the session ``session_id``, valid for the configured lifetime.
+        """A signed token for ``user`` in the session ``session_id``, valid for the configured lifetime, bound
+        to the store it came from.
 
         No ``jti``: the session id names what a token belongs to, and every character costs on each request
         (PyJWT checks the alphabet of a token one character at a time).
@@ -194,7 +220,8 @@ class AccessTokens:
         now = int(time.time())
         claims = {
             "sub": str(user.id),
-            "sid": session_id,
+            "sid": self.store.store_id(),
+            "sess": session_id,
             "iat": now,
             "nbf": now,
             "exp": now + self.lifetime_seconds,
@@ -224,7 +251,7 @@ class AccessTokens:
         except jwt.InvalidTokenError:
             raise Unauthorized("The bearer token is invalid.") from None
         subject = claims["sub"]  # PyJWT has checked that it is a string
-        session_id = claims.get("sid")
+        session_id = claims.get("sess")
         if (
             claims.get("type") != self.TYPE
             or not _USER_ID.fullmatch(subject)
@@ -233,7 +260,9 @@ class AccessTokens:
         ):
             raise Unauthorized("The bearer token is invalid.")
         user, live = self.store.find_session_user(int(subject), session_id)
-        if user is None:
+        # After the lookup, which has just refreshed the store's view: a store created afresh hands the same
+        # ids out again, and must not take an older store's token for one of its own users.
+        if user is None or claims.get("sid") != self.store.store_id():
             raise Unauthorized("The user of this token no longer exists.")
         if not live:
             raise Unauthorized("The session of this token has ended.")
@@ -329,6 +358,35 @@ class SecurityHeaders:
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start_response_with_headers)
+
+
+class TrustedProxies:
+    """WSGI middleware: X-Forwarded-For and -Proto are believed only from a peer in ``TRUSTED_PROXIES``.
+
+    Anyone else reaching the port directly (another pod, a client bypassing the proxy) keeps its own
+    address, so it cannot pick a fresh one per request to escape the login and registration limits.
+    """
+
+    def __init__(
+        self, wsgi_app: Any, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], count: int
+    ) -> None:
+        self.wsgi_app = wsgi_app
+        self.forwarded = ProxyFix(wsgi_app, x_for=count, x_proto=count)
+        self.networks = networks
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one instance per application, addresses repeat
+    def trusted(self, address: str) -> bool:
+        """Whether ``address`` belongs to a configured proxy."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.trusted(environ.get("REMOTE_ADDR") or ""):
+            return self.forwarded(environ, start_response)
+        return self.wsgi_app(environ, start_response)
 
 
 def init_app(app: Flask, settings: Settings, store: UserStore) -> None:

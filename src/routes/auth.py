@@ -1,4 +1,21 @@
-"""Registration and password authentication (with the failed-login limit), which starts a session."""
+"""Registration and password authentication (which starts a session), with the failed-login and registration
+limits.
+
+Failed logins are counted in the store, shared by every worker and pod, under three keys: the pair (client
+address, username), the username alone and the address alone. An attempt is counted *before* its password is
+checked, in one atomic step with the check of the limits (``UserStore.reserve_attempt``), and taken back
+when the password was right; concurrent guesses therefore never exceed a limit. Within the window
+(AUTH_FAILURE_WINDOW_SECONDS):
+
+* a pair gets AUTH_MAX_FAILURES attempts;
+* once a username has AUTH_MAX_FAILURES_PER_USERNAME failures from any addresses, each address gets a single
+  attempt at it: many addresses cannot multiply the guesses (each new one adds one), yet the owner, typing
+  from an address that never failed, is never locked out by someone else;
+* an address gets AUTH_MAX_FAILURES_PER_ADDRESS failures across all usernames (a spray over many names);
+* an address gets REGISTER_MAX_PER_ADDRESS registrations.
+
+The client address is the peer's, or X-Forwarded-For's when the peer is one of TRUSTED_PROXIES.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +27,12 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from ..errors import InvalidRequest, TooManyRequests, Unauthorized, UnsupportedMediaType
 from ..security import start_session
 from ..storage import User, UsernameTaken
+from ..storage.base import Counts
 
 bp = Blueprint("auth", __name__)
 
@@ -26,14 +44,32 @@ PASSWORD_MAX_LENGTH = 128
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 
 
+def _check_streamed_length() -> None:
+    """413 for a body sent without Content-Length (chunked) that goes past MAX_CONTENT_LENGTH.
+
+    werkzeug stops reading such a body at the limit without a word; one more byte from the server's stream
+    tells a body of exactly the limit from a longer one.
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if (
+        request.content_length is None
+        and len(request.get_data(cache=True)) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise RequestEntityTooLarge()
+
+
 def read_body() -> Mapping[str, Any]:
     """The request body as a mapping: a JSON object or a urlencoded form (empty when there is none)."""
+    _check_streamed_length()
     mimetype = request.mimetype
     if mimetype == "application/json" or mimetype.endswith("+json"):
         try:
             body = request.get_json()
         except BadRequest:
             raise InvalidRequest("The body is not valid JSON.") from None
+        except RecursionError:
+            raise InvalidRequest("The body is nested too deeply.") from None
         if not isinstance(body, dict):
             raise InvalidRequest("The body must be a JSON object.")
         return body
@@ -61,12 +97,6 @@ def text_field(body: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def check_new_password(password: str, name: str = "password") -> None:
-    """InvalidRequest unless ``password`` has an accepted length (the rule of registration)."""
-    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        raise InvalidRequest(f"{name} must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
-
-
 def read_credentials() -> tuple[str, str]:
     """Username and password from the body, validated; InvalidRequest names the first bad field."""
     body = read_body()
@@ -81,51 +111,50 @@ def read_credentials() -> tuple[str, str]:
     return username, password
 
 
+def check_new_password(password: str, name: str = "password") -> None:
+    """InvalidRequest unless ``password`` may be set (the rule of registration): 8-128 characters of text."""
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise InvalidRequest(f"{name} must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON can spell but UTF-8 cannot
+        raise InvalidRequest(f"{name} must be Unicode text (it holds an unpaired surrogate).") from None
+
+
+def _address() -> str:
+    return request.remote_addr or "-"
+
+
+def _retry_after(counts: Counts, index: int, now: float, window: float) -> int:
+    oldest = counts[index][1]
+    wait = window if oldest is None else oldest + window - now
+    return max(1, math.ceil(wait))
+
+
 @bp.post("/register")
 def register():
     """Create a user: 201 with its id and name, 409 if the name is taken."""
     username, password = read_credentials()
+    settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
+    passwords = current_app.extensions["passwords"]
     # Checked first only to spare an argon2 hash; create_user enforces uniqueness atomically.
     if store.find_by_username(username) is not None:
         raise UsernameTaken(username)
-    user = store.create_user(username, current_app.extensions["passwords"].hash(password))
-    return {"id": user.id, "username": user.username}, HTTPStatus.CREATED
-
-
-def login_failure_key(username: str) -> str:
-    """Failed logins are counted per client address and username: one noisy client cannot lock a user out
-    for everyone."""
-    return f"{request.remote_addr or '-'}|{username}"
-
-
-def check_password(username: str, user: User | None, password: str, refusal: str) -> None:
-    """Verify ``password`` for ``user`` (None: unknown ``username``) under the failed-login limit.
-
-    429 while the limit is reached, before any argon2 work, so that a flood of guesses costs the server
-    nothing; 401 with ``refusal`` when wrong, counted as a failure; a success clears the count.
-    """
-    settings = current_app.config["SETTINGS"]
-    store = current_app.extensions["user_store"]
-    limit = settings.auth_max_failures
-    window = settings.auth_failure_window_seconds
-    key = login_failure_key(username)
-    now = time.time()
-    failures = 0
-    if limit:
-        failures, oldest = store.login_failures(key, now, window)
-        if failures >= limit:
-            wait = window if oldest is None else oldest + window - now
-            raise TooManyRequests(
-                "Too many failed attempts for this username from this address; try again later.",
-                retry_after=max(1, math.ceil(wait)),
-            )
-    if not current_app.extensions["passwords"].verify(user, password) or user is None:
+    with passwords.slot():
+        limit = settings.register_max_per_address
         if limit:
-            store.record_login_failure(key, now, window)
-        raise Unauthorized(refusal)
-    if failures:
-        store.clear_login_failures(key)
+            now, window = time.time(), settings.auth_failure_window_seconds
+            recorded, counts = store.reserve_attempt(
+                [f"register:{_address()}"], now, window, lambda counts: counts[0][0] < limit
+            )
+            if not recorded:
+                raise TooManyRequests(
+                    "Too many registrations from this address; try again later.",
+                    retry_after=_retry_after(counts, 0, now, window),
+                )
+        user = store.create_user(username, passwords.hash(password))
+    return {"id": user.id, "username": user.username}, HTTPStatus.CREATED
 
 
 @bp.post("/authenticate")
@@ -133,13 +162,76 @@ def authenticate():
     """Exchange a username and password for an access token and a refresh token (a new session)."""
     username, password = read_credentials()
     store = current_app.extensions["user_store"]
-    user = store.find_by_username(username)
-    check_password(username, user, password, "Invalid username or password.")
-    assert user is not None  # check_password refuses an unknown user  # noqa: S101
     passwords = current_app.extensions["passwords"]
-    if passwords.needs_rehash(user.password_hash):
-        # Hashes made with older argon2 parameters are upgraded while the password is at hand.
-        upgraded = User(user.id, user.username, passwords.hash(password))
-        if store.change_password(user.id, user.password_hash, upgraded.password_hash, end_sessions=False):
-            user = upgraded
+    with passwords.slot():
+        user = verify_password(username, password, "Invalid username or password.")
+        if passwords.needs_rehash(user.password_hash):
+            # Hashes made with older argon2 parameters are upgraded while the password is at hand.
+            upgraded = User(user.id, user.username, passwords.hash(password))
+            if store.change_password(user.id, user.password_hash, upgraded.password_hash, end_sessions=False):
+                user = upgraded
     return start_session(user)
+
+
+def verify_password(username: str, password: str, refusal: str) -> User:
+    """The user ``username`` when ``password`` is theirs, under the failed-login limits (see the module
+    docstring); 401 with ``refusal`` otherwise. The caller holds a hashing slot."""
+    settings = current_app.config["SETTINGS"]
+    store = current_app.extensions["user_store"]
+    passwords = current_app.extensions["passwords"]
+    if not settings.auth_max_failures:
+        user = store.find_by_username(username)
+        if not passwords.verify(user, password) or user is None:
+            raise Unauthorized(refusal)
+        return user
+    return _limited_login(settings, store, passwords, username, password, refusal=refusal)
+
+
+def login_failure_keys(address: str, username: str) -> tuple[str, str, str]:
+    """The keys failed logins are counted under: (address, username) pair, username, address."""
+    return f"pair:{address}|{username}", f"user:{username}", f"addr:{address}"
+
+
+def forget_login_failures_of(username: str) -> None:
+    """Forget every failed login counted for ``username``: its own count and each (address, username) pair's
+    (pair keys end with "|<username>", and neither an address nor a username holds a "|")."""
+    _pair, by_username, _address = login_failure_keys("-", username)
+    current_app.extensions["user_store"].forget_login_failures([by_username], "|" + username)
+
+
+def _limited_login(
+    settings: Any, store: Any, passwords: Any, username: str, password: str, *, refusal: str
+) -> User:
+    """The user when the password is right, under the failed-login limits (see the module docstring)."""
+    address = _address()
+    pair, by_username, by_address = login_failure_keys(address, username)
+    per_pair = settings.auth_max_failures
+    per_username = settings.auth_max_failures_per_username
+    per_address = settings.auth_max_failures_per_address
+    refused: list[int] = []
+
+    def allow(counts: Counts) -> bool:
+        (pair_failures, _), (username_failures, _), (address_failures, _) = counts
+        if per_address and address_failures >= per_address:
+            refused.append(2)
+        elif per_username and username_failures >= per_username and pair_failures >= 1:
+            refused.append(0)  # the username is under attack: one attempt per address
+        elif pair_failures >= per_pair:
+            refused.append(0)
+        return not refused
+
+    now, window = time.time(), settings.auth_failure_window_seconds
+    recorded, counts = store.reserve_attempt([pair, by_username, by_address], now, window, allow)
+    if not recorded:
+        # Refused before any argon2 work, so that a flood of guesses costs the server nothing.
+        raise TooManyRequests(
+            "Too many failed attempts for this username or from this address; try again later.",
+            retry_after=_retry_after(counts, refused[0], now, window),
+        )
+    user = store.find_by_username(username)
+    if not passwords.verify(user, password) or user is None:
+        raise Unauthorized(refusal)
+    # The attempt was right: it is no failure, and the pair starts afresh.
+    store.release_attempt([by_username, by_address], now)
+    store.clear_login_failures(pair)
+    return user

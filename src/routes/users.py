@@ -5,7 +5,14 @@ from flask import Blueprint, current_app
 from ..errors import InvalidRequest, Unauthorized
 from ..security import token_required
 from ..storage import User
-from .auth import check_new_password, check_password, no_content, read_body, text_field
+from .auth import (
+    check_new_password,
+    forget_login_failures_of,
+    no_content,
+    read_body,
+    text_field,
+    verify_password,
+)
 
 bp = Blueprint("users", __name__)
 
@@ -39,13 +46,18 @@ def change_password(user: User):
     current_password = text_field(body, "current_password")
     new_password = text_field(body, "new_password")
     check_new_password(new_password, "new_password")
-    check_password(user.username, user, current_password, "The current password is wrong.")
-    if new_password == current_password:
-        raise InvalidRequest("new_password must differ from the current password.")
     store = current_app.extensions["user_store"]
-    new_hash = current_app.extensions["passwords"].hash(new_password)
-    if not store.change_password(user.id, user.password_hash, new_hash, end_sessions=True):
-        # Changed or deleted by another request between the check and now: that one ended the sessions.
+    passwords = current_app.extensions["passwords"]
+    with passwords.slot():
+        # A wrong current password counts as a failed login of this user.
+        current = verify_password(user.username, current_password, "The current password is wrong.")
+        if current.id != user.id:  # the name now belongs to someone else: this token's user is gone
+            raise Unauthorized("The user of this token no longer exists.")
+        if new_password == current_password:
+            raise InvalidRequest("new_password must differ from the current password.")
+        new_hash = passwords.hash(new_password)
+    if not store.change_password(current.id, current.password_hash, new_hash, end_sessions=True):
+        # Changed or deleted by another request since the check: that one ended the sessions.
         raise Unauthorized("The password changed meanwhile; authenticate again.")
     return no_content()
 
@@ -55,8 +67,9 @@ def change_password(user: User):
 def delete_me(user: User):
     """Delete the account, its sessions and its failed-login records; the password confirms it."""
     password = text_field(read_body(), "password")
-    check_password(user.username, user, password, "The password is wrong.")
     store = current_app.extensions["user_store"]
+    with current_app.extensions["passwords"].slot():
+        verify_password(user.username, password, "The password is wrong.")
     store.delete_user(user.id)
-    store.forget_login_failures(user.username)
+    forget_login_failures_of(user.username)
     return no_content()
