@@ -25,7 +25,7 @@ ESTABLISHED = "01"
 
 
 @pytest.fixture(params=["json", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path: Path, gunicorn_server) -> GunicornServer:
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str | None]:
     env: dict[str, str | None] = {
         **UNSET,
         **FAST_ARGON2,
@@ -34,7 +34,13 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, gunicorn_server) -> G
     }
     if request.param == "postgresql":
         env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    return gunicorn_server(env, workers=4)
+    return env
+
+
+@pytest.fixture
+def server(store_env: dict[str, str | None], gunicorn_server) -> GunicornServer:
+    """The production worker model (gthread), 4 workers."""
+    return gunicorn_server(store_env, workers=4)
 
 
 def login(url: str, username: str) -> dict:
@@ -83,6 +89,8 @@ def hello_on_every_worker(server: GunicornServer, token: str) -> list[int]:
 
     Each connection sends its request but the blank line that ends the headers; once every worker holds at
     least one of them (seen in /proc), all requests are completed together, so every worker answers one.
+    The server runs sync workers (GUNICORN_THREADS=1), which hold one connection each, so that N held
+    connections are N workers; a threaded worker may accept every connection itself.
     """
     partial = (
         f"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
@@ -117,7 +125,8 @@ def _read_all(connection: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_every_worker_refuses_an_ended_session_at_once(server):
+def test_every_worker_refuses_an_ended_session_at_once(store_env, gunicorn_server):
+    server = gunicorn_server({**store_env, "GUNICORN_THREADS": "1"}, workers=4)
     url = server.url
     alice, bob, carol = login(url, "alice"), login(url, "bob"), login(url, "carol")
     for session in (alice, bob, carol):
