@@ -15,7 +15,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint fmt requirements clean migrate scanners pre-commit check-kube check-infra \
-	check-workflows fuzz image check-image bench diagram ci
+	check-workflows check-alerts fuzz image check-image bench diagram ci
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,8 +34,8 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
 run: $(RUNTIME_STAMP) ## Serve the API with gunicorn (4 workers, JSON store) on 127.0.0.1:8888
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -w 4 -b $(BIND) src:application
 
-test: lint ## Lint, then run the whole test suite with branch coverage (>= 90%)
-	$(BIN)/python -m pytest --cov --cov-report=term-missing tests
+test: lint ## Lint, then run the whole test suite with branch coverage (>= 90%); tests/alerting: check-alerts
+	$(BIN)/python -m pytest --cov --cov-report=term-missing --ignore=tests/alerting tests
 
 lint: $(DEV_STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
@@ -76,6 +76,9 @@ check-infra: $(SCANNERS_STAMP) ## terraform fmt and checkov on infrastructure/
 
 check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .github/
 	.ci/check-workflows.sh
+
+check-alerts: $(DEV_STAMP) ## amtool routes for every alert; Prometheus -> Alertmanager -> receiver end to end
+	.ci/check-alerts.sh
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py
