@@ -38,8 +38,8 @@ output "node_security_group_id" {
 }
 
 output "lb_controller_role_arn" {
-  description = "IAM role the AWS Load Balancer Controller receives through Pod Identity."
-  value       = module.lb_controller_pod_identity.iam_role_arn
+  description = "IAM role the AWS Load Balancer Controller receives through Pod Identity (created or given)."
+  value       = var.lb_controller_iam_role_arn == null ? module.lb_controller_pod_identity.iam_role_arn : var.lb_controller_iam_role_arn
 }
 
 output "db_endpoint" {
