@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Checks of the GitHub Actions workflows and the repository's YAML lint rules:
-#   actionlint on every workflow, checkov (github_actions) with zero failures and a non-zero passed count,
+#   actionlint on every workflow, zizmor on provision.yml, checkov (github_actions) with zero failures and a
+#   non-zero passed count,
 #   yamllint on the pipeline's own files, bash -n and shellcheck on its scripts.
 # The binaries come from $SCANNERS_BIN (default .venv-scanners/bin, built from .ci/requirements-scanners.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scanners_bin="${SCANNERS_BIN:-.venv-scanners/bin}"
-for tool in actionlint checkov yamllint; do
+for tool in actionlint checkov yamllint zizmor; do
   if [ ! -x "$scanners_bin/$tool" ]; then
     echo "check-workflows: $scanners_bin/$tool not found (make scanners builds .venv-scanners)" >&2
     exit 1
@@ -24,6 +25,11 @@ fi
 
 echo "check-workflows: actionlint ${workflows[*]}"
 "$scanners_bin/actionlint" "${workflows[@]}"
+
+# zizmor (offline: no GitHub API) on the workflow that holds cloud credentials; pedantic, so that every
+# permission it grants says why.
+echo "check-workflows: zizmor --offline --persona=pedantic .github/workflows/provision.yml"
+"$scanners_bin/zizmor" --offline --persona=pedantic --no-progress .github/workflows/provision.yml
 
 # checkov prints "0 failed" both after a clean scan and after one that read nothing (its workflow schema
 # rejects some valid keys and then skips the whole file silently): the passed count has to be non-zero too.
