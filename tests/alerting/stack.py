@@ -25,8 +25,7 @@ import pytest
 import requests
 import yaml
 
-from tests.support import free_port, wait_until
-from tests.support.postgres import in_ci
+from harness import free_port, in_ci, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "kube_config" / "monitoring"

@@ -15,9 +15,9 @@ from pathlib import Path
 import requests
 import yaml
 
+from harness import wait_until
+from harness.gunicorn import GunicornServer
 from tests.conftest import FAST_ARGON2
-from tests.support import wait_until
-from tests.support.gunicorn import GunicornServer
 
 from .stack import (
     ALERTMANAGER_CONFIG,
