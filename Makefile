@@ -79,7 +79,7 @@ check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .githu
 	.ci/check-workflows.sh
 
 check-alerts: $(DEV_STAMP) ## amtool routes for every alert; Prometheus -> Alertmanager -> receiver end to end
-	.ci/check-alerts.sh
+	.ci/check-alerts.sh $(BIN)/python
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py

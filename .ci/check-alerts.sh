@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON="${PYTHON:-.venv/bin/python}"
+# The interpreter of the project virtualenv (make check-alerts passes its own).
+python="${1:-.venv/bin/python}"
 
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
@@ -25,4 +26,4 @@ prometheus --version 2>&1 | head -n 1
 amtool --version 2>&1 | head -n 1
 
 # CI=true turns a missing tool into a failure instead of a skip.
-CI="${CI:-true}" "$PYTHON" -m pytest tests/alerting -q -p no:cacheprovider
+CI="${CI:-true}" "$python" -m pytest tests/alerting -q -p no:cacheprovider
