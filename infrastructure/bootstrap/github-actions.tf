@@ -52,7 +52,7 @@ variable "github_apply_policy_arns" {
 locals {
   github_oidc_host         = "token.actions.githubusercontent.com"
   github_oidc_provider_arn = var.github_oidc_provider_arn == null ? aws_iam_openid_connect_provider.github[0].arn : var.github_oidc_provider_arn
-  # The state of the main configuration and its lock file (use_lockfile = true).
+  # The state of the main configuration (backend_config) and its lock file (use_lockfile = true).
   state_key = "${var.name}/production/terraform.tfstate"
 }
 

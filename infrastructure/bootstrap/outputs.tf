@@ -12,7 +12,7 @@ output "backend_config" {
   description = "Contents for ../backend.hcl (tofu init -backend-config=backend.hcl)."
   value       = <<-EOT
     bucket     = "${aws_s3_bucket.state.id}"
-    key        = "${var.name}/production/terraform.tfstate"
+    key        = "${local.state_key}"
     region     = "${var.region}"
     kms_key_id = "${aws_kms_key.state.arn}"
   EOT

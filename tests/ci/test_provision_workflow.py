@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.ci.test_workflows import WORKFLOW_DIR, jobs, parse, run_script, steps, uses_of
+from tests.infrastructure.test_invariants import BOOTSTRAP, _labelled, _load_folder
 
 PROVISION = WORKFLOW_DIR / "provision.yml"
 AWS_CREDENTIALS = "aws-actions/configure-aws-credentials"
@@ -107,8 +108,6 @@ def test_no_static_aws_key_is_read_anywhere():
 
 
 def test_the_state_key_is_the_one_bootstrap_grants(workflow):
-    from tests.infrastructure.test_invariants import BOOTSTRAP, _labelled, _load_folder
-
     locals_ = {k: v for block in _load_folder(BOOTSTRAP)["locals"] for k, v in block.items()}
     default_name = _labelled(_load_folder(BOOTSTRAP), "variable")["name"]["default"]
     assert locals_["state_key"].replace("${var.name}", default_name) == workflow["env"]["TF_STATE_KEY"]

@@ -109,3 +109,8 @@ def test_the_plan_role_reads_and_only_the_apply_role_writes_the_state(bootstrap)
 
 def test_the_apply_role_policies_have_no_default(bootstrap):
     assert "default" not in _labelled(bootstrap, "variable")["github_apply_policy_arns"]
+
+
+def test_the_roles_are_granted_the_state_that_backend_config_names(bootstrap):
+    backend_config = _labelled(bootstrap, "output")["backend_config"]["value"]
+    assert 'key        = "${local.state_key}"' in backend_config
