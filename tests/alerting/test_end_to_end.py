@@ -54,15 +54,17 @@ def test_a_failing_then_stopped_api_pages_and_each_recovery_resolves(tmp_path: P
     routing = fast_alertmanager_config(yaml.safe_load(ALERTMANAGER_CONFIG.read_text()), secrets_dir)
     api = GunicornServer(env, workers=2)
 
+    slack = SlackChannels()
+    # The keys of the Secret alertmanager-receivers, as docs/kubernetes.md tells an operator to create them.
+    (secrets_dir / "page-slack-url").write_text(f"{slack.url}/page\n")
+    (secrets_dir / "ticket-slack-url").write_text(f"{slack.url}/ticket\n")
+
     with (
-        SlackChannels() as slack,
+        slack,
         api.start(timeout=60),
         alertmanager(routing, tmp_path) as am_url,
         prometheus(minutes_as_seconds(rule_spec()), f"127.0.0.1:{api.port}", am_url, tmp_path) as prom_url,
     ):
-        # The keys of the Secret alertmanager-receivers, as docs/runbook.md tells an operator to create them.
-        (secrets_dir / "page-slack-url").write_text(f"{slack.url}/page\n")
-        (secrets_dir / "ticket-slack-url").write_text(f"{slack.url}/ticket\n")
         wait_until(
             lambda: [r["value"][1] for r in query(prom_url, 'up{job="flask-api/flask-api"}')] == ["1"],
             TIMEOUT,
