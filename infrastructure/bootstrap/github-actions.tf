@@ -52,6 +52,11 @@ variable "github_apply_policy_arns" {
 locals {
   github_oidc_host         = "token.actions.githubusercontent.com"
   github_oidc_provider_arn = var.github_oidc_provider_arn == null ? aws_iam_openid_connect_provider.github[0].arn : var.github_oidc_provider_arn
+  # The subject claim GitHub gives each kind of job: nothing else may assume the roles.
+  github_subjects = {
+    plan  = "repo:${var.github_repository}:pull_request"
+    apply = "repo:${var.github_repository}:environment:${var.github_environment}"
+  }
   # The state of the main configuration (backend_config) and its lock file (use_lockfile = true).
   state_key = "${var.name}/production/terraform.tfstate"
 }
@@ -65,9 +70,11 @@ resource "aws_iam_openid_connect_provider" "github" {
 
 # Trust: a token GitHub issued for this repository, for AWS STS, from a pull
 # request (plan) or from a job of the protected environment (apply).
-data "aws_iam_policy_document" "github_plan_trust" {
+data "aws_iam_policy_document" "github_trust" {
+  for_each = local.github_subjects
+
   statement {
-    sid     = "PullRequestsOfThisRepository"
+    sid     = "GitHubActionsOfThisRepository"
     actions = ["sts:AssumeRoleWithWebIdentity"]
 
     principals {
@@ -84,31 +91,7 @@ data "aws_iam_policy_document" "github_plan_trust" {
     condition {
       test     = "StringEquals"
       variable = "${local.github_oidc_host}:sub"
-      values   = ["repo:${var.github_repository}:pull_request"]
-    }
-  }
-}
-
-data "aws_iam_policy_document" "github_apply_trust" {
-  statement {
-    sid     = "ProtectedEnvironmentOfThisRepository"
-    actions = ["sts:AssumeRoleWithWebIdentity"]
-
-    principals {
-      type        = "Federated"
-      identifiers = [local.github_oidc_provider_arn]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "${local.github_oidc_host}:aud"
-      values   = ["sts.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "${local.github_oidc_host}:sub"
-      values   = ["repo:${var.github_repository}:environment:${var.github_environment}"]
+      values   = [each.value]
     }
   }
 }
@@ -116,14 +99,14 @@ data "aws_iam_policy_document" "github_apply_trust" {
 resource "aws_iam_role" "github_plan" {
   name                 = "${var.name}-github-plan"
   description          = "tofu plan from pull requests of ${var.github_repository}"
-  assume_role_policy   = data.aws_iam_policy_document.github_plan_trust.json
+  assume_role_policy   = data.aws_iam_policy_document.github_trust["plan"].json
   max_session_duration = 3600
 }
 
 resource "aws_iam_role" "github_apply" {
   name                 = "${var.name}-github-apply"
   description          = "tofu apply from the ${var.github_environment} environment of ${var.github_repository}"
-  assume_role_policy   = data.aws_iam_policy_document.github_apply_trust.json
+  assume_role_policy   = data.aws_iam_policy_document.github_trust["apply"].json
   max_session_duration = 3600
 }
 

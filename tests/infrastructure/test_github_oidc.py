@@ -28,45 +28,45 @@ def policy_documents(config: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def trust_conditions(document: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
-    (statement,) = document["statement"]
+def locals_of(config: dict[str, list[Any]]) -> dict[str, Any]:
+    return {name: value for block in config["locals"] for name, value in block.items()}
+
+
+def test_each_role_trusts_one_kind_of_job_of_this_repository_for_sts_only(bootstrap):
+    trust = policy_documents(bootstrap)["github_trust"]
+    assert trust["for_each"] == "${local.github_subjects}"
+    (statement,) = trust["statement"]
     assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
     assert statement.get("effect", "Allow") == "Allow"
-    (principal,) = statement["principals"]
-    assert principal == {"type": "Federated", "identifiers": ["${local.github_oidc_provider_arn}"]}
-    return {
+    assert statement["principals"] == [
+        {"type": "Federated", "identifiers": ["${local.github_oidc_provider_arn}"]}
+    ]
+    conditions = {
         c["variable"].replace("${local.github_oidc_host}", HOST): (c["test"], c["values"])
         for c in statement["condition"]
     }
-
-
-@pytest.mark.parametrize(
-    ("document", "subject"),
-    [
-        ("github_plan_trust", "repo:${var.github_repository}:pull_request"),
-        ("github_apply_trust", "repo:${var.github_repository}:environment:${var.github_environment}"),
-    ],
-)
-def test_each_role_trusts_one_kind_of_job_of_this_repository_for_sts_only(bootstrap, document, subject):
-    assert trust_conditions(policy_documents(bootstrap)[document]) == {
+    assert conditions == {
         f"{HOST}:aud": ("StringEquals", ["sts.amazonaws.com"]),
-        f"{HOST}:sub": ("StringEquals", [subject]),
+        f"{HOST}:sub": ("StringEquals", ["${each.value}"]),
+    }
+    assert locals_of(bootstrap)["github_subjects"] == {
+        "plan": "repo:${var.github_repository}:pull_request",
+        "apply": "repo:${var.github_repository}:environment:${var.github_environment}",
     }
 
 
 def test_the_roles_use_those_trust_policies(bootstrap):
     plan = _resource(bootstrap, "aws_iam_role", "github_plan")
     apply = _resource(bootstrap, "aws_iam_role", "github_apply")
-    assert plan["assume_role_policy"] == "${data.aws_iam_policy_document.github_plan_trust.json}"
-    assert apply["assume_role_policy"] == "${data.aws_iam_policy_document.github_apply_trust.json}"
+    assert plan["assume_role_policy"] == '${data.aws_iam_policy_document.github_trust["plan"].json}'
+    assert apply["assume_role_policy"] == '${data.aws_iam_policy_document.github_trust["apply"].json}'
 
 
 def test_the_provider_is_github_for_sts(bootstrap):
     provider = _resource(bootstrap, "aws_iam_openid_connect_provider", "github")
     assert provider["url"] == "https://${local.github_oidc_host}"
     assert provider["client_id_list"] == ["sts.amazonaws.com"]
-    host = {k: v for block in bootstrap["locals"] for k, v in block.items()}["github_oidc_host"]
-    assert host == HOST
+    assert locals_of(bootstrap)["github_oidc_host"] == HOST
 
 
 def test_the_repository_has_no_default_and_must_be_owner_slash_name(bootstrap):
