@@ -51,7 +51,8 @@ def test_the_check_job_formats_and_validates_without_aws_access(workflow):
 
 def test_plan_runs_on_pull_requests_only_and_publishes_the_plan(workflow):
     plan = jobs(workflow)["plan"]
-    assert plan["if"] == "github.event_name == 'pull_request'"
+    same_repository = "github.event.pull_request.head.repo.full_name == github.repository"
+    assert plan["if"] == f"github.event_name == 'pull_request' && {same_repository}"
     assert plan["needs"] == "check"
     assert "environment" not in plan
     assert "plan -no-color -lock-timeout=10m -out=tfplan" in scripts(plan)
