@@ -2,7 +2,7 @@
 and fails against one that breaks any part of it.
 
 The service here is a small stand-in served on 127.0.0.1 by the standard library; the real application is
-smoke-tested by the workflow through kubectl port-forward.
+smoke-tested by the workflow through k3d's load balancer, Traefik and the Ingress.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def stand_in(request) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def run_smoke(base_url: str) -> subprocess.CompletedProcess:
+def run_smoke(base_url: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(SCRIPT), base_url], capture_output=True, text=True, timeout=60, check=False
+        ["bash", str(SCRIPT), base_url, *extra], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -112,3 +112,16 @@ def test_the_smoke_test_fails_when_nothing_answers():
     result = run_smoke("http://127.0.0.1:9")
     assert result.returncode != 0
     assert "no answer" in result.stderr
+
+
+@pytest.mark.parametrize("stand_in", ["no-metrics"], indirect=True)
+def test_on_the_public_entry_the_smoke_test_passes_when_metrics_answer_404(stand_in):
+    result = run_smoke(stand_in, "--metrics-not-public")
+    assert result.returncode == 0, result.stderr
+    assert f"GET {stand_in}/metrics -> 404" in result.stdout
+
+
+def test_on_the_public_entry_the_smoke_test_fails_when_metrics_answer(stand_in):
+    result = run_smoke(stand_in, "--metrics-not-public")
+    assert result.returncode != 0
+    assert "/metrics: status 200, expected 404" in result.stderr
