@@ -1,6 +1,6 @@
 """Create the PostgreSQL schema and the application's role: ``python -m src.migrate``.
 
-Reads the environment (after loading ``.env`` from the working directory when python-dotenv is installed):
+Reads the environment (after loading ``.env`` from the working directory; the real environment wins):
 
 * ``DATABASE_URL`` (and ``DATABASE_PASSWORD_FILE``): the role that owns the schema;
 * ``DATABASE_TIMEOUT_SECONDS``: the timeout of one connection attempt;
@@ -28,21 +28,13 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg import sql
 
+from src.config import load_env_file
 from src.storage.base import StoreUnavailable
 from src.storage.postgres import create_schema, describe_error, password_kwargs
 
 APP_TABLES = ("users", "login_failures")
 FIRST_RETRY_SECONDS = 1.0
 LONGEST_RETRY_SECONDS = 5.0
-
-
-def load_dotenv_if_available() -> None:
-    """Load ``.env`` from the working directory without overriding variables already set."""
-    try:
-        from dotenv import find_dotenv, load_dotenv  # noqa: PLC0415 - optional at import time
-    except ImportError:  # pragma: no cover - python-dotenv is a declared dependency
-        return
-    load_dotenv(find_dotenv(usecwd=True), override=False)
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: str, *, zero_allowed: bool) -> float | str:
@@ -139,7 +131,7 @@ def migrate(environ: Mapping[str, str], sleep: Callable[[float], None] = time.sl
 
 def main() -> int:
     """Entry point of ``python -m src.migrate``."""
-    load_dotenv_if_available()
+    load_env_file()
     code, line = migrate(os.environ)
     print(line, file=sys.stderr if code else sys.stdout)
     return code

@@ -22,10 +22,10 @@ import pytest
 import requests
 from psycopg import sql
 
+from harness import wait_until
+from harness.gunicorn import GunicornServer
+from harness.postgres import PostgresServer, new_server, require_postgres_binaries
 from src import migrate
-from tests.support import wait_until
-from tests.support.gunicorn import GunicornServer
-from tests.support.postgres import PostgresServer, new_server, require_postgres_binaries
 
 APP_ROLE = "flask_api_app"
 USER_PASSWORD = "drill password 1"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import in_ci
+from harness import in_ci
 
 from .conftest import run_k3d_script, secrets_in
 from .manifests import KUBE_CONFIG, OVERLAYS, find, one, pod_spec

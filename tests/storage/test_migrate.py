@@ -13,8 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from harness import free_port
+from harness.postgres import PostgresServer
 from src import migrate
-from tests.support.postgres import PostgresServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
