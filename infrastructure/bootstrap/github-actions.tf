@@ -18,13 +18,18 @@ variable "github_repository" {
 }
 
 variable "github_environment" {
-  description = "The protected GitHub environment of the apply job (allow deployments from main only, require a reviewer)."
+  description = "The protected GitHub environment of the apply job (deployments from main only, a required reviewer), named like the environment it provisions."
   type        = string
   default     = "production"
 
   validation {
     condition     = can(regex("^[A-Za-z0-9_-]{1,255}$", var.github_environment))
     error_message = "The environment name may hold letters, digits, hyphens and underscores."
+  }
+
+  validation {
+    condition     = contains(var.environments, var.github_environment)
+    error_message = "The GitHub environment names the environment it provisions: one of var.environments."
   }
 }
 
@@ -57,8 +62,9 @@ locals {
     plan  = "repo:${var.github_repository}:pull_request"
     apply = "repo:${var.github_repository}:environment:${var.github_environment}"
   }
-  # The state of the main configuration (backend_config) and its lock file (use_lockfile = true).
-  state_key = "${var.name}/production/terraform.tfstate"
+  # The state the workflow provisions: the environment of the same name as the protected GitHub environment
+  # (one of var.environments, backend_config), and its lock file (use_lockfile = true).
+  state_key = "${var.name}/${var.github_environment}/terraform.tfstate"
 }
 
 resource "aws_iam_openid_connect_provider" "github" {

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.ci.test_workflows import WORKFLOW_DIR, jobs, parse, run_script, steps, uses_of
-from tests.infrastructure.test_invariants import BOOTSTRAP, _labelled, _load_folder
+from tests.infrastructure.test_invariants import BOOTSTRAP, INFRA, _labelled, _load_folder
 
 PROVISION = WORKFLOW_DIR / "provision.yml"
 AWS_CREDENTIALS = "aws-actions/configure-aws-credentials"
@@ -111,4 +111,19 @@ def test_no_static_aws_key_is_read_anywhere():
 def test_the_state_key_is_the_one_bootstrap_grants(workflow):
     locals_ = {k: v for block in _load_folder(BOOTSTRAP)["locals"] for k, v in block.items()}
     default_name = _labelled(_load_folder(BOOTSTRAP), "variable")["name"]["default"]
-    assert locals_["state_key"].replace("${var.name}", default_name) == workflow["env"]["TF_STATE_KEY"]
+    environment = _labelled(_load_folder(BOOTSTRAP), "variable")["github_environment"]["default"]
+    key = (
+        locals_["state_key"]
+        .replace("${var.name}", default_name)
+        .replace("${var.github_environment}", environment)
+    )
+    assert key == workflow["env"]["TF_STATE_KEY"] == "flask-api/production/terraform.tfstate"
+
+
+def test_every_setting_without_a_default_comes_from_a_repository_variable(workflow):
+    required = {
+        name for name, body in _labelled(_load_folder(INFRA), "variable").items() if "default" not in body
+    }
+    given = {name.removeprefix("TF_VAR_") for name in workflow["env"] if name.startswith("TF_VAR_")}
+    assert required <= given
+    assert all(str(workflow["env"][f"TF_VAR_{name}"]).startswith("${{ vars.") for name in required)

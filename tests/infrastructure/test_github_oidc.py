@@ -82,8 +82,11 @@ def test_the_repository_has_no_default_and_must_be_owner_slash_name(bootstrap):
 def test_the_environment_is_production_by_default_and_cannot_be_a_wildcard(bootstrap):
     variable = _labelled(bootstrap, "variable")["github_environment"]
     assert variable["default"] == "production"
-    (rule,) = variable["validation"]
-    pattern = re.search(r'regex\("(.+)", var\.github_environment\)', rule["condition"]).group(1)
+    (pattern,) = [
+        match.group(1)
+        for rule in variable["validation"]
+        if (match := re.search(r'regex\("(.+)", var\.github_environment\)', rule["condition"]))
+    ]
     assert re.search(pattern, "production")
     assert not re.search(pattern, "*")
     assert not re.search(pattern, "prod*")
@@ -111,6 +114,11 @@ def test_the_apply_role_policies_have_no_default(bootstrap):
     assert "default" not in _labelled(bootstrap, "variable")["github_apply_policy_arns"]
 
 
-def test_the_roles_are_granted_the_state_that_backend_config_names(bootstrap):
-    backend_config = _labelled(bootstrap, "output")["backend_config"]["value"]
-    assert 'key        = "${local.state_key}"' in backend_config
+def test_the_roles_are_granted_the_state_of_the_environment_they_provision(bootstrap):
+    backend_config = str(_labelled(bootstrap, "output")["backend_config"]["value"])
+    assert 'key        = "${var.name}/${environment}/terraform.tfstate"' in backend_config
+    assert locals_of(bootstrap)["state_key"] == "${var.name}/${var.github_environment}/terraform.tfstate"
+    conditions = [
+        rule["condition"] for rule in _labelled(bootstrap, "variable")["github_environment"]["validation"]
+    ]
+    assert "${contains(var.environments, var.github_environment)}" in conditions
