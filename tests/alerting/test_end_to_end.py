@@ -50,6 +50,8 @@ def test_a_failing_then_stopped_api_pages_and_each_recovery_resolves(tmp_path: P
         "SECRET_KEY": secrets.token_hex(32),
         "METRICS_ENABLED": "true",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        # Every registration comes from 127.0.0.1: the per-address limit (429) would hide the 503s.
+        "REGISTER_MAX_PER_ADDRESS": "0",
     }
     routing = fast_alertmanager_config(yaml.safe_load(ALERTMANAGER_CONFIG.read_text()), secrets_dir)
     api = GunicornServer(env, workers=2)
