@@ -21,7 +21,7 @@ trap 'rm -rf "$work"' EXIT
 step() { printf '\n== %s\n' "$*"; }
 
 # kubernetes-validate only warns on a kind it has no schema for (a misspelled kind passes): every warning
-# fails here, except the Prometheus Operator kinds, whose fields tests/kube checks instead.
+# fails here, except the Prometheus Operator, Traefik and k3s kinds, whose fields tests/kube checks instead.
 validate() {
   local label="$1"
   shift
@@ -32,7 +32,7 @@ validate() {
     return 1
   }
   local unexpected
-  unexpected="$(printf '%s\n' "$out" | grep -v -E '^$|kind (PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 ' || true)"
+  unexpected="$(printf '%s\n' "$out" | grep -v -E '^$|kind (PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 |kind Middleware with api version traefik\.io/v1alpha1 |kind HelmChartConfig with api version helm\.cattle\.io/v1 ' || true)"
   if [ -n "$unexpected" ]; then
     printf '%s\n' "$unexpected"
     echo "check-kube: schema validation warned: $label" >&2
