@@ -397,3 +397,14 @@ variable "lb_controller_iam_role_arn" {
     error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/aws-lbc, or null to create the role."
   }
 }
+
+variable "external_secrets_iam_role_arn" {
+  description = "Existing IAM role for External Secrets Operator (trusts pods.eks.amazonaws.com for sts:AssumeRole and sts:TagSession, may read the two database secrets and decrypt them with the RDS key); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.external_secrets_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.external_secrets_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/external-secrets, or null to create the role."
+  }
+}

@@ -1,4 +1,5 @@
-"""Existing IAM roles instead of created ones: the cluster, node group and load balancer controller roles.
+"""Existing IAM roles instead of created ones: the cluster, node group and controller (load balancer, External
+Secrets) roles.
 
 Each input defaults to null (the role is created) and takes an IAM role ARN (the role is reused). The wiring
 is read from the parsed HCL and evaluated here for both cases; the few expression shapes it may use are
@@ -17,7 +18,22 @@ from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder,
 CLUSTER_ROLE = "arn:aws:iam::123456789012:role/eks-cluster"
 NODE_ROLE = "arn:aws:iam::123456789012:role/platform/eks-nodes"
 LBC_ROLE = "arn:aws-us-gov:iam::123456789012:role/aws-lbc"
-INPUTS = ("cluster_iam_role_arn", "node_iam_role_arn", "lb_controller_iam_role_arn")
+ESO_ROLE = "arn:aws:iam::123456789012:role/external-secrets"
+INPUTS = (
+    "cluster_iam_role_arn",
+    "node_iam_role_arn",
+    "lb_controller_iam_role_arn",
+    "external_secrets_iam_role_arn",
+)
+# The controllers whose role a Pod Identity association binds: module, association, output, service account.
+CONTROLLERS = {
+    "lb_controller": ("lb_controller_pod_identity", "lb_controller_existing_role", "lb_controller_role_arn"),
+    "external_secrets": (
+        "external_secrets_pod_identity",
+        "external_secrets_existing_role",
+        "external_secrets_role_arn",
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,27 +70,32 @@ def accepts(variable: dict[str, Any], name: str, value: str | None) -> bool:
     return all(results)
 
 
+def association(root: dict[str, list[Any]], name: str) -> dict[str, Any]:
+    (body,) = [
+        b for rtype, n, b in _resources(root) if (rtype, n) == ("aws_eks_pod_identity_association", name)
+    ]
+    return body
+
+
 def wiring(root: dict[str, list[Any]], values: dict[str, str | None]) -> dict[str, Any]:
     modules = _labelled(root, "module")
-    eks, lbc = modules["eks"], modules["lb_controller_pod_identity"]
+    eks = modules["eks"]
     group = eks["eks_managed_node_groups"]["default"]
-    (association,) = [
-        body
-        for rtype, name, body in _resources(root)
-        if (rtype, name) == ("aws_eks_pod_identity_association", "lb_controller_existing_role")
-    ]
-    return {
+    found = {
         "cluster creates its role": evaluate(eks["create_iam_role"], values),
         "cluster role given": evaluate(eks["iam_role_arn"], values),
         "node group creates its role": evaluate(group["create_iam_role"], values),
         "node group role given": evaluate(group["iam_role_arn"], values),
-        "controller module creates its role": evaluate(lbc["create"], values),
-        "associations of the given controller role": evaluate(association["count"], values),
-        "association role": evaluate(association["role_arn"], values),
-        "controller role output": evaluate(
-            _labelled(root, "output")["lb_controller_role_arn"]["value"], values
-        ),
     }
+    for controller, (module, existing, output) in CONTROLLERS.items():
+        bound = association(root, existing)
+        found |= {
+            f"{controller} module creates its role": evaluate(modules[module]["create"], values),
+            f"{controller} associations of the given role": evaluate(bound["count"], values),
+            f"{controller} association role": evaluate(bound["role_arn"], values),
+            f"{controller} role output": evaluate(_labelled(root, "output")[output]["value"], values),
+        }
+    return found
 
 
 def test_every_role_is_created_by_default(root):
@@ -85,10 +106,14 @@ def test_every_role_is_created_by_default(root):
         "cluster role given": None,
         "node group creates its role": True,
         "node group role given": None,
-        "controller module creates its role": True,
-        "associations of the given controller role": 0,
-        "association role": None,
-        "controller role output": "module.lb_controller_pod_identity.iam_role_arn",
+        "lb_controller module creates its role": True,
+        "lb_controller associations of the given role": 0,
+        "lb_controller association role": None,
+        "lb_controller role output": "module.lb_controller_pod_identity.iam_role_arn",
+        "external_secrets module creates its role": True,
+        "external_secrets associations of the given role": 0,
+        "external_secrets association role": None,
+        "external_secrets role output": "module.external_secrets_pod_identity.iam_role_arn",
     }
 
 
@@ -97,28 +122,37 @@ def test_given_roles_are_used_and_none_is_created(root):
         "cluster_iam_role_arn": CLUSTER_ROLE,
         "node_iam_role_arn": NODE_ROLE,
         "lb_controller_iam_role_arn": LBC_ROLE,
+        "external_secrets_iam_role_arn": ESO_ROLE,
     }
     assert wiring(root, values) == {
         "cluster creates its role": False,
         "cluster role given": "arn:aws:iam::123456789012:role/eks-cluster",
         "node group creates its role": False,
         "node group role given": "arn:aws:iam::123456789012:role/platform/eks-nodes",
-        "controller module creates its role": False,
-        "associations of the given controller role": 1,
-        "association role": "arn:aws-us-gov:iam::123456789012:role/aws-lbc",
-        "controller role output": "arn:aws-us-gov:iam::123456789012:role/aws-lbc",
+        "lb_controller module creates its role": False,
+        "lb_controller associations of the given role": 1,
+        "lb_controller association role": "arn:aws-us-gov:iam::123456789012:role/aws-lbc",
+        "lb_controller role output": "arn:aws-us-gov:iam::123456789012:role/aws-lbc",
+        "external_secrets module creates its role": False,
+        "external_secrets associations of the given role": 1,
+        "external_secrets association role": "arn:aws:iam::123456789012:role/external-secrets",
+        "external_secrets role output": "arn:aws:iam::123456789012:role/external-secrets",
     }
 
 
-def test_the_given_controller_role_is_bound_to_the_controller_service_account(root):
-    (association,) = [
-        body for rtype, _name, body in _resources(root) if rtype == "aws_eks_pod_identity_association"
-    ]
-    assert association["cluster_name"] == "${module.eks.cluster_name}"
-    assert (association["namespace"], association["service_account"]) == (
-        "kube-system",
-        "aws-load-balancer-controller",
-    )
+@pytest.mark.parametrize(
+    ("existing", "service_account"),
+    [
+        ("lb_controller_existing_role", ("kube-system", "aws-load-balancer-controller")),
+        ("external_secrets_existing_role", ("external-secrets", "external-secrets")),
+    ],
+)
+def test_a_given_controller_role_is_bound_to_the_service_account_of_its_controller(
+    root, existing, service_account
+):
+    bound = association(root, existing)
+    assert bound["cluster_name"] == "${module.eks.cluster_name}"
+    assert (bound["namespace"], bound["service_account"]) == service_account
 
 
 @pytest.mark.parametrize("name", INPUTS)
