@@ -730,7 +730,12 @@ class PostgresStore(UserStore):
                     session.created_at,
                     min(session.created_at + absolute, now + idle),
                 )
-                conn.execute("UPDATE refresh_tokens SET spent = true WHERE hash = %s", (presented_hash,))
+                spent = conn.execute(
+                    "UPDATE refresh_tokens SET spent = true WHERE hash = %s AND NOT spent", (presented_hash,)
+                )
+                if spent.rowcount != 1:  # never under the row lock; a second guard against two winners
+                    conn.execute("DELETE FROM sessions WHERE id = %s", (session.id,))
+                    return RefreshRefused("reused")
                 conn.execute(
                     "UPDATE sessions SET expires_at = %s WHERE id = %s", (renewed.expires_at, session.id)
                 )
