@@ -21,7 +21,8 @@ trap 'rm -rf "$work"' EXIT
 step() { printf '\n== %s\n' "$*"; }
 
 # kubernetes-validate only warns on a kind it has no schema for (a misspelled kind passes): every warning
-# fails here, except the Prometheus Operator kinds, whose fields tests/kube checks instead.
+# fails here, except the custom resources whose fields tests/kube and tests/gitops check instead: the
+# Prometheus Operator's, CloudNativePG's Cluster and Argo CD's Application and AppProject.
 validate() {
   local label="$1"
   shift
@@ -32,7 +33,7 @@ validate() {
     return 1
   }
   local unexpected
-  unexpected="$(printf '%s\n' "$out" | grep -v -E '^$|kind (PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 ' || true)"
+  unexpected="$(printf '%s\n' "$out" | grep -v -E '^$|kind (PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 |kind Cluster with api version postgresql\.cnpg\.io/v1 |kind (Application|AppProject) with api version argoproj\.io/v1alpha1 ' || true)"
   if [ -n "$unexpected" ]; then
     printf '%s\n' "$unexpected"
     echo "check-kube: schema validation warned: $label" >&2
@@ -46,7 +47,8 @@ scan() {
   local label="$1" dir="$2" out passed failed
   out="$work/checkov-$(echo "$label" | tr -c 'a-zA-Z0-9' '_').txt"
   if ! "$SCANNERS_BIN/checkov" --skip-download --quiet --compact --framework kubernetes -d "$dir" \
-    --skip-path overlays --skip-path monitoring >"$out" 2>&1; then
+    --skip-path overlays --skip-path monitoring --skip-path components --skip-path argocd --skip-path platform \
+    --skip-path logging >"$out" 2>&1; then
     cat "$out"
     echo "check-kube: checkov failed: $label" >&2
     return 1
@@ -61,8 +63,11 @@ scan() {
   echo "checkov $label: $(grep '^Passed checks' "$out")"
 }
 
+OVERLAYS=(k3d eks dev staging prod selfhosted)
+ARGOCD_ENVS=(dev staging prod selfhosted)
+
 step "kustomize renders"
-for overlay in k3d eks; do
+for overlay in "${OVERLAYS[@]}"; do
   mkdir -p "$work/$overlay"
   kubectl kustomize --load-restrictor LoadRestrictionsNone "kube_config/overlays/$overlay" >"$work/$overlay/rendered.yaml"
   echo "rendered: overlays/$overlay ($(grep -c '^kind:' "$work/$overlay/rendered.yaml") objects)"
@@ -70,17 +75,30 @@ done
 mkdir -p "$work/monitoring"
 kubectl kustomize kube_config/monitoring >"$work/monitoring/rendered.yaml"
 echo "rendered: monitoring ($(grep -c '^kind:' "$work/monitoring/rendered.yaml") objects)"
+mkdir -p "$work/logging"
+kubectl kustomize kube_config/logging >"$work/logging/rendered.yaml"
+echo "rendered: logging ($(grep -c '^kind:' "$work/logging/rendered.yaml") objects)"
+for env in "${ARGOCD_ENVS[@]}"; do
+  mkdir -p "$work/argocd-$env"
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "kube_config/argocd/envs/$env" >"$work/argocd-$env/rendered.yaml"
+  echo "rendered: argocd/envs/$env ($(grep -c '^kind:' "$work/argocd-$env/rendered.yaml") objects)"
+done
 
 step "kubernetes-validate -k $KUBERNETES_VERSION --strict"
 validate "kube_config/*.yaml" kube_config/*.yaml
-for overlay in k3d eks; do
+for overlay in "${OVERLAYS[@]}"; do
   validate "overlays/$overlay (rendered)" "$work/$overlay/rendered.yaml"
 done
 validate "monitoring (rendered)" "$work/monitoring/rendered.yaml"
+validate "logging (rendered)" "$work/logging/rendered.yaml"
+for env in "${ARGOCD_ENVS[@]}"; do
+  validate "argocd/envs/$env (rendered)" "$work/argocd-$env/rendered.yaml"
+done
+validate "argocd/roots" kube_config/argocd/roots/*.yaml
 
 step "checkov"
 scan "kube_config" kube_config
-for overlay in k3d eks; do
+for overlay in "${OVERLAYS[@]}"; do
   scan "overlays/$overlay (rendered)" "$work/$overlay"
 done
 
