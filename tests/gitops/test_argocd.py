@@ -23,8 +23,20 @@ PINNED_CHARTS = {
 }
 PLATFORM_BY_ENV = {
     "dev": {"kube-prometheus-stack", "opensearch", "fluent-bit"},
-    "staging": {"kube-prometheus-stack", "opensearch", "fluent-bit", "external-secrets", "aws-load-balancer-controller"},
-    "prod": {"kube-prometheus-stack", "opensearch", "fluent-bit", "external-secrets", "aws-load-balancer-controller"},
+    "staging": {
+        "kube-prometheus-stack",
+        "opensearch",
+        "fluent-bit",
+        "external-secrets",
+        "aws-load-balancer-controller",
+    },
+    "prod": {
+        "kube-prometheus-stack",
+        "opensearch",
+        "fluent-bit",
+        "external-secrets",
+        "aws-load-balancer-controller",
+    },
     "selfhosted": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cloudnative-pg"},
 }
 
@@ -103,7 +115,9 @@ def test_projects_allow_each_application_its_sources_and_destination(env):
         for source in sources(app):
             assert source["repoURL"] in project["sourceRepos"]
         destination = app["spec"]["destination"]
-        assert {"server": destination["server"], "namespace": destination["namespace"]} in project["destinations"]
+        assert {"server": destination["server"], "namespace": destination["namespace"]} in project[
+            "destinations"
+        ]
 
 
 def test_the_api_project_takes_this_repository_only():
@@ -113,7 +127,9 @@ def test_the_api_project_takes_this_repository_only():
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_the_api_project_whitelists_every_kind_its_applications_render(env):
     spec = projects(env)["flask-api"]["spec"]
-    allowed = {(k["group"], k["kind"]) for k in spec["namespaceResourceWhitelist"] + spec["clusterResourceWhitelist"]}
+    allowed = {
+        (k["group"], k["kind"]) for k in spec["namespaceResourceWhitelist"] + spec["clusterResourceWhitelist"]
+    }
     destinations = {d["namespace"] for d in spec["destinations"]}
     for folder in (f"overlays/{env}", "monitoring"):
         for obj in render(folder):

@@ -21,7 +21,7 @@ import re
 import requests
 
 from tests.gitops.rendered import LOGGING, values
-from tests.kube.manifests import load_documents
+from tests.kube.manifests import load_documents, secret_keys_created_by
 
 # Fluent Bit's built-in `cri` parser, as documented (named groups in Python's spelling).
 CRI_LINE = re.compile(r"^(?P<time>.+?) (?P<stream>stdout|stderr) (?P<_p>F|P) (?P<log>.*)$")
@@ -29,7 +29,9 @@ API_LOG_FILE = (
     "/var/log/containers/flask-api-7c9d8f6b5d-x2x4k_flask-api_flask-api-"
     "4f1c2b3a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708.log"
 )
-UNSET = dict.fromkeys(("DATABASE_URL", "SECRET_KEY", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "CORS_ORIGINS"))
+UNSET = dict.fromkeys(
+    ("DATABASE_URL", "SECRET_KEY", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "CORS_ORIGINS")
+)
 FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
 
 
@@ -51,8 +53,8 @@ def tail_tag(path: str) -> str:
 
 def strptime_fluent_bit(value: str, time_format: str) -> datetime.datetime:
     """Fluent Bit's strptime, where %L is the fraction of a second (Python's %f)."""
-    parsed = datetime.datetime.strptime(value, time_format.replace("%L", "%f"))
-    return parsed.replace(tzinfo=datetime.UTC)
+    # The format ends in a literal Z: the time is UTC, which Fluent Bit assumes as well.
+    return datetime.datetime.strptime(value, time_format.replace("%L", "%f")).replace(tzinfo=datetime.UTC)
 
 
 def through_pipeline(line: str) -> dict:
@@ -80,8 +82,14 @@ def test_the_api_containers_tag_reaches_the_json_parser_and_other_namespaces_do_
 def test_real_access_lines_keep_request_id_level_route_and_status_as_fields(gunicorn_server, tmp_path):
     env = {**UNSET, **FAST_ARGON2, "DATA_FILE_PATH": str(tmp_path / "data.json")}
     server = gunicorn_server(env, workers=2)
-    assert requests.get(f"{server.url}/healthz", headers={"X-Request-ID": "trace-0001"}, timeout=30).status_code == 200
-    assert requests.get(f"{server.url}/nowhere", headers={"X-Request-ID": "trace-0002"}, timeout=30).status_code == 404
+    assert (
+        requests.get(f"{server.url}/healthz", headers={"X-Request-ID": "trace-0001"}, timeout=30).status_code
+        == 200
+    )
+    assert (
+        requests.get(f"{server.url}/nowhere", headers={"X-Request-ID": "trace-0002"}, timeout=30).status_code
+        == 404
+    )
     assert server.stop() == 0
 
     lines = [line for line in server.output().splitlines() if line.startswith("{")]
@@ -89,7 +97,12 @@ def test_real_access_lines_keep_request_id_level_route_and_status_as_fields(guni
     by_id = {r.get("request_id"): r for r in records if r.get("logger") == "access"}
 
     healthz, missing = by_id["trace-0001"], by_id["trace-0002"]
-    assert (healthz["level"], healthz["route"], healthz["status"], healthz["method"]) == ("info", "/healthz", 200, "GET")
+    assert (healthz["level"], healthz["route"], healthz["status"], healthz["method"]) == (
+        "info",
+        "/healthz",
+        200,
+        "GET",
+    )
     assert (missing["level"], missing["status"], missing["path"]) == ("info", 404, "/nowhere")
     assert healthz["stream"] == "stdout"
     assert healthz["@timestamp"].year >= 2026
@@ -139,3 +152,8 @@ def test_logs_go_to_the_opensearch_service_of_the_chart_with_a_login_from_the_en
     assert (output["http_user"], output["http_passwd"]) == ("${OPENSEARCH_USER}", "${OPENSEARCH_PASSWORD}")
     (settings,) = values("fluent-bit")
     assert settings["envFrom"] == [{"secretRef": {"name": "opensearch-credentials"}}]
+    created = secret_keys_created_by("create-secrets-platform.sh")
+    assert {
+        ("opensearch-credentials", "OPENSEARCH_USER"),
+        ("opensearch-credentials", "OPENSEARCH_PASSWORD"),
+    } <= created

@@ -1,0 +1,139 @@
+"""The environments' overlays and the self-hosted variant: what each renders and what the API reads in it."""
+
+from __future__ import annotations
+
+import pytest
+
+from src.config import Settings
+from tests.gitops.rendered import ENVIRONMENTS, render, values
+from tests.kube.manifests import containers, find, matches, one, pod_spec, secret_keys_created_by
+
+# The keys CloudNativePG documents for the Secret <cluster>-app it makes for the database owner.
+CNPG_APP_SECRET_KEYS = {"username", "password", "host", "port", "dbname", "uri", "jdbc-uri", "pgpass"}
+WAVE = "argocd.argoproj.io/sync-wave"
+
+
+def secret_refs(objects: list[dict]) -> set[tuple[str, str]]:
+    deployment = one(objects, "Deployment", "flask-api")
+    return {
+        (env["valueFrom"]["secretKeyRef"]["name"], env["valueFrom"]["secretKeyRef"]["key"])
+        for container in containers(pod_spec(deployment))
+        for env in container.get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    }
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_object_carries_its_environment_label_and_lives_in_the_api_namespace(env):
+    for obj in render(f"overlays/{env}"):
+        assert obj["metadata"]["labels"]["environment"] == env
+        assert obj["metadata"].get("namespace", "flask-api") == "flask-api"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "flask-api"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_database_and_its_service_come_a_wave_before_the_api_which_migrates_first(env):
+    objects = render(f"overlays/{env}")
+    api = one(objects, "Deployment", "flask-api")
+    api_wave = int(api["metadata"]["annotations"][WAVE])
+    for obj in objects:
+        if obj["kind"] in {"StatefulSet", "Cluster", "Service"}:
+            assert int(obj["metadata"]["annotations"][WAVE]) < api_wave, obj["metadata"]["name"]
+    assert pod_spec(api)["initContainers"][0]["command"] == ["python", "-m", "src.migrate"]
+
+
+@pytest.mark.parametrize(("env", "low", "high"), [("dev", 2, 6), ("staging", 2, 6), ("prod", 3, 12)])
+def test_autoscaler_bounds_per_environment(env, low, high):
+    hpa = one(render(f"overlays/{env}"), "HorizontalPodAutoscaler", "flask-api")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (low, high)
+
+
+def test_prod_keeps_two_pods_through_a_voluntary_disruption():
+    pdb = one(render("overlays/prod"), "PodDisruptionBudget", "flask-api")["spec"]
+    assert pdb["minAvailable"] == 2
+    assert "maxUnavailable" not in pdb
+
+
+def test_selfhosted_runs_postgresql_as_a_three_instance_cloudnativepg_cluster_instead_of_the_statefulset():
+    objects = render("overlays/selfhosted")
+    assert find(objects, "StatefulSet") == []
+    assert [o["metadata"]["name"] for o in find(objects, "Service")] == ["flask-api"]
+    (cluster,) = find(objects, "Cluster")
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    assert cluster["spec"]["instances"] == 3
+    assert cluster["spec"]["bootstrap"]["initdb"] == {"database": "flask_api", "owner": "flask_api"}
+
+
+def test_every_secret_the_selfhosted_api_reads_is_made_by_the_operator_or_the_k3d_script():
+    objects = render("overlays/selfhosted")
+    (cluster,) = find(objects, "Cluster")
+    operator_made = {(f"{cluster['metadata']['name']}-app", key) for key in CNPG_APP_SECRET_KEYS}
+    scripted = secret_keys_created_by("create-secrets-k3d.sh")
+    refs = secret_refs(objects)
+    assert refs == {("flask-api-db-app", "uri"), ("flask-api-secrets", "SECRET_KEY")}
+    assert refs <= operator_made | scripted
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_the_other_environments_read_the_database_url_from_flask_api_secrets(env):
+    assert ("flask-api-secrets", "DATABASE_URL") in secret_refs(render(f"overlays/{env}"))
+
+
+def test_the_api_accepts_the_url_shape_of_the_operator_made_secret():
+    # uri of flask-api-db-app: the owner, its password, the -rw Service of the Cluster, the database.
+    url = "postgresql://flask_api:0123abcd@flask-api-db-rw.flask-api:5432/flask_api"
+    settings = Settings.from_env({"DATABASE_URL": url, "SECRET_KEY": "k" * 64})
+    assert settings.database_url == url
+
+
+def test_api_and_cluster_network_policies_let_the_api_reach_the_instances_on_5432():
+    objects = render("overlays/selfhosted")
+    (cluster,) = find(objects, "Cluster")
+    instance_labels = {**cluster["spec"]["inheritedMetadata"]["labels"], "cnpg.io/cluster": "flask-api-db"}
+    api_policy = one(objects, "NetworkPolicy", "flask-api")["spec"]
+    assert any(
+        matches(peer["podSelector"]["matchLabels"], instance_labels)
+        and {"protocol": "TCP", "port": 5432} in rule["ports"]
+        for rule in api_policy["egress"]
+        for peer in rule.get("to", [])
+        if "podSelector" in peer and "namespaceSelector" not in peer
+    )
+    db_policy = one(objects, "NetworkPolicy", "flask-api-db")["spec"]
+    assert matches(db_policy["podSelector"]["matchLabels"], instance_labels)
+    api_labels = one(objects, "Deployment", "flask-api")["spec"]["template"]["metadata"]["labels"]
+    assert any(
+        matches(peer["podSelector"]["matchLabels"], api_labels)
+        and {"protocol": "TCP", "port": 5432} in rule["ports"]
+        for rule in db_policy["ingress"]
+        for peer in rule["from"]
+        if "podSelector" in peer
+    )
+
+
+def test_alertmanager_runs_the_projects_configuration_with_receivers_from_a_secret():
+    (settings,) = values("kube-prometheus-stack")
+    spec = settings["alertmanager"]["alertmanagerSpec"]
+    assert spec["configSecret"] == "alertmanager-flask-api"
+    assert spec["secrets"] == ["alertmanager-receivers"]
+
+
+def test_grafana_loads_the_projects_dashboard_and_prometheus_selects_its_rules_and_pod_monitor():
+    (settings,) = values("kube-prometheus-stack")
+    sidecar = settings["grafana"]["sidecar"]["dashboards"]
+    dashboard = one(render("monitoring"), "ConfigMap", "flask-api-dashboard")
+    assert dashboard["metadata"]["labels"][sidecar["label"]] == sidecar["labelValue"]
+    assert sidecar["searchNamespace"] == "ALL"
+    prometheus = settings["prometheus"]["prometheusSpec"]
+    assert prometheus["ruleSelectorNilUsesHelmValues"] is False
+    assert prometheus["podMonitorSelectorNilUsesHelmValues"] is False
+    assert settings["grafana"]["admin"]["existingSecret"] == "grafana-admin"
+
+
+def test_opensearch_is_one_node_by_default_and_three_on_distinct_nodes_when_highly_available():
+    base, ha = values("opensearch", "ha")
+    assert (base["singleNode"], base["replicas"]) == (True, 1)
+    assert (ha["singleNode"], ha["replicas"], ha["antiAffinity"]) == (False, 3, "hard")
+    assert base["extraEnvs"][0]["valueFrom"]["secretKeyRef"] == {
+        "name": "opensearch-admin",
+        "key": "password",
+    }
