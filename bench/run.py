@@ -3,7 +3,7 @@
 Starts the service under its production gunicorn config (``gunicorn.conf.py``, 4 workers) and, in the same
 run, ``bench/reference_app.py`` under the same config. Drives both with ``wrk`` on 127.0.0.1, alternating
 service and reference and repeating each run to cut noise, for the JSON store and PostgreSQL (a throwaway
-server from ``tests/support/postgres.py``), at 10 users and at 100k users (seeded in bulk with the store's
+server from ``harness/postgres.py``), at 10 users and at 100k users (seeded in bulk with the store's
 own ``create_users_bulk`` and one precomputed argon2 hash). Writes ``bench/results/results.json``,
 ``bench/results/results.md`` and ``Illustrations/benchmark.png``.
 """
@@ -35,11 +35,11 @@ if str(REPO) not in sys.path:  # `python bench/run.py` puts bench/, not the repo
 
 # The project's own code: the stores, the password hasher, the throwaway PostgreSQL of the test suite.
 from bench.reference_app import create_app as create_reference  # noqa: E402
+from harness.gunicorn import GunicornServer  # noqa: E402
+from harness.postgres import PostgresServer  # noqa: E402
 from src.config import Settings  # noqa: E402
 from src.security import Passwords  # noqa: E402
 from src.storage import JsonFileStore, PostgresStore  # noqa: E402
-from tests.support.gunicorn import GunicornServer  # noqa: E402
-from tests.support.postgres import PostgresServer  # noqa: E402
 
 WRK_DIR = REPO / "bench" / "wrk"
 RESULTS_DIR = REPO / "bench" / "results"
