@@ -7,8 +7,8 @@ import subprocess
 import pytest
 import yaml
 
+from harness import in_ci
 from tests.kube.manifests import KUBE_CONFIG, load_documents
-from tests.support.postgres import in_ci
 
 ARGOCD = KUBE_CONFIG / "argocd"
 PLATFORM = KUBE_CONFIG / "platform"
