@@ -163,3 +163,22 @@ def test_argo_cd_install_is_pinned_to_a_release_and_builds_overlays_with_files_a
     settings = load_documents(ARGOCD / "install" / "argocd-cm.yaml")[0]["data"]
     assert settings["kustomize.buildOptions"] == "--load-restrictor LoadRestrictionsNone"
     assert "obj.status.health.status" in settings["resource.customizations.health.argoproj.io_Application"]
+
+
+@pytest.mark.parametrize(
+    ("app", "level"),
+    [
+        ("cloudnative-pg", "restricted"),
+        ("external-secrets", "restricted"),
+        ("opensearch", "restricted"),
+        ("kube-prometheus-stack", "privileged"),
+        ("fluent-bit", "privileged"),
+    ],
+)
+def test_each_created_platform_namespace_enforces_the_strictest_pod_security_its_chart_allows(app, level):
+    (found,) = load_documents(ARGOCD / "apps" / f"{app}.yaml")
+    sync = found["spec"]["syncPolicy"]
+    assert "CreateNamespace=true" in sync["syncOptions"]
+    labels = sync["managedNamespaceMetadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == level
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"

@@ -137,3 +137,13 @@ def test_opensearch_is_one_node_by_default_and_three_on_distinct_nodes_when_high
         "name": "opensearch-admin",
         "key": "password",
     }
+
+
+def test_opensearch_values_keep_every_container_within_the_restricted_pod_security_level():
+    (base,) = values("opensearch")
+    assert base["persistence"]["enableInitChown"] is False
+    assert base["sysctlInit"]["enabled"] is False
+    assert base["podSecurityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    context = base["securityContext"]
+    assert (context["runAsNonRoot"], context["allowPrivilegeEscalation"]) == (True, False)
+    assert context["capabilities"]["drop"] == ["ALL"]
