@@ -3,6 +3,7 @@
 import functools
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,13 +21,18 @@ REPO_URL = "https://github.com/flask-api/flask-api.git"
 @functools.cache
 def render(folder: str) -> list[dict]:
     """Every object `kubectl kustomize --load-restrictor LoadRestrictionsNone kube_config/<folder>` prints."""
+    return render_path(KUBE_CONFIG / folder)
+
+
+def render_path(path: Path) -> list[dict]:
+    """Every object `kubectl kustomize --load-restrictor LoadRestrictionsNone <path>` prints."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         if in_ci():
             pytest.fail("kubectl is needed to render the overlays")
         pytest.skip("kubectl not installed")
     out = subprocess.run(
-        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(KUBE_CONFIG / folder)],
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(path)],
         check=True,
         capture_output=True,
         text=True,
