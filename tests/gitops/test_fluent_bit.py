@@ -20,6 +20,7 @@ import re
 
 import requests
 
+from tests.conftest import FAST_ARGON2
 from tests.gitops.rendered import LOGGING, values
 from tests.kube.manifests import load_documents, secret_keys_created_by
 
@@ -32,7 +33,6 @@ API_LOG_FILE = (
 UNSET = dict.fromkeys(
     ("DATABASE_URL", "SECRET_KEY", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "CORS_ORIGINS")
 )
-FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
 
 
 def pipeline() -> dict:
