@@ -72,7 +72,7 @@ def test_every_secret_the_selfhosted_api_reads_is_made_by_the_operator_or_the_k3
     operator_made = {(f"{cluster['metadata']['name']}-app", key) for key in CNPG_APP_SECRET_KEYS}
     scripted = secret_keys_created_by("create-secrets-k3d.sh")
     refs = secret_refs(objects)
-    assert refs == {("flask-api-db-app", "uri"), ("flask-api-secrets", "SECRET_KEY")}
+    assert refs == {("flask-api-pg-app", "uri"), ("flask-api-secrets", "SECRET_KEY")}
     assert refs <= operator_made | scripted
 
 
@@ -82,8 +82,8 @@ def test_the_other_environments_read_the_database_url_from_flask_api_secrets(env
 
 
 def test_the_api_accepts_the_url_shape_of_the_operator_made_secret():
-    # uri of flask-api-db-app: the owner, its password, the -rw Service of the Cluster, the database.
-    url = "postgresql://flask_api:0123abcd@flask-api-db-rw.flask-api:5432/flask_api"
+    # uri of flask-api-pg-app: the owner, its password, the -rw Service of the Cluster, the database.
+    url = "postgresql://flask_api:0123abcd@flask-api-pg-rw.flask-api:5432/flask_api"
     settings = Settings.from_env({"DATABASE_URL": url, "SECRET_KEY": "k" * 64})
     assert settings.database_url == url
 
@@ -91,7 +91,7 @@ def test_the_api_accepts_the_url_shape_of_the_operator_made_secret():
 def test_api_and_cluster_network_policies_let_the_api_reach_the_instances_on_5432():
     objects = render("overlays/selfhosted")
     (cluster,) = find(objects, "Cluster")
-    instance_labels = {**cluster["spec"]["inheritedMetadata"]["labels"], "cnpg.io/cluster": "flask-api-db"}
+    instance_labels = {**cluster["spec"]["inheritedMetadata"]["labels"], "cnpg.io/cluster": "flask-api-pg"}
     api_policy = one(objects, "NetworkPolicy", "flask-api")["spec"]
     assert any(
         matches(peer["podSelector"]["matchLabels"], instance_labels)
@@ -100,7 +100,7 @@ def test_api_and_cluster_network_policies_let_the_api_reach_the_instances_on_543
         for peer in rule.get("to", [])
         if "podSelector" in peer and "namespaceSelector" not in peer
     )
-    db_policy = one(objects, "NetworkPolicy", "flask-api-db")["spec"]
+    db_policy = one(objects, "NetworkPolicy", "flask-api-pg")["spec"]
     assert matches(db_policy["podSelector"]["matchLabels"], instance_labels)
     api_labels = one(objects, "Deployment", "flask-api")["spec"]["template"]["metadata"]["labels"]
     assert any(
@@ -163,7 +163,7 @@ def test_the_backup_component_archives_the_selfhosted_cluster_to_object_storage_
     assert store["destinationPath"].startswith("s3://")
     credentials = store["s3Credentials"]
     assert {credentials["accessKeyId"]["name"], credentials["secretAccessKey"]["name"]} == {
-        "flask-api-db-backup"
+        "flask-api-pg-backup"
     }
     assert cluster["spec"]["backup"]["retentionPolicy"] == "14d"
     assert scheduled["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
