@@ -182,3 +182,11 @@ def test_each_created_platform_namespace_enforces_the_strictest_pod_security_its
     labels = sync["managedNamespaceMetadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == level
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_charts_that_make_prometheus_operator_objects_come_after_its_crds(env):
+    apps = applications(env)
+    monitors = {"fluent-bit", "monitoring"} | ({"cloudnative-pg"} & set(apps))
+    for name in monitors:
+        assert wave(apps[name]) > wave(apps["kube-prometheus-stack"]), name
