@@ -169,3 +169,20 @@ def test_the_backup_component_archives_the_selfhosted_cluster_to_object_storage_
     assert scheduled["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
     assert scheduled["spec"]["schedule"] == "0 0 3 * * *"
     assert scheduled["metadata"]["namespace"] == "flask-api"
+
+
+def test_prometheus_scrapes_the_instances_on_the_port_their_network_policy_opens_to_monitoring():
+    objects = render("overlays/selfhosted")
+    (cluster,) = find(objects, "Cluster")
+    monitor = one(objects, "PodMonitor", "flask-api-pg")["spec"]
+    assert monitor["selector"]["matchLabels"] == {"cnpg.io/cluster": cluster["metadata"]["name"]}
+    assert [e["port"] for e in monitor["podMetricsEndpoints"]] == ["metrics"]
+    ingress = one(objects, "NetworkPolicy", "flask-api-pg")["spec"]["ingress"]
+    from_monitoring = [
+        rule["ports"]
+        for rule in ingress
+        if {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        in rule["from"]
+    ]
+    # CloudNativePG's instances export metrics on the port named "metrics", number 9187.
+    assert from_monitoring == [[{"protocol": "TCP", "port": 9187}]]
