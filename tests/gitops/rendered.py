@@ -50,3 +50,8 @@ def values(chart: str, *variants: str) -> list[dict]:
     """The committed Helm values of a platform chart: values.yaml, then values-<variant>.yaml."""
     names = ["values.yaml", *(f"values-{v}.yaml" for v in variants)]
     return [load_documents(PLATFORM / chart / name)[0] for name in names]
+
+
+def fluent_bit_pipeline() -> dict:
+    """Fluent Bit's YAML configuration, kube_config/logging/fluent-bit.yaml."""
+    return load_documents(LOGGING / "fluent-bit.yaml")[0]

@@ -21,7 +21,7 @@ import re
 import requests
 
 from tests.conftest import FAST_ARGON2
-from tests.gitops.rendered import LOGGING, values
+from tests.gitops.rendered import LOGGING, fluent_bit_pipeline, values
 from tests.kube.manifests import load_documents, secret_keys_created_by
 
 # Fluent Bit's built-in `cri` parser, as documented (named groups in Python's spelling).
@@ -35,19 +35,15 @@ UNSET = dict.fromkeys(
 )
 
 
-def pipeline() -> dict:
-    return load_documents(LOGGING / "fluent-bit.yaml")[0]
-
-
 def api_parser() -> dict:
-    (parser_filter,) = [f for f in pipeline()["pipeline"]["filters"] if f["name"] == "parser"]
-    (parser,) = [p for p in pipeline()["parsers"] if p["name"] == parser_filter["parser"]]
+    (parser_filter,) = [f for f in fluent_bit_pipeline()["pipeline"]["filters"] if f["name"] == "parser"]
+    (parser,) = [p for p in fluent_bit_pipeline()["parsers"] if p["name"] == parser_filter["parser"]]
     return parser_filter | {"rule": parser}
 
 
 def tail_tag(path: str) -> str:
     """The tag of a tailed file: the input's tag with its * replaced by the path, slashes turned to dots."""
-    (tail,) = pipeline()["pipeline"]["inputs"]
+    (tail,) = fluent_bit_pipeline()["pipeline"]["inputs"]
     return tail["tag"].replace("*", path.replace("/", ".").lstrip("."))
 
 
@@ -139,12 +135,12 @@ def test_fluent_bit_runs_without_capabilities_and_reads_the_node_logs_read_only(
     assert settings["podSecurityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     mounts = {m["name"]: m for m in settings["daemonSetVolumeMounts"]}
     assert mounts["varlog"]["readOnly"] is True
-    (tail,) = pipeline()["pipeline"]["inputs"]
+    (tail,) = fluent_bit_pipeline()["pipeline"]["inputs"]
     assert tail["db"].startswith(mounts["state"]["mountPath"] + "/")
 
 
 def test_logs_go_to_the_opensearch_service_of_the_chart_with_a_login_from_the_environment():
-    (output,) = pipeline()["pipeline"]["outputs"]
+    (output,) = fluent_bit_pipeline()["pipeline"]["outputs"]
     assert output["name"] == "opensearch"
     assert output["host"] == "opensearch-cluster-master.opensearch.svc"
     assert output["port"] == 9200
