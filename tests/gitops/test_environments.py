@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
 from src.config import Settings
 from tests.gitops.rendered import ENVIRONMENTS, render, render_path, values
-from tests.kube.manifests import KUBE_CONFIG, containers, find, matches, one, pod_spec, secret_keys_created_by
+from tests.kube.manifests import (
+    KUBE_CONFIG,
+    SCRIPTS,
+    containers,
+    find,
+    matches,
+    one,
+    pod_spec,
+    secret_keys_created_by,
+)
 
 # The keys CloudNativePG documents for the Secret <cluster>-app it makes for the database owner.
 CNPG_APP_SECRET_KEYS = {"username", "password", "host", "port", "dbname", "uri", "jdbc-uri", "pgpass"}
@@ -186,3 +196,20 @@ def test_prometheus_scrapes_the_instances_on_the_port_their_network_policy_opens
     ]
     # CloudNativePG's instances export metrics on the port named "metrics", number 9187.
     assert from_monitoring == [[{"protocol": "TCP", "port": 9187}]]
+
+
+def test_dev_reaches_postgresql_at_the_service_the_secret_script_writes_into_database_url():
+    script = (SCRIPTS / "create-secrets-k3d.sh").read_text(encoding="utf-8")
+    # host:port inside the URL (postgresql://user:password@host:port/db), or in a variable the URL is built from.
+    (host, port) = re.search(r"(?:@|service=)([a-z][a-z0-9-]*):(\d+)\b", script).groups()
+    service = one(render("overlays/dev"), "Service", host)
+    assert [p["port"] for p in service["spec"]["ports"]] == [int(port)] == [5432]
+
+
+def test_selfhosted_reaches_postgresql_at_the_rw_service_the_operator_names_after_the_cluster():
+    (cluster,) = find(render("overlays/selfhosted"), "Cluster")
+    # The operator's Services: <cluster>-rw, -ro, -r; its app Secret's uri names <cluster>-rw.<namespace>.
+    assert (
+        f"{cluster['metadata']['name']}-rw.{cluster['metadata']['namespace']}" == "flask-api-pg-rw.flask-api"
+    )
+    assert cluster["spec"]["bootstrap"]["initdb"]["owner"] == "flask_api"
