@@ -200,7 +200,7 @@ def test_prometheus_scrapes_the_instances_on_the_port_their_network_policy_opens
 
 def test_dev_reaches_postgresql_at_the_service_the_secret_script_writes_into_database_url():
     script = (SCRIPTS / "create-secrets-k3d.sh").read_text(encoding="utf-8")
-    # host:port inside the URL (postgresql://user:password@host:port/db), or in a variable the URL is built from.
+    # host:port in the URL (postgresql://user:password@host:port/db) or in the variable it is built from.
     (host, port) = re.search(r"(?:@|service=)([a-z][a-z0-9-]*):(\d+)\b", script).groups()
     service = one(render("overlays/dev"), "Service", host)
     assert [p["port"] for p in service["spec"]["ports"]] == [int(port)] == [5432]
