@@ -54,6 +54,12 @@ def test_the_database_and_its_service_come_a_wave_before_the_api_which_migrates_
     assert pod_spec(api)["initContainers"][0]["command"] == ["python", "-m", "src.migrate"]
 
 
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_object_has_an_explicit_sync_wave(env):
+    for obj in render(f"overlays/{env}"):
+        assert obj["metadata"].get("annotations", {}).get(WAVE) in {"-2", "-1", "0", "1"}, obj["kind"]
+
+
 @pytest.mark.parametrize(("env", "low", "high"), [("dev", 2, 6), ("staging", 2, 6), ("prod", 3, 12)])
 def test_autoscaler_bounds_per_environment(env, low, high):
     hpa = one(render(f"overlays/{env}"), "HorizontalPodAutoscaler", "flask-api")["spec"]
@@ -179,6 +185,7 @@ def test_the_backup_component_archives_the_selfhosted_cluster_to_object_storage_
     assert scheduled["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
     assert scheduled["spec"]["schedule"] == "0 0 3 * * *"
     assert scheduled["metadata"]["namespace"] == "flask-api"
+    assert scheduled["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
 
 
 def test_prometheus_scrapes_the_instances_on_the_port_their_network_policy_opens_to_monitoring():
