@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness import free_port, wait_until
+from harness.command import spawn_in_session
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,27 +108,11 @@ class GunicornServer:
 
     def start(self, timeout: float = 30) -> GunicornServer:
         """Start the master and wait until /healthz answers 200 and every worker is up."""
-        environment = dict(os.environ)
-        for name, value in self.env.items():
-            if value is None:
-                environment.pop(name, None)
-            else:
-                environment[name] = value
-        log_fd, self._log_path = tempfile.mkstemp(prefix="gunicorn-", suffix=".log")
+        self._process, self._log_path = spawn_in_session(
+            self.command(), REPO_ROOT, self.env, prefix="gunicorn-"
+        )
         # Removed when this object goes away or at interpreter exit, whichever comes first.
         weakref.finalize(self, _remove, self._log_path)
-        try:
-            self._process = subprocess.Popen(
-                self.command(),
-                cwd=REPO_ROOT,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            os.close(log_fd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
