@@ -15,7 +15,8 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt requirements clean docs migrate scanners pre-commit check-kube check-infra \
+.PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
+	check-kube check-infra \
 	check-workflows fuzz image check-image bench diagram ci
 
 help: ## List the targets
@@ -35,9 +36,9 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
 run: $(RUNTIME_STAMP) ## Serve the API with gunicorn on 127.0.0.1:8888 (WEB_CONCURRENCY workers, default 4)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -b $(BIND) src:application
 
-test: lint ## Lint, then run the whole suite with branch coverage (>= 90%); results in build/ for make docs
+test: lint ## Lint, then every test not marked system (needs python3 only), coverage >= 90%; results in build/
 	mkdir -p build
-	$(BIN)/python -m pytest --cov --cov-report=term-missing --cov-report=json:build/coverage.json \
+	$(BIN)/python -m pytest -m "not system" --cov --cov-report=term-missing --cov-report=json:build/coverage.json \
 		--junitxml=build/junit.xml tests
 
 lint: $(DEV_STAMP) ## ruff check and ruff format --check
@@ -82,6 +83,23 @@ check-infra: $(SCANNERS_STAMP) ## terraform fmt and checkov on infrastructure/
 
 check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .github/
 	.ci/check-workflows.sh
+
+# Debian packages of the tests marked `system`, installed only when missing (apt-get: root); the package
+# is named like the command.
+SYSTEM_TOOLS := prometheus strace curl
+
+system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace), if missing
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+test-system: $(DEV_STAMP) system-tools ## As root: the tests marked system (Prometheus, strace, tmpfs mounts)
+	mkdir -p build
+	$(BIN)/python -m pytest -m system -p no:cacheprovider --junitxml=build/junit-system.xml tests
+
+mutants: $(DEV_STAMP) system-tools ## Apply each one-line bug of .ci/mutants.toml to a scratch copy; all must be caught
+	$(BIN)/python .ci/check_mutants.py
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py

@@ -156,6 +156,24 @@ class GunicornServer:
             lambda: held() >= count, timeout, interval=0.01, what=f"the workers to accept {count} connections"
         )
 
+    def wait_until_master_closes_its_listener(self, timeout: float = 30) -> None:
+        """Wait until the master has closed its listening socket: the first step of its graceful stop.
+
+        gunicorn's ``Arbiter.stop`` closes the listeners and then, in the same call, sends SIGTERM to every
+        worker. The listener is the socket that the master and its workers share.
+        """
+        listeners = _socket_inodes(self.pid).intersection(
+            *(_socket_inodes(pid) for pid in self.worker_pids())
+        )
+        if not listeners:
+            raise RuntimeError("no listening socket shared by the master and its workers")
+        wait_until(
+            lambda: not listeners & _socket_inodes(self.pid),
+            timeout,
+            interval=0.005,
+            what="the master to close its listener",
+        )
+
     def kill_master(self) -> None:
         """SIGKILL the master alone, as an OOM kill would; its workers notice and exit on their own."""
         os.kill(self.pid, signal.SIGKILL)

@@ -1,7 +1,8 @@
 """The docs generator and checker: ``python -m tools.docs`` (``make docs``).
 
 ``make docs`` condenses what the tools wrote (``build/junit.xml`` and ``build/coverage.json`` from
-``make test``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
+``make test``, ``build/junit-system.xml`` from ``make test-system``, ``build/mutants.json`` from
+``make mutants``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
 ``make check-image``, ``bench/results/results.md`` from ``make bench``) into ``docs/figures/``, which is
 committed, then rewrites every block between ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in
 README.md and docs/ from those files.
@@ -93,9 +94,14 @@ def slugify(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+def docs_folder_pages(root: Path = REPO) -> list[Path]:
+    """The Markdown pages under docs/, without docs/figures/ (fragments that make docs includes)."""
+    return [path for path in sorted((root / "docs").rglob("*.md")) if root / FIGURES not in path.parents]
+
+
 def doc_pages(root: Path = REPO) -> list[Page]:
     """README.md and every Markdown page under docs/."""
-    paths = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    paths = [root / "README.md", *docs_folder_pages(root)]
     return [Page(path, path.read_text(encoding="utf-8")) for path in paths if path.is_file()]
 
 
@@ -127,6 +133,21 @@ def broken_links(pages: list[Page], root: Path = REPO) -> list[str]:
                             f"{where}: no heading for the anchor #{anchor} in {file_part or 'this page'}"
                         )
     return problems
+
+
+def pages_missing_from_index(root: Path = REPO) -> list[str]:
+    """Pages under docs/ that docs/README.md (the index by reader) does not link to."""
+    index = Page(root / "docs" / "README.md", (root / "docs" / "README.md").read_text(encoding="utf-8"))
+    linked = set()
+    for _number, line, info in index.lines():
+        if info is None:
+            for target in LINK.findall(line):
+                linked.add((index.path.parent / target.partition("#")[0]).resolve())
+    return [
+        str(path.relative_to(root))
+        for path in docs_folder_pages(root)
+        if path != index.path and path.resolve() not in linked
+    ]
 
 
 def makefile_targets(makefile: Path) -> set[str]:
@@ -357,7 +378,12 @@ def tests_sentence(data: dict) -> str:
 
 def drills_table(data: dict) -> str:
     """A table of the drill tests of the last recorded ``make test``."""
-    lines = [f"`make test` on {data['date']}:", "", "| test | result | seconds |", "| --- | --- | ---: |"]
+    lines = [
+        f"`make test` and `make test-system` on {data['date']}:",
+        "",
+        "| test | result | seconds |",
+        "| --- | --- | ---: |",
+    ]
     lines += [f"| `{case['name']}` | {case['outcome']} | {case['seconds']:.1f} |" for case in data["drills"]]
     return "\n".join(lines) + "\n"
 
@@ -380,6 +406,23 @@ def image_table(data: dict) -> str:
     )
 
 
+def mutants_table(data: dict) -> str:
+    """The last recorded ``make mutants``: each one-line bug and whether its tests caught it."""
+    lines = [
+        f"`make mutants` on {data['date']}: {data['killed']} of {data['mutants']} mutants killed in "
+        f"{data['total_seconds']:.0f} s (of which {data['baseline_seconds']:.0f} s for the baseline run of "
+        "their tests on the unmutated code).",
+        "",
+        "| mutant | area | result | seconds |",
+        "| --- | --- | --- | ---: |",
+    ]
+    lines += [
+        f"| `{outcome['name']}` | {outcome['area']} | {outcome['verdict']} | {outcome['seconds']:.1f} |"
+        for outcome in data["outcomes"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # NAME of a block: (file in docs/figures/, the command that records it, how it reads in the docs).
 # A .md file is included as it is (the benchmark writes its own tables).
 FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
@@ -387,6 +430,7 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
     "drills": ("tests.json", "make test", drills_table),
     "gates": ("gates.json", "make ci", gates_table),
     "image": ("image.json", "make check-image", image_table),
+    "mutants": ("mutants.json", "make mutants", mutants_table),
     "bench": ("bench.md", "make bench", None),
 }
 
@@ -396,9 +440,7 @@ def render_figure(name: str, figures: Path) -> str:
     file_name, command, render = FIGURES_OF[name]
     path = figures / file_name
     if not path.is_file():
-        return (
-            f"No run recorded yet: `{command}`, then `make docs`, write the figures of this block ({name}).\n"
-        )
+        return f"No recorded run yet: run `{command}`, then `make docs` ({name}).\n"
     text = path.read_text(encoding="utf-8")
     return render(json.loads(text)) if render else text
 
@@ -426,8 +468,8 @@ def stale_blocks(pages: list[Page], figures: Path, root: Path = REPO) -> list[st
     return problems
 
 
-def collect_tests(junit: Path, coverage: Path) -> dict:
-    """The summary of a junit file and a coverage JSON report."""
+def junit_cases(junit: Path) -> tuple[ET.Element, list[dict]]:
+    """The test suite element of a junit file and its cases (file, name, outcome, seconds)."""
     suite = ET.parse(junit).getroot()  # noqa: S314 - a file pytest wrote
     if suite.tag == "testsuites":
         suite = suite[0]
@@ -450,6 +492,15 @@ def collect_tests(junit: Path, coverage: Path) -> dict:
                 "seconds": float(case.get("time", 0)),
             }
         )
+    return suite, cases
+
+
+def collect_tests(junit: Path, coverage: Path, system_junit: Path | None = None) -> dict:
+    """The summary of a junit file and a coverage JSON report; drills also from ``make test-system``'s."""
+    suite, cases = junit_cases(junit)
+    drill_cases = [case for case in cases if case["file"] in DRILL_FILES]
+    if system_junit is not None and system_junit.is_file():
+        drill_cases += [case for case in junit_cases(system_junit)[1] if case["file"] in DRILL_FILES]
     totals = json.loads(coverage.read_text(encoding="utf-8"))["totals"]
     return {
         "date": suite.get("timestamp", "")[:10],
@@ -461,8 +512,7 @@ def collect_tests(junit: Path, coverage: Path) -> dict:
         "coverage_percent": round(totals["percent_covered"], 2),
         "drills": [
             {"name": case["name"], "outcome": case["outcome"], "seconds": round(case["seconds"], 1)}
-            for case in cases
-            if case["file"] in DRILL_FILES
+            for case in drill_cases
         ],
     }
 
@@ -493,11 +543,17 @@ def collect(root: Path = REPO) -> list[str]:
     if (build / "junit.xml").is_file() and (build / "coverage.json").is_file():
         write(
             "tests.json",
-            json.dumps(collect_tests(build / "junit.xml", build / "coverage.json"), indent=2) + "\n",
+            json.dumps(
+                collect_tests(build / "junit.xml", build / "coverage.json", build / "junit-system.xml"),
+                indent=2,
+            )
+            + "\n",
         )
     if (build / "gates.tsv").is_file():
         date = _file_date(build / "gates.tsv")
         write("gates.json", json.dumps(collect_gates(build / "gates.tsv", date), indent=2) + "\n")
+    if (build / "mutants.json").is_file():
+        write("mutants.json", (build / "mutants.json").read_text(encoding="utf-8"))
     if (build / "figures" / "image.json").is_file():
         write("image.json", (build / "figures" / "image.json").read_text(encoding="utf-8"))
     if (root / "bench" / "results" / "results.md").is_file():
