@@ -21,8 +21,8 @@ import re
 import requests
 
 from tests.conftest import FAST_ARGON2
-from tests.gitops.rendered import LOGGING, fluent_bit_pipeline, values
-from tests.kube.manifests import load_documents, secret_keys_created_by
+from tests.gitops.rendered import LOGGING, fluent_bit_pipeline, platform_secrets, values
+from tests.kube.manifests import load_documents
 
 # Fluent Bit's built-in `cri` parser, as documented (named groups in Python's spelling).
 CRI_LINE = re.compile(r"^(?P<time>.+?) (?P<stream>stdout|stderr) (?P<_p>F|P) (?P<log>.*)$")
@@ -148,8 +148,7 @@ def test_logs_go_to_the_opensearch_service_of_the_chart_with_a_login_from_the_en
     assert (output["http_user"], output["http_passwd"]) == ("${OPENSEARCH_USER}", "${OPENSEARCH_PASSWORD}")
     (settings,) = values("fluent-bit")
     assert settings["envFrom"] == [{"secretRef": {"name": "opensearch-credentials"}}]
-    created = secret_keys_created_by("create-secrets-platform.sh")
-    assert {
-        ("opensearch-credentials", "OPENSEARCH_USER"),
-        ("opensearch-credentials", "OPENSEARCH_PASSWORD"),
-    } <= created
+    assert platform_secrets()["logging", "opensearch-credentials"] == {
+        "OPENSEARCH_USER",
+        "OPENSEARCH_PASSWORD",
+    }

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gitops.rendered import applications, fluent_bit_pipeline, render, values
-from tests.kube.manifests import SCRIPTS, load_documents, one, secret_keys_created_by
+from tests.gitops.rendered import applications, fluent_bit_pipeline, platform_secrets, render, values
+from tests.kube.manifests import one
 
 
 def namespace_of(app: str, env: str = "selfhosted") -> str:
     return applications(env)[app]["spec"]["destination"]["namespace"]
-
-
-def script_namespaces() -> dict[str, str]:
-    """Secret -> namespace, from the `kubectl -n <ns> create secret generic <name>` lines of the script."""
-    text = (SCRIPTS / "create-secrets-platform.sh").read_text(encoding="utf-8")
-    found = {}
-    for line in text.splitlines():
-        words = line.split()
-        if words[:1] == ["kubectl"] and "create" in words and "secret" in words:
-            found[words[words.index("generic") + 1]] = words[words.index("-n") + 1]
-    return found
 
 
 def test_fluent_bit_writes_to_the_service_the_opensearch_chart_names_in_its_namespace():
@@ -44,21 +33,18 @@ def test_the_fluent_bit_configuration_lives_in_the_namespace_of_the_fluent_bit_r
     ],
 )
 def test_the_platform_script_creates_each_secret_in_the_namespace_of_the_release_that_reads_it(secret, app):
-    assert script_namespaces()[secret] == namespace_of(app)
+    assert (namespace_of(app), secret) in platform_secrets()
 
 
 def test_the_platform_script_creates_the_keys_the_values_name():
     (prometheus_stack,) = values("kube-prometheus-stack")
     (opensearch,) = values("opensearch")
-    text = (SCRIPTS / "create-secrets-platform.sh").read_text(encoding="utf-8")
+    created = platform_secrets()
     admin = prometheus_stack["grafana"]["admin"]
-    for key in (admin["userKey"], admin["passwordKey"]):
-        assert f"--from-literal={key}=" in text
+    assert created["monitoring", admin["existingSecret"]] == {admin["userKey"], admin["passwordKey"]}
     reference = opensearch["extraEnvs"][0]["valueFrom"]["secretKeyRef"]
-    assert f"--from-literal={reference['key']}=" in text
-    assert ("opensearch-credentials", "OPENSEARCH_PASSWORD") in secret_keys_created_by(
-        "create-secrets-platform.sh"
-    )
+    assert created["opensearch", reference["name"]] == {reference["key"]}
+    assert created["logging", "opensearch-credentials"] == {"OPENSEARCH_USER", "OPENSEARCH_PASSWORD"}
 
 
 @pytest.mark.parametrize("overlay", ["dev", "staging", "prod", "selfhosted"])
@@ -89,7 +75,3 @@ def test_the_dashboard_and_alertmanager_objects_go_where_the_chart_runs():
     assert monitoring == namespace_of("kube-prometheus-stack", "dev")
     dashboard = one(render("monitoring"), "ConfigMap", "flask-api-dashboard")
     assert dashboard["metadata"]["namespace"] == monitoring
-    assert (
-        load_documents(SCRIPTS.parent / "monitoring" / "podmonitor.yaml")[0]["metadata"]["namespace"]
-        == "flask-api"
-    )
