@@ -17,7 +17,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 .DEFAULT_GOAL := help
 .PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
 	check-kube check-infra \
-	check-workflows fuzz image check-image bench diagram ci
+	check-workflows fuzz drills image check-image bench diagram ci
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -103,6 +103,9 @@ mutants: $(DEV_STAMP) system-tools ## Apply each one-line bug of .ci/mutants.tom
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py
+
+drills: $(DEV_STAMP) ## Attack drills (floods, slow clients, guesses, bad bodies) on gunicorn and nginx; figures in build/figures
+	$(BIN)/python -m pytest -p no:cacheprovider drills
 
 image: ## Build the image (needs a Docker engine and the base image)
 	docker build -t ghcr.io/flask-api/flask-api:1.0.0 .

@@ -22,7 +22,8 @@ step() { printf '\n== %s\n' "$*"; }
 
 # kubernetes-validate only warns on a kind it has no schema for (a misspelled kind passes): every warning
 # fails here, except the custom resources whose fields tests/kube and tests/gitops check instead: the
-# Prometheus Operator's, CloudNativePG's Cluster and Argo CD's Application and AppProject.
+# Prometheus Operator's, Traefik's and k3s' kinds, CloudNativePG's Cluster, Argo CD's Application and
+# AppProject.
 validate() {
   local label="$1"
   shift
@@ -33,7 +34,13 @@ validate() {
     return 1
   }
   local unexpected
-  unexpected="$(printf '%s\n' "$out" | grep -v -E '^$|kind (PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 |kind Cluster with api version postgresql\.cnpg\.io/v1 |kind (Application|AppProject) with api version argoproj\.io/v1alpha1 ' || true)"
+  unexpected="$(printf '%s\n' "$out" | grep -v -E \
+    -e '^$' \
+    -e 'kind (PodMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 ' \
+    -e 'kind Middleware with api version traefik\.io/v1alpha1 ' \
+    -e 'kind HelmChartConfig with api version helm\.cattle\.io/v1 ' \
+    -e 'kind Cluster with api version postgresql\.cnpg\.io/v1 ' \
+    -e 'kind (Application|AppProject) with api version argoproj\.io/v1alpha1 ' || true)"
   if [ -n "$unexpected" ]; then
     printf '%s\n' "$unexpected"
     echo "check-kube: schema validation warned: $label" >&2

@@ -145,12 +145,14 @@ class GunicornServer:
     def wait_until_workers_hold(self, count: int, timeout: float = 15) -> None:
         """Wait until the workers hold ``count`` client connections: accepted, not waiting in the backlog.
 
-        Workers inherit the master's listening socket; any other socket a worker holds is a client's.
+        A client connection is an established TCP socket on the server's port held by a worker; workers
+        also hold the master's listening socket and, with threads, a socket pair of their own, which do not
+        count.
         """
 
         def held() -> int:
-            listening = _socket_inodes(self.pid)
-            return len(set().union(*(_socket_inodes(pid) for pid in self.worker_pids())) - listening)
+            accepted = _established_inodes(self.port)
+            return len(set().union(*(_socket_inodes(pid) for pid in self.worker_pids())) & accepted)
 
         wait_until(
             lambda: held() >= count, timeout, interval=0.01, what=f"the workers to accept {count} connections"
@@ -250,4 +252,20 @@ def _socket_inodes(pid: int) -> set[str]:
             continue  # closed meanwhile
         if target.startswith("socket:"):
             inodes.add(target)
+    return inodes
+
+
+def _established_inodes(port: int) -> set[str]:
+    """The established TCP sockets whose local port is ``port``, as "socket:[inode]"."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXADDR:HEXPORT; state 01 is ESTABLISHED; the inode is the tenth field.
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                inodes.add(f"socket:[{fields[9]}]")
     return inodes

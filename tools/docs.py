@@ -406,12 +406,119 @@ def image_table(data: dict) -> str:
     )
 
 
+def _probes(figures: dict) -> str:
+    return (
+        f"{figures['failed']} of {figures['probes']} probes failed, median {figures['median_ms']:.0f} ms, "
+        f"p99 {figures['p99_ms']:.0f} ms"
+    )
+
+
+def _statuses(statuses: dict) -> str:
+    return ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items()))
+
+
+def _serving_rows(data: dict) -> list[str]:
+    rows = []
+    for key, label in (("login_flood_before", "login flood, before"), ("login_flood", "login flood")):
+        if key in data:
+            run = data[key]
+            rows.append(
+                f"| {label}: 16 clients, failed logins from new addresses, 20 s | {run['gunicorn']} | "
+                f"`/healthz`: {_probes(run['healthz'])}; `/hello` with a valid token: "
+                f"{run['hello_ok_percent']:.1f} % of {run['hello_requests']} succeeded; password checks "
+                f"{run['password_checks_per_second']}/s; answers {_statuses(run['flood_statuses'])} |"
+            )
+    for key, label in (
+        ("slow_clients_before_sync", "slow clients, before"),
+        ("slow_clients_before_gthread", "slow clients, before"),
+        ("slow_clients", "slow clients"),
+    ):
+        if key in data:
+            run = data[key]
+            probes = "; ".join(
+                f"`/healthz` {name.removeprefix('healthz_').replace('_', ' ')}: {_probes(run[name])}"
+                for name in ("healthz_app_port", "healthz_proxy")
+                if name in run
+            )
+            rows.append(f"| {label}: {run['attack']} | {run['path']} | {probes} |")
+    return rows
+
+
+def _limit_rows(data: dict) -> list[str]:
+    rows = []
+    for store in ("json", "postgresql"):
+        if f"racing_guesses_{store}" in data:
+            rows.append(
+                f"| 20 concurrent wrong passwords, one address and username | {store} store | "
+                f"{_statuses(data[f'racing_guesses_{store}']['statuses'])} |"
+            )
+        if f"distributed_guesses_{store}" in data:
+            run = data[f"distributed_guesses_{store}"]
+            rows.append(
+                f"| {run['guesses']} | {store} store | {_statuses(run['statuses'])}; the owner from a fresh "
+                f"address: {run['owner_from_a_fresh_address']} |"
+            )
+        if f"registrations_per_address_{store}" in data:
+            statuses = data[f"registrations_per_address_{store}"]["statuses"]
+            counts = {str(status): statuses.count(status) for status in set(statuses)}
+            rows.append(
+                f"| {len(statuses)} registrations from one address | {store} store | {_statuses(counts)} |"
+            )
+    return rows
+
+
+def _store_rows(data: dict) -> list[str]:
+    rows = []
+    if "bad_input" in data:
+        run = data["bad_input"]
+        rows.append(
+            f"| bad bodies: {'; '.join(run.get('cases', []))}; a chunked body twice the limit | gunicorn, "
+            f"and through nginx | every one a 4xx problem+json; chunked over the limit: "
+            f"{run.get('chunked_over_limit_app')} (app), {run.get('chunked_over_limit_proxy')} (nginx) |"
+        )
+    if "data_file_truncated" in data:
+        run = data["data_file_truncated"]
+        rows.append(
+            f"| data file emptied (`: > data.json`) | JSON store | `/hello` with an old token "
+            f"{run['hello']}, `/register` {run['register']}, the file left as it was |"
+        )
+    for key, label in (
+        ("data_file_recreated", "JSON file deleted"),
+        ("database_recreated", "database dropped and created"),
+    ):
+        if key in data:
+            run = data[key]
+            rows.append(
+                f"| {label}, then a new registration | new user id {run['new_user_id']} | "
+                f"old token's `/hello`: {run['old_token_hello']} |"
+            )
+    if "metric_files" in data:
+        run = data["metric_files"]
+        rows.append(
+            f"| {run['worker_restarts']} worker restarts ({run['restart_seconds']} s) | metric files "
+            f"folded | scrape {run['scrape_ms_fresh']} ms fresh, {run['scrape_ms_after_restarts']} ms "
+            f"after; {run['files_after_restarts']} files left |"
+        )
+    return rows
+
+
+def attacks_table(data: dict) -> str:
+    """The attack drills of the last ``make drills`` (the before rows: ``DRILLS_BEFORE=1 make drills``)."""
+    header = [
+        f"`make drills` on {data.get('date', '?')}:",
+        "",
+        "| attack | setup | measured |",
+        "| --- | --- | --- |",
+    ]
+    return "\n".join(header + _serving_rows(data) + _limit_rows(data) + _store_rows(data)) + "\n"
+
+
 def mutants_table(data: dict) -> str:
     """The last recorded ``make mutants``: each one-line bug and whether its tests caught it."""
     lines = [
         f"`make mutants` on {data['date']}: {data['killed']} of {data['mutants']} mutants killed in "
-        f"{data['total_seconds']:.0f} s (of which {data['baseline_seconds']:.0f} s for the baseline run of "
-        "their tests on the unmutated code).",
+        f"{data['total_seconds']:.0f} s, {data['jobs']} at a time (of which {data['baseline_seconds']:.0f} s "
+        "for the baseline run of their tests on the unmutated code).",
         "",
         "| mutant | area | result | seconds |",
         "| --- | --- | --- | ---: |",
@@ -432,6 +539,7 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
     "image": ("image.json", "make check-image", image_table),
     "mutants": ("mutants.json", "make mutants", mutants_table),
     "bench": ("bench.md", "make bench", None),
+    "attacks": ("attacks.json", "make drills", attacks_table),
 }
 
 
@@ -558,6 +666,13 @@ def collect(root: Path = REPO) -> list[str]:
         write("image.json", (build / "figures" / "image.json").read_text(encoding="utf-8"))
     if (root / "bench" / "results" / "results.md").is_file():
         write("bench.md", (root / "bench" / "results" / "results.md").read_text(encoding="utf-8"))
+    if (build / "figures" / "attacks.json").is_file():
+        # Merged: a plain `make drills` records the after figures, and keeps the before ones recorded with
+        # DRILLS_BEFORE=1.
+        kept = figures / "attacks.json"
+        previous = json.loads(kept.read_text(encoding="utf-8")) if kept.is_file() else {}
+        latest = json.loads((build / "figures" / "attacks.json").read_text(encoding="utf-8"))
+        write("attacks.json", json.dumps({**previous, **latest}, indent=2, sort_keys=True) + "\n")
     return updated
 
 

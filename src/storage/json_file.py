@@ -28,12 +28,13 @@ import json
 import logging
 import os
 import re
+import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from .base import StoreUnavailable, User, UsernameTaken, UserStore
+from .base import Counts, StoreUnavailable, User, UsernameTaken, UserStore
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +69,29 @@ class _Users:
     by_id: dict[int, User]
     next_id: int
     raw: bytes = b""  # the exact file content the index was built from
+    store_id: str | None = None  # None: no file yet, or a file written before store ids existed
 
 
 def _empty_users(signature: Signature | None = None) -> _Users:
     return _Users(signature, {}, {}, 1)
 
 
+def _new_store_id() -> str:
+    return secrets.token_hex(16)
+
+
 # The layout this module writes: header, users separated by commas, trailer. A registration only changes the
 # header's next_id and appends one user, which lets writers splice and readers parse only what was appended.
-_HEADER = re.compile(rb'\{"version":1,"next_id":([1-9][0-9]*),"users":\[')
+_HEADER = re.compile(rb'\{"version":1,"store_id":"([0-9a-f]{32})","next_id":([1-9][0-9]*),"users":\[')
 _TRAILER = b"]}"
 
 
-def _users_span(raw: bytes) -> tuple[int, int, int] | None:
-    """(next_id, start, end) of the users array content when ``raw`` has the layout this module writes."""
+def _users_span(raw: bytes) -> tuple[bytes, int, int, int] | None:
+    """(store_id, next_id, start, end) of the users array when ``raw`` has the layout this module writes."""
     match = _HEADER.match(raw)
     if match is None or not raw.endswith(_TRAILER):
         return None
-    return int(match.group(1)), match.end(), len(raw) - len(_TRAILER)
+    return match.group(1), int(match.group(2)), match.end(), len(raw) - len(_TRAILER)
 
 
 def _encode_user(user: User) -> bytes:
@@ -93,9 +99,10 @@ def _encode_user(user: User) -> bytes:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _encode_users(users: Iterable[User], next_id: int) -> bytes:
+def _encode_users(users: Iterable[User], next_id: int, store_id: str) -> bytes:
     doc = {
         "version": FORMAT_VERSION,
+        "store_id": store_id,
         "next_id": next_id,
         "users": [{"id": u.id, "username": u.username, "password_hash": u.password_hash} for u in users],
     }
@@ -105,11 +112,12 @@ def _encode_users(users: Iterable[User], next_id: int) -> bytes:
 def _encode_appended(state: _Users, added: list[User], next_id: int) -> bytes | None:
     """The file content of ``state`` plus ``added``, spliced from its bytes without re-encoding every user."""
     span = _users_span(state.raw)
-    if span is None:
+    if span is None or state.store_id is None:
         return None
-    _, start, end = span
+    _, _, start, end = span
     parts = [
-        b'{"version":%d,"next_id":%d,"users":[' % (FORMAT_VERSION, next_id),
+        b'{"version":%d,"store_id":"%s","next_id":%d,"users":['
+        % (FORMAT_VERSION, state.store_id.encode(), next_id),
         memoryview(state.raw)[start:end],
     ]
     if end > start:
@@ -162,8 +170,9 @@ def _check_entries(
 def _parse_users(raw: bytes, signature: Signature) -> _Users:
     """Build the index from the file content; raise ValueError or TypeError naming what is wrong."""
     if not raw.strip():
-        # An empty file holds no registration: treat it like a missing file (it is replaced on first write).
-        return _empty_users(signature)
+        # This module never writes an empty file (even no user is a JSON object): an empty file is a truncated
+        # one, and reading it as "no user yet" would hand out ids that old tokens still name.
+        raise ValueError("the file is empty (truncated?)")
     try:
         doc = json.loads(raw)
     except UnicodeDecodeError as exc:
@@ -177,22 +186,30 @@ def _parse_users(raw: bytes, signature: Signature) -> _Users:
     next_id = doc.get("next_id")
     if type(next_id) is not int or next_id < 1:
         raise ValueError('"next_id" is not a positive integer')
+    store_id = doc.get("store_id")
+    if store_id is not None and not (isinstance(store_id, str) and re.fullmatch("[0-9a-f]{32}", store_id)):
+        raise ValueError('"store_id" is not 32 hexadecimal digits')
     users = _check_entries(doc.get("users"), next_id, {}, {})
     return _Users(
-        signature, {u.username: u for u in users}, {u.id: u for u in users}, next_id, raw if users else b""
+        signature,
+        {u.username: u for u in users},
+        {u.id: u for u in users},
+        next_id,
+        raw if users else b"",
+        store_id,
     )
 
 
 def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _Users | None:
     """When ``raw`` is ``previous.raw`` plus appended users, index only those; None when it is not."""
     old, new = _users_span(previous.raw), _users_span(raw)
-    if old is None or new is None:
-        return None
-    next_id, start, end = new
-    old_length = old[2] - old[1]
+    if old is None or new is None or new[0] != old[0]:
+        return None  # another layout, or another store
+    _, next_id, start, end = new
+    old_length = old[3] - old[2]
     if next_id < previous.next_id or end - start < old_length:
         return None
-    if not raw.startswith(previous.raw[old[1] : old[2]], start):  # a memcmp, unlike comparing memoryviews
+    if not raw.startswith(previous.raw[old[2] : old[3]], start):  # a memcmp, unlike comparing memoryviews
         return None
     tail = raw[start + old_length : end]
     if old_length and tail:
@@ -207,7 +224,7 @@ def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _User
     for user in users:
         previous.by_name[user.username] = user
         previous.by_id[user.id] = user
-    return _Users(signature, previous.by_name, previous.by_id, next_id, raw)
+    return _Users(signature, previous.by_name, previous.by_id, next_id, raw, previous.store_id)
 
 
 def _parse_failures(raw: bytes) -> dict[str, list[float]]:
@@ -222,7 +239,12 @@ class JsonFileStore(UserStore):
     """Users in the JSON file ``path`` (created with its folder on first write); see the module docstring."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        configured = os.path.abspath(os.fspath(path))
+        # Resolved once: writes replace the file by rename, which would replace a symlink by a regular file
+        # and leave its target behind. From here on the store works on the target itself.
+        self.path = os.path.realpath(configured)
+        if self.path != configured:
+            log.info("data file %s is a symbolic link to %s: using %s", configured, self.path, self.path)
         self.folder = os.path.dirname(self.path)
         self.lock_path = self.path + ".lock"
         self.failures_path = self.path + ".failures"
@@ -365,18 +387,19 @@ class JsonFileStore(UserStore):
         """Write ``state`` plus ``added`` minus ``removed``, then update the index in place."""
         next_id = added[-1].id + 1 if added else state.next_id
         data = _encode_appended(state, added, next_id) if removed is None else None
+        store_id = state.store_id or _new_store_id()
         if data is None:
             users = [u for u in state.by_id.values() if u.id != removed] + added
-            data = _encode_users(users, next_id)
+            data = _encode_users(users, next_id, store_id)
         signature = self._replace(self.path, data, durable=True)
         # Only now, with the file on disk, does the index change.
         for user in added:
             state.by_name[user.username] = user
             state.by_id[user.id] = user
-        if removed is not None:
-            gone = state.by_id.pop(removed)
+        gone = state.by_id.pop(removed, None) if removed is not None else None
+        if gone is not None:
             del state.by_name[gone.username]
-        self._users_state = _Users(signature, state.by_name, state.by_id, next_id, data)
+        self._users_state = _Users(signature, state.by_name, state.by_id, next_id, data, store_id)
 
     def create_user(self, username: str, password_hash: str) -> User:
         """Store a new user under the next id; raise UsernameTaken when the name exists."""
@@ -415,6 +438,17 @@ class JsonFileStore(UserStore):
                 return False
             self._write_users(state, [], removed=user_id)
         return True
+
+    def store_id(self) -> str | None:
+        """The id written in the data file; a file from before store ids gets one on this first call."""
+        state = self._users()
+        if state.store_id is not None or state.signature is None:
+            return state.store_id
+        with self._locked(self.lock_path):
+            state = self._users()
+            if state.store_id is None and state.signature is not None:
+                self._write_users(state, [])  # a full rewrite: the file has no store id to splice in
+        return self._users_state.store_id
 
     # ------------------------------------------------------------------ readiness
 
@@ -467,22 +501,48 @@ class JsonFileStore(UserStore):
         signature = self._replace(self.failures_path, data.encode("utf-8"), durable=False)
         self._failures_state = (signature, failures)
 
-    def record_login_failure(self, key: str, now: float, window: float) -> None:
-        """Add a failure for ``key`` and drop every entry older than ``window``."""
+    def reserve_attempt(
+        self, keys: Sequence[str], now: float, window: float, allow: Callable[[Counts], bool]
+    ) -> tuple[bool, Counts]:
+        """Count, decide and record under the failures lock: atomic for every thread and process."""
         cutoff = now - window
         with self._locked(self.failures_lock_path):
             self._sweep_temp_files(self.failures_path)
+            current = self._failures()
+            counts: Counts = []
+            for key in keys:
+                recent = [t for t in current.get(key, ()) if t > cutoff]
+                counts.append((len(recent), min(recent) if recent else None))
+            if not allow(counts):
+                return False, counts
             failures: dict[str, list[float]] = {}
-            for other, stamps in self._failures().items():
+            for other, stamps in current.items():
                 recent = [t for t in stamps if t > cutoff]
                 if recent:
                     failures[other] = recent
-            failures[key] = [*failures.get(key, []), now][-MAX_FAILURES_PER_KEY:]
+            for key in keys:
+                failures[key] = [*failures.get(key, []), now][-MAX_FAILURES_PER_KEY:]
             if len(failures) > MAX_FAILURE_KEYS:
                 # Keep the keys failing most recently; the ones dropped had their last failure longest ago.
                 newest = sorted(failures, key=lambda k: failures[k][-1], reverse=True)[:MAX_FAILURE_KEYS]
                 failures = {k: failures[k] for k in newest}
             self._write_failures(failures)
+        return True, counts
+
+    def release_attempt(self, keys: Sequence[str], at: float) -> None:
+        """Remove one entry stamped ``at`` from each key."""
+        with self._locked(self.failures_lock_path):
+            failures = dict(self._failures())
+            changed = False
+            for key in keys:
+                stamps = failures.get(key)
+                if stamps and at in stamps:
+                    rest = list(stamps)
+                    rest.remove(at)
+                    failures[key] = rest
+                    changed = True
+            if changed:
+                self._write_failures({key: stamps for key, stamps in failures.items() if stamps})
 
     def login_failures(self, key: str, now: float, window: float) -> tuple[int, float | None]:
         """Failures of ``key`` within the window and the oldest of their timestamps."""

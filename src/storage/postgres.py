@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -38,7 +38,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import StoreUnavailable, User, UsernameTaken, UserStore
+from .base import Counts, StoreUnavailable, User, UsernameTaken, UserStore
 
 log = logging.getLogger(__name__)
 # psycopg_pool logs every failed reconnection attempt (two lines, twice a second per worker during an
@@ -63,6 +63,13 @@ SCHEMA_SQL = (
     )""",
     "CREATE INDEX IF NOT EXISTS login_failures_key_at ON login_failures (key, at)",
     "CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (at)",
+    # One row: the random id of this database's user store, carried by every token it issues, so that a
+    # database created afresh (ids handed out again from 1) never accepts an older database's tokens.
+    """CREATE TABLE IF NOT EXISTS store_identity (
+        only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+        store_id text NOT NULL DEFAULT md5(gen_random_uuid()::text)
+    )""",
+    "INSERT INTO store_identity DEFAULT VALUES ON CONFLICT DO NOTHING",
     # Tells every process's user cache which user changed ('*': all of them).
     """CREATE OR REPLACE FUNCTION flask_api_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
@@ -75,7 +82,7 @@ SCHEMA_SQL = (
     "CREATE OR REPLACE TRIGGER users_truncated AFTER TRUNCATE ON users "
     "FOR EACH STATEMENT EXECUTE FUNCTION flask_api_users_changed()",
 )
-SCHEMA_OBJECTS = ("users", "login_failures", "login_failures_key_at", "login_failures_at")
+SCHEMA_OBJECTS = ("users", "login_failures", "login_failures_key_at", "login_failures_at", "store_identity")
 SCHEMA_TRIGGERS = ("users_changed", "users_truncated")
 USERS_CHANNEL = "flask_api_users"
 LISTENER_APPLICATION_NAME = "flask-api-user-cache"
@@ -192,6 +199,11 @@ class UserCache:
                 del self._entries[user_id]
             return None, self._generation
 
+    def generation(self) -> int | None:
+        """The listening generation after applying what has arrived, or None when not listening."""
+        with self._lock:
+            return self._generation if self._drain() else None
+
     def remember(self, user: User, generation: int | None) -> None:
         """Keep ``user``, read after a lookup that returned ``generation``; or start listening."""
         with self._lock:
@@ -302,6 +314,9 @@ class PostgresStore(UserStore):
         self._schema_ready = False
         self._fail_fast_until = 0.0
         self._last_logged = -LOG_INTERVAL_SECONDS
+        # The store id, with the listening generation it was read under: a database dropped and created
+        # again ends the listening session, so a new generation reads the id again.
+        self._store_id: tuple[str, int] | None = None
         self.user_cache = UserCache(url, self.timeout) if user_cache else None
         try:
             create_schema(url, self.timeout)
@@ -484,13 +499,57 @@ class PostgresStore(UserStore):
 
     # ------------------------------------------------------------------ login failures
 
-    def record_login_failure(self, key: str, now: float, window: float) -> None:
-        """Add a failure for ``key`` and prune every failure older than ``window``, in one statement."""
+    def store_id(self) -> str | None:
+        """The id in ``store_identity``, read once per listening generation (each call when not listening)."""
+        generation = self.user_cache.generation() if self.user_cache is not None else None
+        cached = self._store_id
+        if generation is not None and cached is not None and cached[1] == generation:
+            return cached[0]
+        row = self._run(lambda conn: conn.execute("SELECT store_id FROM store_identity").fetchone())
+        if row is None:
+            raise StoreUnavailable("database has no store_identity row: run python -m src.migrate")
+        if generation is not None:
+            self._store_id = (row[0], generation)
+        return row[0]
+
+    def reserve_attempt(
+        self, keys: Sequence[str], now: float, window: float, allow: Callable[[Counts], bool]
+    ) -> tuple[bool, Counts]:
+        """One transaction holding an advisory lock per key (taken in sorted order: no deadlock)."""
+        cutoff = now - window
+
+        def reserve(conn: psycopg.Connection) -> tuple[bool, Counts]:
+            with conn.transaction():
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+                    "FROM unnest(%s::text[]) AS k ORDER BY k",
+                    (sorted(set(keys)),),
+                )
+                rows = conn.execute(
+                    "SELECT key, count(*), min(at) FROM login_failures "
+                    "WHERE key = ANY(%s) AND at > %s GROUP BY key",
+                    (list(keys), cutoff),
+                ).fetchall()
+                found = {key: (int(count), oldest) for key, count, oldest in rows}
+                counts: Counts = [found.get(key, (0, None)) for key in keys]
+                if not allow(counts):
+                    return False, counts
+                conn.execute(
+                    "WITH pruned AS (DELETE FROM login_failures WHERE at <= %s) "
+                    "INSERT INTO login_failures (key, at) SELECT k, %s FROM unnest(%s::text[]) AS k",
+                    (cutoff, now, list(keys)),
+                )
+                return True, counts
+
+        return self._run(reserve, idempotent=False)
+
+    def release_attempt(self, keys: Sequence[str], at: float) -> None:
+        """Delete one row stamped ``at`` of each key."""
         self._run(
             lambda conn: conn.execute(
-                "WITH pruned AS (DELETE FROM login_failures WHERE at <= %s) "
-                "INSERT INTO login_failures (key, at) VALUES (%s, %s)",
-                (now - window, key, now),
+                "DELETE FROM login_failures WHERE ctid IN (SELECT DISTINCT ON (key) ctid FROM login_failures "
+                "WHERE key = ANY(%s) AND at = %s)",
+                (list(keys), at),
             ),
             idempotent=False,
         )

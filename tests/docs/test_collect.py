@@ -80,6 +80,7 @@ def test_make_mutants_results_become_a_table_with_the_time(tmp_path):
         "killed": 2,
         "baseline_seconds": 61.2,
         "total_seconds": 95.4,
+        "jobs": 3,
         "outcomes": [
             {"name": "hsts-removed", "area": "security", "verdict": "killed", "seconds": 3.04},
             {"name": "json-store-lock-removed", "area": "storage", "verdict": "killed", "seconds": 30.96},
@@ -87,8 +88,8 @@ def test_make_mutants_results_become_a_table_with_the_time(tmp_path):
     }
     (tmp_path / "mutants.json").write_text(json.dumps(report))
     assert render_figure("mutants", tmp_path).splitlines() == [
-        "`make mutants` on 2026-11-30: 2 of 2 mutants killed in 95 s (of which 61 s for the baseline run of "
-        "their tests on the unmutated code).",
+        "`make mutants` on 2026-11-30: 2 of 2 mutants killed in 95 s, 3 at a time (of which 61 s for the "
+        "baseline run of their tests on the unmutated code).",
         "",
         "| mutant | area | result | seconds |",
         "| --- | --- | --- | ---: |",

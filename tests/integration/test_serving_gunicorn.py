@@ -33,6 +33,8 @@ def service_env(tmp_path: Path, **overrides: str | None) -> dict[str, str | None
         "ARGON2_TIME_COST": "2",
         "ARGON2_MEMORY_KIB": "19456",
         "ARGON2_PARALLELISM": "1",
+        "REGISTER_MAX_PER_ADDRESS": "0",
+        "ARGON2_CONCURRENCY": "64",
         "METRICS_ENABLED": None,
         "METRICS_PORT": None,
         "PROMETHEUS_MULTIPROC_DIR": None,
@@ -138,6 +140,15 @@ def test_every_scrape_counts_the_requests_of_all_four_workers(gunicorn_server, t
     shares = worker_shares(metrics_dir, "/readyz")
     assert sum(shares.values()) == SPREAD_REQUESTS
     assert len(shares) == WORKERS, f"requests per worker pid: {shares}"
+
+
+def test_without_a_configured_folder_the_master_makes_one_that_every_worker_shares(gunicorn_server, tmp_path):
+    server = gunicorn_server(service_env(tmp_path), workers=WORKERS)  # PROMETHEUS_MULTIPROC_DIR unset
+
+    # One /readyz held by each of the four workers, then one scrape: it must count all four.
+    assert finish(hold_every_worker(server, "/readyz")) == [200] * WORKERS
+    assert route_value(scrape(f"{server.url}/metrics"), "http_requests_total", "/readyz") == 4
+    assert "Prometheus multiprocess folder: " in server.output()
 
 
 def test_metrics_port_moves_metrics_to_the_master(gunicorn_server, tmp_path):

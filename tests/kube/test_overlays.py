@@ -14,7 +14,23 @@ from .manifests import (
 
 
 def test_k3d_overlay_takes_every_top_level_manifest():
-    assert sorted(overlay_resources("k3d")) == [p.resolve() for p in top_level_files()]
+    shared = [p for p in overlay_resources("k3d") if p.parent != (KUBE_CONFIG / "overlays" / "k3d").resolve()]
+    assert sorted(shared) == [p.resolve() for p in top_level_files()]
+
+
+def test_k3d_ingress_buffers_whole_requests_up_to_the_body_limit_in_traefik():
+    traefik = load_documents(KUBE_CONFIG / "overlays" / "k3d" / "traefik.yaml")
+    middleware = one(traefik, "Middleware", "buffering")
+    ingress = overlay_patch("k3d", "Ingress", "flask-api")
+    arguments = one(traefik, "HelmChartConfig", "traefik")["spec"]["valuesContent"]
+
+    assert middleware["metadata"]["namespace"] == "flask-api"
+    # The application's MAX_CONTENT_LENGTH default, which the ConfigMap leaves as it is.
+    assert middleware["spec"]["buffering"]["maxRequestBodyBytes"] == 1048576
+    assert "MAX_CONTENT_LENGTH" not in one(base_objects(), "ConfigMap", "flask-api-config")["data"]
+    annotation = ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+    assert annotation == "flask-api-buffering@kubernetescrd"
+    assert "--entryPoints.web.transport.respondingTimeouts.readTimeout=15s" in arguments
 
 
 def test_eks_overlay_takes_every_top_level_manifest_but_postgresql():

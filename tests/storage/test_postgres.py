@@ -45,7 +45,7 @@ def tables(url: str) -> set[str]:
 def test_construction_creates_the_schema(postgres_url):
     PostgresStore(postgres_url).close()
 
-    assert tables(postgres_url) == {"users", "login_failures"}
+    assert tables(postgres_url) == {"users", "login_failures", "store_identity"}
 
 
 def test_create_user_returns_user_found_by_name_and_by_id(pg_store):
@@ -150,7 +150,7 @@ def test_several_processes_creating_the_schema_at_once_all_succeed(postgres_url)
         start.set()
         assert [result.get(timeout=120) for result in pending] == [True] * 6
 
-    assert tables(postgres_url) == {"users", "login_failures"}
+    assert tables(postgres_url) == {"users", "login_failures", "store_identity"}
 
 
 def test_several_processes_registering_at_once_get_unique_ids(postgres_url, pg_store):
@@ -278,7 +278,7 @@ def test_schema_is_created_on_first_use_when_the_database_was_down_at_constructi
     own_server.start()
 
     assert store.create_user("alice", HASH).id == 1
-    assert tables(url) == {"users", "login_failures"}
+    assert tables(url) == {"users", "login_failures", "store_identity"}
     store.close()
 
 

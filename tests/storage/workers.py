@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing.connection
 import multiprocessing.queues
 import multiprocessing.synchronize
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -118,3 +119,12 @@ def rename_unannounced(url: str, user_id: int, username: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute("UPDATE users SET username = %s WHERE id = %s", (username, user_id))
+
+
+def reserve_under_limit(target: str, key: str, limit: int) -> bool:
+    """Reserve one attempt of ``key`` unless it has ``limit`` already; whether this process recorded one."""
+    with open_store(target) as store:
+        recorded, _counts = store.reserve_attempt(
+            [key], time.time(), 300.0, lambda counts: counts[0][0] < limit
+        )
+    return recorded
