@@ -1,7 +1,6 @@
 """Render the GitOps manifests the way Argo CD builds them (kubectl kustomize, load restrictor off)."""
 
 import functools
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +9,7 @@ import pytest
 import yaml
 
 from harness import in_ci
-from tests.kube.manifests import KUBE_CONFIG, SCRIPTS, load_documents
+from tests.kube.manifests import KUBE_CONFIG, load_documents
 
 ARGOCD = KUBE_CONFIG / "argocd"
 PLATFORM = KUBE_CONFIG / "platform"
@@ -56,15 +55,3 @@ def values(chart: str, *variants: str) -> list[dict]:
 def fluent_bit_pipeline() -> dict:
     """Fluent Bit's YAML configuration, kube_config/logging/fluent-bit.yaml."""
     return load_documents(LOGGING / "fluent-bit.yaml")[0]
-
-
-def platform_secrets() -> dict[tuple[str, str], set[str]]:
-    """(namespace, Secret) -> keys, from the `kubectl -n NS create secret generic NAME --from-file=KEY=...`
-    commands of kube_config/scripts/create-secrets-platform.sh."""
-    text = (SCRIPTS / "create-secrets-platform.sh").read_text(encoding="utf-8").replace("\\\n", " ")
-    return {
-        (namespace, name): set(re.findall(r"--from-file=([A-Za-z0-9_-]+)=", options))
-        for namespace, name, options in re.findall(
-            r"kubectl -n (\S+) create secret generic (\S+)([^\n]*)", text
-        )
-    }

@@ -17,7 +17,6 @@ from tests.kube.manifests import (
     matches,
     one,
     pod_spec,
-    secret_keys_created_by,
 )
 
 # The keys CloudNativePG documents for the Secret <cluster>-app it makes for the database owner.
@@ -26,13 +25,18 @@ WAVE = "argocd.argoproj.io/sync-wave"
 
 
 def secret_refs(objects: list[dict]) -> set[tuple[str, str]]:
-    deployment = one(objects, "Deployment", "flask-api")
-    return {
+    """(Secret, key) pairs the API's pods read: environment variables and the files of Secret volumes."""
+    spec = pod_spec(one(objects, "Deployment", "flask-api"))
+    refs = {
         (env["valueFrom"]["secretKeyRef"]["name"], env["valueFrom"]["secretKeyRef"]["key"])
-        for container in containers(pod_spec(deployment))
+        for container in containers(spec)
         for env in container.get("env", [])
         if "secretKeyRef" in env.get("valueFrom", {})
     }
+    for volume in spec["volumes"]:
+        if "secret" in volume:
+            refs.update((volume["secret"]["secretName"], item["key"]) for item in volume["secret"]["items"])
+    return refs
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -86,19 +90,31 @@ def test_selfhosted_runs_postgresql_as_a_three_instance_cloudnativepg_cluster_in
     assert cluster["spec"]["bootstrap"]["initdb"] == {"database": "flask_api", "owner": "flask_api"}
 
 
-def test_every_secret_the_selfhosted_api_reads_is_made_by_the_operator_or_the_k3d_script():
+def test_every_secret_the_selfhosted_api_reads_is_made_by_the_operator_or_the_k3d_script(k3d_secrets):
     objects = render("overlays/selfhosted")
     (cluster,) = find(objects, "Cluster")
     operator_made = {(f"{cluster['metadata']['name']}-app", key) for key in CNPG_APP_SECRET_KEYS}
-    scripted = secret_keys_created_by("create-secrets-k3d.sh")
+    scripted = {(name, key) for name, data in k3d_secrets.items() for key in data}
     refs = secret_refs(objects)
-    assert refs == {("flask-api-pg-app", "uri"), ("flask-api-secrets", "SECRET_KEY")}
+    assert refs == {
+        ("flask-api-pg-app", "uri"),
+        ("flask-api-pg-app", "password"),
+        ("flask-api-secrets", "SECRET_KEY"),
+    }
     assert refs <= operator_made | scripted
 
 
+def test_the_selfhosted_migration_connects_as_the_owner_and_creates_no_role():
+    migrate = pod_spec(one(render("overlays/selfhosted"), "Deployment", "flask-api"))["initContainers"][0]
+    names = {env["name"] for env in migrate["env"]}
+    assert "DATABASE_APP_URL" not in names
+    assert "DATABASE_APP_PASSWORD_FILE" not in names
+    assert {"DATABASE_URL", "DATABASE_PASSWORD_FILE"} <= names
+
+
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
-def test_the_other_environments_read_the_database_url_from_flask_api_secrets(env):
-    assert ("flask-api-secrets", "DATABASE_URL") in secret_refs(render(f"overlays/{env}"))
+def test_the_other_environments_read_the_application_roles_url_from_flask_api_db(env):
+    assert ("flask-api-db", "url") in secret_refs(render(f"overlays/{env}"))
 
 
 def test_the_api_accepts_the_url_shape_of_the_operator_made_secret():

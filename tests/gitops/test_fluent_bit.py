@@ -21,7 +21,7 @@ import re
 import requests
 
 from tests.conftest import FAST_ARGON2
-from tests.gitops.rendered import LOGGING, fluent_bit_pipeline, platform_secrets, values
+from tests.gitops.rendered import LOGGING, fluent_bit_pipeline, values
 from tests.kube.manifests import load_documents
 
 # Fluent Bit's built-in `cri` parser, as documented (named groups in Python's spelling).
@@ -139,7 +139,7 @@ def test_fluent_bit_runs_without_capabilities_and_reads_the_node_logs_read_only(
     assert tail["db"].startswith(mounts["state"]["mountPath"] + "/")
 
 
-def test_logs_go_to_the_opensearch_service_of_the_chart_with_a_login_from_the_environment():
+def test_logs_go_to_the_opensearch_service_of_the_chart_with_a_login_from_the_environment(platform_secrets):
     (output,) = fluent_bit_pipeline()["pipeline"]["outputs"]
     assert output["name"] == "opensearch"
     assert output["host"] == "opensearch-cluster-master.opensearch.svc"
@@ -148,7 +148,7 @@ def test_logs_go_to_the_opensearch_service_of_the_chart_with_a_login_from_the_en
     assert (output["http_user"], output["http_passwd"]) == ("${OPENSEARCH_USER}", "${OPENSEARCH_PASSWORD}")
     (settings,) = values("fluent-bit")
     assert settings["envFrom"] == [{"secretRef": {"name": "opensearch-credentials"}}]
-    assert platform_secrets()["logging", "opensearch-credentials"] == {
-        "OPENSEARCH_USER",
-        "OPENSEARCH_PASSWORD",
-    }
+    login = platform_secrets["logging", "opensearch-credentials"]
+    assert login["OPENSEARCH_USER"] == "admin"
+    # The password OpenSearch's admin starts with, so that Fluent Bit's first login succeeds.
+    assert login["OPENSEARCH_PASSWORD"] == platform_secrets["opensearch", "opensearch-admin"]["password"]

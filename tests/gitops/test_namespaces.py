@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gitops.rendered import applications, fluent_bit_pipeline, platform_secrets, render, values
+from tests.gitops.conftest import PLATFORM_NAMESPACES
+from tests.gitops.rendered import applications, fluent_bit_pipeline, render, values
+from tests.kube.conftest import run_k3d_script, secrets_in
 from tests.kube.manifests import one
 
 
@@ -32,19 +34,45 @@ def test_the_fluent_bit_configuration_lives_in_the_namespace_of_the_fluent_bit_r
         ("opensearch-credentials", "fluent-bit"),
     ],
 )
-def test_the_platform_script_creates_each_secret_in_the_namespace_of_the_release_that_reads_it(secret, app):
-    assert (namespace_of(app), secret) in platform_secrets()
+def test_the_platform_script_creates_each_secret_in_the_namespace_of_the_release_that_reads_it(
+    secret, app, platform_secrets
+):
+    assert (namespace_of(app), secret) in platform_secrets
 
 
-def test_the_platform_script_creates_the_keys_the_values_name():
+def test_the_platform_script_creates_the_keys_the_values_name(platform_secrets):
     (prometheus_stack,) = values("kube-prometheus-stack")
     (opensearch,) = values("opensearch")
-    created = platform_secrets()
     admin = prometheus_stack["grafana"]["admin"]
-    assert created["monitoring", admin["existingSecret"]] == {admin["userKey"], admin["passwordKey"]}
+    assert set(platform_secrets["monitoring", admin["existingSecret"]]) == {
+        admin["userKey"],
+        admin["passwordKey"],
+    }
     reference = opensearch["extraEnvs"][0]["valueFrom"]["secretKeyRef"]
-    assert created["opensearch", reference["name"]] == {reference["key"]}
-    assert created["logging", "opensearch-credentials"] == {"OPENSEARCH_USER", "OPENSEARCH_PASSWORD"}
+    assert set(platform_secrets["opensearch", reference["name"]]) == {reference["key"]}
+    assert set(platform_secrets["logging", "opensearch-credentials"]) == {
+        "OPENSEARCH_USER",
+        "OPENSEARCH_PASSWORD",
+    }
+
+
+def test_the_platform_passwords_are_random_and_strong_enough_for_opensearch(platform_secrets):
+    grafana = platform_secrets["monitoring", "grafana-admin"]["admin-password"]
+    opensearch = platform_secrets["opensearch", "opensearch-admin"]["password"]
+    assert len(grafana) == 48
+    assert grafana != opensearch
+    # OpenSearch asks for upper and lower case, a digit and a symbol in its initial admin password.
+    assert all(any(test(c) for c in opensearch) for test in (str.isupper, str.islower, str.isdigit))
+    assert any(not c.isalnum() for c in opensearch)
+
+
+def test_a_second_run_of_the_platform_script_keeps_every_secret(tmp_path):
+    assert run_k3d_script(tmp_path, "create-secrets-platform.sh").returncode == 0
+    first = {ns: secrets_in(tmp_path, ns) for ns in PLATFORM_NAMESPACES}
+    second = run_k3d_script(tmp_path, "create-secrets-platform.sh")
+    assert second.returncode == 0
+    assert "exists: kept" in second.stdout
+    assert {ns: secrets_in(tmp_path, ns) for ns in PLATFORM_NAMESPACES} == first
 
 
 @pytest.mark.parametrize("overlay", ["dev", "staging", "prod", "selfhosted"])
