@@ -240,3 +240,29 @@ def test_selfhosted_reaches_postgresql_at_the_rw_service_the_operator_names_afte
         f"{cluster['metadata']['name']}-rw.{cluster['metadata']['namespace']}" == "flask-api-pg-rw.flask-api"
     )
     assert cluster["spec"]["bootstrap"]["initdb"]["owner"] == "flask_api"
+
+
+def env_file(path) -> dict[str, str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize(("env", "values_from"), [("staging", "staging"), ("prod", "eks")])
+def test_each_eks_environment_uses_its_own_accounts_certificate_and_database_secrets(env, values_from):
+    expected = env_file(KUBE_CONFIG / "overlays" / values_from / "infrastructure.env")
+    objects = render(f"overlays/{env}")
+    ingress = one(objects, "Ingress", "flask-api")["metadata"]["annotations"]
+    assert ingress["alb.ingress.kubernetes.io/certificate-arn"] == expected["CERTIFICATE_ARN"]
+    keys = {
+        data["remoteRef"]["key"]
+        for external in find(objects, "ExternalSecret")
+        for data in external["spec"].get("data", [])
+    }
+    assert keys == {expected["DB_APP_SECRET_ARN"], expected["DB_MASTER_SECRET_ARN"]}
+
+
+def test_staging_and_prod_point_at_different_accounts_values():
+    staging = env_file(KUBE_CONFIG / "overlays" / "staging" / "infrastructure.env")
+    prod = env_file(KUBE_CONFIG / "overlays" / "eks" / "infrastructure.env")
+    for key in ("CERTIFICATE_ARN", "DB_APP_SECRET_ARN", "DB_MASTER_SECRET_ARN"):
+        assert staging[key] != prod[key], key
