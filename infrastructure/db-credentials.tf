@@ -127,6 +127,10 @@ module "external_secrets_pod_identity" {
   source  = "terraform-aws-modules/eks-pod-identity/aws"
   version = "2.9.0"
 
+  # With an existing role (var.external_secrets_iam_role_arn) the module creates nothing: that role is bound to
+  # the service account by the association below instead.
+  create = var.external_secrets_iam_role_arn == null
+
   name = "${local.name}-eso"
 
   attach_external_secrets_policy        = true
@@ -142,6 +146,17 @@ module "external_secrets_pod_identity" {
       service_account = "external-secrets"
     }
   }
+
+  tags = local.tags
+}
+
+resource "aws_eks_pod_identity_association" "external_secrets_existing_role" {
+  count = var.external_secrets_iam_role_arn == null ? 0 : 1
+
+  cluster_name    = module.eks.cluster_name
+  namespace       = "external-secrets"
+  service_account = "external-secrets"
+  role_arn        = var.external_secrets_iam_role_arn
 
   tags = local.tags
 }

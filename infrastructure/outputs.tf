@@ -38,8 +38,8 @@ output "node_security_group_id" {
 }
 
 output "lb_controller_role_arn" {
-  description = "IAM role the AWS Load Balancer Controller receives through Pod Identity."
-  value       = module.lb_controller_pod_identity.iam_role_arn
+  description = "IAM role the AWS Load Balancer Controller receives through Pod Identity (created or given)."
+  value       = var.lb_controller_iam_role_arn == null ? module.lb_controller_pod_identity.iam_role_arn : var.lb_controller_iam_role_arn
 }
 
 output "db_endpoint" {
@@ -68,8 +68,8 @@ output "db_app_secret_arn" {
 }
 
 output "external_secrets_role_arn" {
-  description = "IAM role External Secrets Operator receives through Pod Identity (service account external-secrets/external-secrets)."
-  value       = module.external_secrets_pod_identity.iam_role_arn
+  description = "IAM role External Secrets Operator receives through Pod Identity (service account external-secrets/external-secrets; created or given)."
+  value       = var.external_secrets_iam_role_arn == null ? module.external_secrets_pod_identity.iam_role_arn : var.external_secrets_iam_role_arn
 }
 
 # Everything the EKS overlay needs from this configuration, in the format of

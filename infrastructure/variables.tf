@@ -360,3 +360,51 @@ variable "db_apply_immediately" {
   type        = bool
   default     = false
 }
+
+################################################################################
+# Existing IAM roles (null: the configuration creates the role)
+################################################################################
+
+variable "cluster_iam_role_arn" {
+  description = "Existing IAM role for the EKS control plane (trusts eks.amazonaws.com, has AmazonEKSClusterPolicy and may use the EKS secrets KMS key); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.cluster_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.cluster_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/eks-cluster, or null to create the role."
+  }
+}
+
+variable "node_iam_role_arn" {
+  description = "Existing IAM role for the managed node group (trusts ec2.amazonaws.com, has AmazonEKSWorkerNodeMinimalPolicy, AmazonEC2ContainerRegistryPullOnly and AmazonEKS_CNI_Policy); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.node_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.node_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/eks-nodes, or null to create the role."
+  }
+}
+
+variable "lb_controller_iam_role_arn" {
+  description = "Existing IAM role for the AWS Load Balancer Controller (trusts pods.eks.amazonaws.com for sts:AssumeRole and sts:TagSession, has the controller's policy); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.lb_controller_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.lb_controller_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/aws-lbc, or null to create the role."
+  }
+}
+
+variable "external_secrets_iam_role_arn" {
+  description = "Existing IAM role for External Secrets Operator (trusts pods.eks.amazonaws.com for sts:AssumeRole and sts:TagSession, may read the two database secrets and decrypt them with the RDS key); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.external_secrets_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.external_secrets_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/external-secrets, or null to create the role."
+  }
+}

@@ -235,7 +235,19 @@ def test_no_secret_is_committed_anywhere_under_kube_config():
     for path in KUBE_CONFIG.rglob("*.y*ml"):
         kinds = {doc.get("kind") for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc}
         assert "Secret" not in kinds, path
-        assert "secretGenerator" not in path.read_text(encoding="utf-8"), path
+        text = path.read_text(encoding="utf-8")
+        if "secretGenerator" in text:
+            # The one allowed: the Alertmanager routing (the chart reads its configuration from a Secret); it
+            # names the files that hold the receivers' credentials and holds none itself.
+            generators = yaml.safe_load(text)["secretGenerator"]
+            assert [(g["name"], g["files"]) for g in generators] == [
+                ("alertmanager-flask-api", ["alertmanager.yaml"])
+            ], path
+            routing = (path.parent / "alertmanager.yaml").read_text(encoding="utf-8")
+            credential = re.compile(
+                r"^\s*(?:- )?(api_url|url|routing_key|service_key|api_key|password|token):", re.M
+            )
+            assert credential.findall(routing) == []
 
 
 def test_no_env_value_or_setting_named_like_a_secret_is_a_literal(objects, settings):
