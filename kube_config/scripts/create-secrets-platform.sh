@@ -7,7 +7,7 @@
 #   logging/opensearch-credentials:   OPENSEARCH_USER, OPENSEARCH_PASSWORD (Fluent Bit's login to OpenSearch)
 # Idempotent: each Secret that exists is kept and only the missing ones are created; Fluent Bit's login is
 # always derived from opensearch-admin, which OpenSearch reads only when it first initialises its security.
-# The Alertmanager receivers (monitoring/alertmanager-receivers) hold your own webhook URLs: docs/gitops.md.
+# The Alertmanager receivers (monitoring/alertmanager-receivers) hold your own webhook URLs: docs/kubernetes.md.
 set -euo pipefail
 
 ensure_namespace() {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.gitops.conftest import PLATFORM_NAMESPACES
 from tests.gitops.rendered import applications, fluent_bit_pipeline, render, values
 from tests.kube.conftest import run_k3d_script, secrets_in
-from tests.kube.manifests import one
+from tests.kube.manifests import KUBE_CONFIG, one
 
 
 def namespace_of(app: str, env: str = "selfhosted") -> str:
@@ -103,3 +105,22 @@ def test_the_dashboard_and_alertmanager_objects_go_where_the_chart_runs():
     assert monitoring == namespace_of("kube-prometheus-stack", "dev")
     dashboard = one(render("monitoring"), "ConfigMap", "flask-api-dashboard")
     assert dashboard["metadata"]["namespace"] == monitoring
+
+
+def test_kube_config_monitoring_makes_the_alertmanager_configuration_the_chart_loads():
+    (settings,) = values("kube-prometheus-stack")
+    name = settings["alertmanager"]["alertmanagerSpec"]["configSecret"]
+    secret = one(render("monitoring"), "Secret", name)
+    assert secret["metadata"]["namespace"] == namespace_of("kube-prometheus-stack", "dev") == "monitoring"
+    # The operator reads the configuration from this one key.
+    assert list(secret.get("data", secret.get("stringData", {}))) == ["alertmanager.yaml"]
+
+
+def test_every_receiver_url_file_lies_in_a_secret_the_chart_mounts():
+    (settings,) = values("kube-prometheus-stack")
+    mounted = settings["alertmanager"]["alertmanagerSpec"]["secrets"]
+    text = (KUBE_CONFIG / "monitoring" / "alertmanager.yaml").read_text(encoding="utf-8")
+    files = re.findall(r"_file:\s*(\S+)", text)
+    assert files
+    # The Prometheus Operator mounts each listed Secret at /etc/alertmanager/secrets/<name>/.
+    assert all(any(f.startswith(f"/etc/alertmanager/secrets/{name}/") for name in mounted) for f in files)
