@@ -328,6 +328,7 @@ def test_store_from_settings_picks_postgres_when_a_database_url_is_set(postgres_
         database_pool_min=1,
         database_pool_max=3,
         database_timeout_seconds=4,
+        database_password_file=None,
     )
 
     store = store_from_settings(settings)
