@@ -74,6 +74,10 @@ def service_env(**overrides: str) -> dict[str, str | None]:
         "ARGON2_MEMORY_KIB": "19456",
         "ARGON2_PARALLELISM": "1",
         "AUTH_MAX_FAILURES": "0",
+        # The traffic registers from one address in a loop: neither the per-address registration budget nor
+        # the bound on concurrent hashes is under test here.
+        "REGISTER_MAX_PER_ADDRESS": "0",
+        "ARGON2_CONCURRENCY": "64",
         "DATABASE_POOL_MIN": "2",
         "DATABASE_PASSWORD_FILE": None,
         "METRICS_PORT": None,
