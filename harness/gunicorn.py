@@ -158,15 +158,17 @@ class GunicornServer:
             lambda: held() >= count, timeout, interval=0.01, what=f"the workers to accept {count} connections"
         )
 
-    def wait_until_master_closes_its_listener(self, timeout: float = 30) -> None:
-        """Wait until the master has closed its listening socket: the first step of its graceful stop.
+    def listening_sockets(self) -> set[str]:
+        """The listening sockets: those the master and every worker share."""
+        return _socket_inodes(self.pid).intersection(*(_socket_inodes(pid) for pid in self.worker_pids()))
+
+    def wait_until_master_closes_its_listener(self, listeners: set[str], timeout: float = 30) -> None:
+        """Wait until the master has closed ``listeners`` (read before the signal): the first step of its
+        graceful stop.
 
         gunicorn's ``Arbiter.stop`` closes the listeners and then, in the same call, sends SIGTERM to every
-        worker. The listener is the socket that the master and its workers share.
+        worker.
         """
-        listeners = _socket_inodes(self.pid).intersection(
-            *(_socket_inodes(pid) for pid in self.worker_pids())
-        )
         if not listeners:
             raise RuntimeError("no listening socket shared by the master and its workers")
         wait_until(
