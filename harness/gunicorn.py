@@ -158,19 +158,19 @@ class GunicornServer:
             lambda: held() >= count, timeout, interval=0.01, what=f"the workers to accept {count} connections"
         )
 
-    def listening_sockets(self) -> set[str]:
-        """The listening sockets: those the master and every worker share."""
-        return _socket_inodes(self.pid).intersection(*(_socket_inodes(pid) for pid in self.worker_pids()))
-
-    def wait_until_master_closes_its_listener(self, listeners: set[str], timeout: float = 30) -> None:
-        """Wait until the master has closed ``listeners`` (read before the signal): the first step of its
-        graceful stop.
+    def begin_graceful_stop(self, timeout: float = 30) -> None:
+        """SIGTERM to the master, then wait until it has closed its listening socket.
 
         gunicorn's ``Arbiter.stop`` closes the listeners and then, in the same call, sends SIGTERM to every
-        worker.
+        worker: once the master no longer holds the listener, the workers are being told to stop. The
+        listener is the socket that the master and its workers share, found before the signal.
         """
+        listeners = _socket_inodes(self.pid).intersection(
+            *(_socket_inodes(pid) for pid in self.worker_pids())
+        )
         if not listeners:
             raise RuntimeError("no listening socket shared by the master and its workers")
+        os.kill(self.pid, signal.SIGTERM)
         wait_until(
             lambda: not listeners & _socket_inodes(self.pid),
             timeout,

@@ -49,6 +49,7 @@ class Settings:
     secret_key: str | None = None
     data_file_path: str = "data.json"
     database_url: str | None = None
+    database_password_file: str | None = None
     database_pool_min: int = 1
     database_pool_max: int = 4
     database_timeout_seconds: float = 5.0
@@ -84,6 +85,9 @@ class Settings:
         database_url = env.text("DATABASE_URL")
         if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+        password_file = env.text("DATABASE_PASSWORD_FILE")
+        if password_file is not None:
+            _check_password_file(password_file, database_url)
         secret_key = env.text("SECRET_KEY")
         if secret_key is not None and len(secret_key.encode()) < SECRET_KEY_MIN_BYTES:
             raise ConfigError(f"SECRET_KEY must be at least {SECRET_KEY_MIN_BYTES} bytes long")
@@ -110,6 +114,7 @@ class Settings:
             secret_key=secret_key,
             data_file_path=env.text("DATA_FILE_PATH") or "data.json",
             database_url=database_url,
+            database_password_file=password_file,
             database_pool_min=pool_min,
             database_pool_max=pool_max,
             database_timeout_seconds=env.number("DATABASE_TIMEOUT_SECONDS", float, 5.0, minimum=0.1),
@@ -174,6 +179,19 @@ class EnvReader:
         if port > 65535:
             raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
         return port
+
+
+def _check_password_file(path: str, database_url: str | None) -> None:
+    """DATABASE_PASSWORD_FILE needs DATABASE_URL and must be readable now (read again per connection)."""
+    if database_url is None:
+        raise ConfigError("DATABASE_PASSWORD_FILE needs DATABASE_URL (the server, database and user)")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            empty = not stream.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"DATABASE_PASSWORD_FILE cannot be read: {path}: {exc.strerror}") from None
+    if empty:
+        raise ConfigError(f"DATABASE_PASSWORD_FILE is empty: {path}")
 
 
 def _article(kind: Callable[[str], object]) -> str:

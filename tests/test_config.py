@@ -100,6 +100,41 @@ def test_database_url_with_secret_key_selects_postgresql():
     assert settings.database_url == DATABASE_URL
 
 
+def test_database_password_file_is_kept_by_path(tmp_path):
+    password_file = tmp_path / "password"
+    password_file.write_text("from a Secret volume\n")
+    environ = {
+        "DATABASE_URL": "postgresql://api@db.internal/api",
+        "DATABASE_PASSWORD_FILE": str(password_file),
+    }
+
+    settings = Settings.from_env({**environ, "SECRET_KEY": KEY})
+
+    assert settings.database_password_file == str(password_file)
+
+
+@pytest.mark.parametrize(
+    ("content", "url", "message"),
+    [
+        (None, "postgresql://api@db/api", "DATABASE_PASSWORD_FILE cannot be read: "),
+        ("\n", "postgresql://api@db/api", "DATABASE_PASSWORD_FILE is empty: "),
+        ("pw", None, "DATABASE_PASSWORD_FILE needs DATABASE_URL (the server, database and user)"),
+    ],
+)
+def test_database_password_file_problems_stop_startup_naming_the_variable(tmp_path, content, url, message):
+    password_file = tmp_path / "password"
+    if content is not None:
+        password_file.write_text(content)
+    environ = {"SECRET_KEY": KEY, "DATABASE_PASSWORD_FILE": str(password_file)}
+    if url:
+        environ["DATABASE_URL"] = url
+
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env(environ)
+
+    assert str(error.value).startswith(message)
+
+
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [

@@ -379,7 +379,7 @@ def tests_sentence(data: dict) -> str:
 def drills_table(data: dict) -> str:
     """A table of the drill tests of the last recorded ``make test``."""
     lines = [
-        f"`make test` and `make test-system` on {data['date']}:",
+        " and ".join(f"`{command}`" for command in data["drills_from"]) + f" on {data['date']}:",
         "",
         "| test | result | seconds |",
         "| --- | --- | ---: |",
@@ -517,8 +517,8 @@ def mutants_table(data: dict) -> str:
     """The last recorded ``make mutants``: each one-line bug and whether its tests caught it."""
     lines = [
         f"`make mutants` on {data['date']}: {data['killed']} of {data['mutants']} mutants killed in "
-        f"{data['total_seconds']:.0f} s (of which {data['baseline_seconds']:.0f} s for the baseline run of "
-        "their tests on the unmutated code).",
+        f"{data['total_seconds']:.0f} s, {data['jobs']} at a time (of which {data['baseline_seconds']:.0f} s "
+        "for the baseline run of their tests on the unmutated code).",
         "",
         "| mutant | area | result | seconds |",
         "| --- | --- | --- | ---: |",
@@ -607,8 +607,10 @@ def collect_tests(junit: Path, coverage: Path, system_junit: Path | None = None)
     """The summary of a junit file and a coverage JSON report; drills also from ``make test-system``'s."""
     suite, cases = junit_cases(junit)
     drill_cases = [case for case in cases if case["file"] in DRILL_FILES]
+    drills_from = ["make test"]
     if system_junit is not None and system_junit.is_file():
         drill_cases += [case for case in junit_cases(system_junit)[1] if case["file"] in DRILL_FILES]
+        drills_from.append("make test-system")
     totals = json.loads(coverage.read_text(encoding="utf-8"))["totals"]
     return {
         "date": suite.get("timestamp", "")[:10],
@@ -618,6 +620,7 @@ def collect_tests(junit: Path, coverage: Path, system_junit: Path | None = None)
         "failed": sum(case["outcome"] == "failed" for case in cases),
         "seconds": round(float(suite.get("time", 0)), 1),
         "coverage_percent": round(totals["percent_covered"], 2),
+        "drills_from": drills_from,
         "drills": [
             {"name": case["name"], "outcome": case["outcome"], "seconds": round(case["seconds"], 1)}
             for case in drill_cases

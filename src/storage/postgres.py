@@ -16,6 +16,9 @@ Process model (gunicorn forks workers from a master):
   cache is emptied and every lookup goes to the database, so a change is never missed; a change made by
   another process is seen as soon as PostgreSQL delivers its notification (at commit, well under a
   millisecond on one host). Entries also expire after ``USER_CACHE_TTL_SECONDS``.
+* With ``password_file`` (DATABASE_PASSWORD_FILE) the password is read from that file for every new
+  connection, never kept: a password rotated in the database and in the file (a Kubernetes Secret volume
+  follows its Secret) is picked up without a restart, while the open connections keep working.
 * Other lookups cost one query on a pooled autocommit connection. Connections are not checked on every
   checkout (that would double the cost of a lookup): after a connection error the idle connections are
   checked (``pool.check()``) and an idempotent call is retried once, so a restarted database is picked up
@@ -119,6 +122,23 @@ def _secrets_of(url: str) -> list[str]:
     return sorted({password, unquote(password)}, key=len, reverse=True)
 
 
+def password_kwargs(password_file: str | None) -> dict[str, str]:
+    """``{"password": ...}`` read from ``password_file`` now (nothing without a file).
+
+    A file that cannot be read counts as a connection failure, so it maps to StoreUnavailable like one.
+    """
+    if password_file is None:
+        return {}
+    try:
+        with open(password_file, encoding="utf-8") as stream:
+            password = stream.read().rstrip("\r\n")
+    except OSError as exc:
+        raise psycopg.OperationalError(f"cannot read the password file: {exc.strerror}") from None
+    if not password:
+        raise psycopg.OperationalError("the password file is empty")
+    return {"password": password}
+
+
 def describe_error(exc: BaseException, url: str) -> str:
     """First line of an error message, with the URL's password masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -127,10 +147,12 @@ def describe_error(exc: BaseException, url: str) -> str:
     return text
 
 
-def create_schema(url: str, timeout: float = 5.0) -> None:
+def create_schema(url: str, timeout: float = 5.0, password_file: str | None = None) -> None:
     """Create the tables and indexes if missing, under the advisory lock; StoreUnavailable if unreachable."""
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout))) as conn:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=max(1, round(timeout)), **password_kwargs(password_file)
+        ) as conn:
             _create_schema_on(conn)
     except psycopg.Error as exc:
         raise StoreUnavailable(f"database unavailable: {describe_error(exc, url)}") from None
@@ -171,9 +193,10 @@ class UserCache:
     (at most every LISTEN_RETRY_SECONDS) once a query has just shown that the database answers.
     """
 
-    def __init__(self, url: str, connect_timeout: float) -> None:
+    def __init__(self, url: str, connect_timeout: float, password_file: str | None = None) -> None:
         self._url = url
         self._connect_timeout = connect_timeout
+        self._password_file = password_file
         self._conn: psycopg.Connection | None = None
         self._pid: int | None = None
         self._generation = 0
@@ -263,6 +286,7 @@ class UserCache:
                 keepalives_idle=10,
                 keepalives_interval=5,
                 keepalives_count=3,
+                **password_kwargs(self._password_file),
             )
             if not _schema_present(conn):
                 # A schema created before the triggers existed: no notifications would ever come.
@@ -302,9 +326,17 @@ class PostgresStore(UserStore):
     """Users in PostgreSQL at ``url``; see the module docstring for the process and outage behaviour."""
 
     def __init__(
-        self, url: str, min_size: int = 1, max_size: int = 4, timeout: float = 5.0, *, user_cache: bool = True
+        self,
+        url: str,
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout: float = 5.0,
+        *,
+        user_cache: bool = True,
+        password_file: str | None = None,
     ) -> None:
         self._url = url
+        self._password_file = password_file
         self.min_size = min_size
         self.max_size = max_size
         self.timeout = float(timeout)
@@ -317,9 +349,9 @@ class PostgresStore(UserStore):
         # The store id, with the listening generation it was read under: a database dropped and created
         # again ends the listening session, so a new generation reads the id again.
         self._store_id: tuple[str, int] | None = None
-        self.user_cache = UserCache(url, self.timeout) if user_cache else None
+        self.user_cache = UserCache(url, self.timeout, password_file) if user_cache else None
         try:
-            create_schema(url, self.timeout)
+            create_schema(url, self.timeout, password_file)
             self._schema_ready = True
         except StoreUnavailable as exc:
             log.warning("schema not created yet, will retry on first use: %s", exc)
@@ -348,13 +380,22 @@ class PostgresStore(UserStore):
                     max_size=self.max_size,
                     timeout=self.timeout,
                     reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
-                    kwargs={"autocommit": True, "connect_timeout": max(1, round(self.timeout))},
+                    # A callable: the pool asks for the arguments (and so reads the password file) on every
+                    # new connection.
+                    kwargs=self._connect_kwargs,
                     name=f"flask-api-{pid}",
                     open=False,
                 )
                 pool.open(wait=False)
                 self._pool, self._pool_pid = pool, pid
             return self._pool
+
+    def _connect_kwargs(self) -> dict[str, object]:
+        return {
+            "autocommit": True,
+            "connect_timeout": max(1, round(self.timeout)),
+            **password_kwargs(self._password_file),
+        }
 
     def _unavailable(self, exc: BaseException, waited: float = 0.0) -> StoreUnavailable:
         if isinstance(exc, PoolTimeout):

@@ -111,7 +111,7 @@ class RegistrationLoad:
             except requests.RequestException as error:
                 with self._lock:
                     self.errors.append(f"{username}: {type(error).__name__}")
-                time.sleep(0.05)
+                time.sleep(0.05)  # pacing of the load while the service is down, not a wait before an assert
                 continue
             with self._lock:
                 self.statuses[response.status_code] += 1
