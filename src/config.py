@@ -63,7 +63,7 @@ class Settings:
     auth_max_failures_per_username: int = 10
     auth_max_failures_per_address: int = 50
     register_max_per_address: int = 10
-    argon2_concurrency: int = 2
+    argon2_concurrency: int = 1
     trusted_proxy_count: int = 0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     argon2_time_cost: int = 3
@@ -130,7 +130,7 @@ class Settings:
             auth_max_failures_per_username=env.number("AUTH_MAX_FAILURES_PER_USERNAME", int, 10, minimum=0),
             auth_max_failures_per_address=env.number("AUTH_MAX_FAILURES_PER_ADDRESS", int, 50, minimum=0),
             register_max_per_address=env.number("REGISTER_MAX_PER_ADDRESS", int, 10, minimum=0),
-            argon2_concurrency=env.number("ARGON2_CONCURRENCY", int, 2, minimum=1),
+            argon2_concurrency=env.number("ARGON2_CONCURRENCY", int, 1, minimum=1),
             trusted_proxy_count=trusted_proxy_count,
             trusted_proxies=trusted_proxies,
             argon2_time_cost=env.number("ARGON2_TIME_COST", int, 3, minimum=ARGON2_MIN_TIME_COST),

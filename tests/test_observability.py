@@ -280,3 +280,25 @@ def test_a_failing_stdout_does_not_fail_the_request(make_app, monkeypatch):
     monkeypatch.setattr(observability.os, "write", broken_write)
     monkeypatch.setattr(logging, "raiseExceptions", False)
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_dead_workers_metric_files_are_folded_into_one_archive_and_still_counted(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    spawn = multiprocessing.get_context("spawn")
+    pids = []
+    for times in (3, 4, 5):
+        worker = spawn.Process(target=count_in_a_worker, args=("/folded", times))
+        worker.start()
+        worker.join(60)
+        assert worker.exitcode == 0
+        pids.append(worker.pid)
+
+    from src.metrics_files import fold_dead_worker
+
+    for pid in pids[:2]:
+        assert fold_dead_worker(str(tmp_path), pid) == 1  # its counter file (it observed no latency)
+
+    files = sorted(path.name for path in tmp_path.glob("*.db"))
+    assert files == sorted(["counter_archive.db", f"counter_{pids[2]}.db"])
+    labels = {"route": "/folded", "method": "GET", "status": "200"}
+    assert observability.metrics_registry().get_sample_value("http_requests_total", labels) == 12.0

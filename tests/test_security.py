@@ -259,3 +259,36 @@ def test_cors_preflight_allows_the_authorization_header(tmp_path):
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
+
+
+def test_a_hash_beyond_the_concurrency_bound_is_refused_at_once_with_retry_after():
+    import threading
+
+    from src.config import Settings
+    from src.errors import Overloaded
+    from src.security import Passwords
+
+    passwords = Passwords(
+        Settings(argon2_time_cost=2, argon2_memory_kib=19456, argon2_parallelism=1, argon2_concurrency=1)
+    )
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_only_slot() -> None:
+        with passwords.slot():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_only_slot)
+    holder.start()
+    held.wait(10)
+    try:
+        with pytest.raises(Overloaded) as refused, passwords.slot():
+            pass
+    finally:
+        release.set()
+        holder.join(10)
+
+    assert refused.value.status == 503
+    assert refused.value.headers == (("Retry-After", "1"),)
+    with passwords.slot():  # free again
+        pass

@@ -497,7 +497,8 @@ def _store_rows(data: dict) -> list[str]:
         rows.append(
             f"| {run['worker_restarts']} worker restarts ({run['restart_seconds']} s) | metric files "
             f"folded | scrape {run['scrape_ms_fresh']} ms fresh, {run['scrape_ms_after_restarts']} ms "
-            f"after; {run['files_after_restarts']} files left |"
+            f"after (master CPU per scrape {run.get('scrape_cpu_ms_fresh')} -> "
+            f"{run.get('scrape_cpu_ms_after_restarts')} ms); {run['files_after_restarts']} files left |"
         )
     return rows
 

@@ -79,7 +79,7 @@ def get_many(url: str, count: int, clients: int = 8) -> list[int]:
 
 
 def hold_every_worker(server, path: str = "/healthz") -> list[socket.socket]:
-    """Half-send one request per worker and wait until every worker has accepted one.
+    """Half-send one request per worker and wait until the workers have accepted all of them.
 
     A sync worker (``GUNICORN_THREADS=1``) accepts one connection and then blocks reading it, so when all of
     them hold one, every worker is booted and busy, one request each. ``finish`` sends the rest.
@@ -248,8 +248,8 @@ def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp
     assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
 
     # How to see readiness during the drain from outside: requests that reached a worker just before the
-    # signal. A sync worker accepts one connection and then blocks reading it, so one half-sent request per
-    # worker holds all four. SIGTERM goes to the master, which closes its listener and signals the workers;
+    # signal. Four half-sent requests are held by the workers (a sync worker takes one, a threaded worker
+    # may take several). SIGTERM goes to the master, which closes its listener and signals the workers;
     # each worker runs its SIGTERM handler (gunicorn.conf.py: start_draining) as soon as it reads again, so
     # the request it finishes after the signal sees the draining state, as a kubelet probe would.
     connections = hold_every_worker(server, "/readyz")

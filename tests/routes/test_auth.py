@@ -450,3 +450,58 @@ def test_forwarded_address_from_a_peer_outside_trusted_proxies_is_ignored(make_a
     )
 
     assert response.status_code == 429
+
+
+@pytest.fixture
+def proxied(make_app):
+    """AuthActions on an app that believes X-Forwarded-For from the test client's 127.0.0.1."""
+    from tests.conftest import AuthActions
+
+    def build(**settings: str) -> AuthActions:
+        app = make_app(TRUSTED_PROXY_COUNT="1", TRUSTED_PROXIES="127.0.0.1", **settings)
+        return AuthActions(app.test_client())
+
+    return build
+
+
+def from_address(address: str) -> dict:
+    return {"headers": {"X-Forwarded-For": address}}
+
+
+def test_guesses_from_many_addresses_stop_at_one_per_address_once_the_username_bound_is_reached(proxied):
+    auth = proxied(AUTH_MAX_FAILURES="2", AUTH_MAX_FAILURES_PER_USERNAME="4")
+    auth.register("alice")
+
+    assert fail(auth, 3, **from_address("198.51.100.1")) == [401, 401, 429]
+    assert fail(auth, 3, **from_address("198.51.100.2")) == [401, 401, 429]
+    # The username has 4 failures: a new address gets one attempt, not two.
+    assert fail(auth, 2, **from_address("198.51.100.3")) == [401, 429]
+    # The owner, from an address that never failed, still signs in.
+    assert auth.authenticate("alice", **from_address("203.0.113.9")).status_code == 200
+
+
+def test_one_address_guessing_many_usernames_is_cut_short(proxied):
+    auth = proxied(AUTH_MAX_FAILURES_PER_ADDRESS="3")
+
+    statuses = [auth.authenticate(f"user{n}", "wrong password").status_code for n in range(4)]
+
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_a_right_password_is_not_counted_as_a_failure(proxied):
+    auth = proxied(AUTH_MAX_FAILURES_PER_ADDRESS="2")
+    auth.register("alice")
+
+    assert [auth.authenticate("alice").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_registrations_are_limited_per_address(proxied):
+    auth = proxied(REGISTER_MAX_PER_ADDRESS="2")
+
+    statuses = [auth.register(f"user{n}", **from_address("198.51.100.1")).status_code for n in range(3)]
+    refused = auth.register("user9", **from_address("198.51.100.1"))
+
+    assert statuses == [201, 201, 429]
+    assert_problem(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0
+    assert auth.register("user3", **from_address("198.51.100.2")).status_code == 201

@@ -152,10 +152,18 @@ def rename_unannounced(url: str, user_id: int, username: str) -> None:
         conn.execute("UPDATE users SET username = %s WHERE id = %s", (username, user_id))
 
 
-def reserve_under_limit(target: str, key: str, limit: int) -> bool:
-    """Reserve one attempt of ``key`` unless it has ``limit`` already; whether this process recorded one."""
+RESERVED_KEY = "pair:10.0.0.1|alice"
+RESERVATION_LIMIT = 20
+
+
+def reserve_under_limit(target: str, start: multiprocessing.synchronize.Event, done: Callable) -> None:
+    """After ``start``, try 5 reservations of RESERVED_KEY under RESERVATION_LIMIT; ``done(how many)``."""
     with open_store(target) as store:
-        recorded, _counts = store.reserve_attempt(
-            [key], time.time(), 300.0, lambda counts: counts[0][0] < limit
-        )
-    return recorded
+        start.wait(30)
+        recorded = 0
+        for _ in range(5):
+            ok, _ = store.reserve_attempt(
+                [RESERVED_KEY], time.time(), 300.0, lambda counts: counts[0][0] < RESERVATION_LIMIT
+            )
+            recorded += ok
+    done(recorded)
