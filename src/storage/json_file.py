@@ -29,9 +29,11 @@ import logging
 import os
 import re
 import tempfile
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from itertools import pairwise
 
 from .base import StoreUnavailable, User, UsernameTaken, UserStore
 
@@ -61,23 +63,13 @@ def _signature(st: os.stat_result) -> Signature:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class _Users:
-    signature: Signature | None
-    by_name: dict[str, User]
-    by_id: dict[int, User]
-    next_id: int
-    raw: bytes = b""  # the exact file content the index was built from
-
-
-def _empty_users(signature: Signature | None = None) -> _Users:
-    return _Users(signature, {}, {}, 1)
-
-
 # The layout this module writes: header, users separated by commas, trailer. A registration only changes the
 # header's next_id and appends one user, which lets writers splice and readers parse only what was appended.
 _HEADER = re.compile(rb'\{"version":1,"next_id":([1-9][0-9]*),"users":\[')
 _TRAILER = b"]}"
+# Between two users of the layout this module writes. A '"' inside a JSON string is always escaped, so this
+# can only be the end of one user object and the start of the next.
+_BETWEEN_USERS = re.compile(rb'\},\{"id":')
 
 
 def _users_span(raw: bytes) -> tuple[int, int, int] | None:
@@ -102,26 +94,220 @@ def _encode_users(users: Iterable[User], next_id: int) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _encode_appended(state: _Users, added: list[User], next_id: int) -> bytes | None:
-    """The file content of ``state`` plus ``added``, spliced from its bytes without re-encoding every user."""
-    span = _users_span(state.raw)
-    if span is None:
+# Users decoded from the bytes, kept per version of the file: the ones that sign in often are decoded once.
+_DECODED_USERS = 4096
+_decode = json.JSONDecoder().decode
+
+
+def _user_of(entry: dict) -> User:
+    return User(entry["id"], entry["username"], entry["password_hash"])
+
+
+# Appending more users than this (or an eighth of the index) rebuilds the index instead of inserting.
+_MAX_INSERTS = 64
+
+
+class _Users:
+    """One version of the user file and a compact index over it; never changed once published.
+
+    The index holds no Python object per user: ``raw`` is the file content in the layout this module writes,
+    ``starts`` the offset of each user's JSON object in it (file order), and two sorted arrays lead to a row:
+    ids, and hashes of the usernames. A lookup bisects, then decodes that one object from ``raw``; a username
+    is compared in full, so two names with the same hash never answer for each other. About 30 bytes per user
+    on top of the file's own bytes, instead of several hundred for dicts of ``User`` objects.
+    """
+
+    __slots__ = (
+        "_decoded",
+        "_end",
+        "_id_rows",
+        "_ids",
+        "_name_hashes",
+        "_name_rows",
+        "_start",
+        "next_id",
+        "raw",
+        "signature",
+        "starts",
+    )
+
+    def __init__(
+        self,
+        *,
+        signature: Signature | None,
+        raw: bytes,
+        next_id: int,
+        starts: array,
+        ids: array,
+        id_rows: array | None,
+        name_hashes: array,
+        name_rows: array,
+    ) -> None:
+        self.signature = signature
+        self.raw = raw
+        self.next_id = next_id
+        span = _users_span(raw)
+        if span is None:  # pragma: no cover - every raw here comes from _encode_users or a splice of it
+            raise AssertionError("index over bytes not in the layout this module writes")
+        self._start, self._end = span[1], span[2]
+        self.starts = starts
+        self._ids = ids
+        self._id_rows = id_rows  # None: rows are in id order, row i holds _ids[i]
+        self._name_hashes = name_hashes
+        self._name_rows = name_rows
+        self._decoded: dict[int, User] = {}
+
+    @classmethod
+    def build(
+        cls, users: list[User], next_id: int, signature: Signature | None = None, raw: bytes | None = None
+    ) -> _Users:
+        """The index of ``users`` (file order) over ``raw``, the file they were read from.
+
+        ``raw`` is kept when it is in the layout this module writes with one boundary between each two users
+        (the caller has checked that every user object has exactly its three keys, so none nests another);
+        otherwise, or without ``raw``, the users are encoded afresh in that layout.
+        """
+        starts = cls._starts(raw, users) if raw is not None and users else None
+        if starts is None:
+            raw = _encode_users(users, next_id)
+            starts = cls._starts(raw, users)
+            if starts is None:  # pragma: no cover - guaranteed by the encoding
+                raise AssertionError("user boundaries do not match the users")
+        ids = [u.id for u in users]
+        if all(a < b for a, b in pairwise(ids)):
+            id_keys, id_rows = array("q", ids), None
+        else:
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            id_keys, id_rows = array("q", [ids[i] for i in order]), array("I", order)
+        hashes = [hash(u.username) for u in users]
+        order = sorted(range(len(hashes)), key=hashes.__getitem__)
+        name_hashes, name_rows = array("q", [hashes[i] for i in order]), array("I", order)
+        return cls(
+            signature=signature,
+            raw=raw,
+            next_id=next_id,
+            starts=starts,
+            ids=id_keys,
+            id_rows=id_rows,
+            name_hashes=name_hashes,
+            name_rows=name_rows,
+        )
+
+    @staticmethod
+    def _starts(raw: bytes, users: list[User]) -> array | None:
+        """Offsets of the objects of ``users`` in ``raw``, from its users array; None if they do not fit."""
+        span = _users_span(raw)
+        if span is None:
+            return None
+        _, start, end = span
+        starts = array("q", [0] if users else [])
+        starts.extend(m.start() + 2 - start for m in _BETWEEN_USERS.finditer(raw, start, end))
+        if len(starts) != len(users):
+            return None
+        if users:  # the first and last objects bound the array: they must be exactly the first and last users
+            try:
+                first = _decode(raw[start : start + starts[1] - 1 if len(starts) > 1 else end].decode())
+                last = _decode(raw[start + starts[-1] : end].decode())
+            except ValueError:
+                return None
+            if _user_of(first) != users[0] or _user_of(last) != users[-1]:
+                return None
+        return starts
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def _user_at(self, row: int) -> User:
+        user = self._decoded.get(row)
+        if user is None:
+            begin = self._start + self.starts[row]
+            end = self._start + self.starts[row + 1] - 1 if row + 1 < len(self.starts) else self._end
+            user = _user_of(_decode(self.raw[begin:end].decode()))
+            if len(self._decoded) >= _DECODED_USERS:
+                self._decoded.clear()
+            self._decoded[row] = user
+        return user
+
+    def find_by_username(self, username: str) -> User | None:
+        hashes = self._name_hashes
+        key = hash(username)
+        position = bisect_left(hashes, key)
+        while position < len(hashes) and hashes[position] == key:
+            user = self._user_at(self._name_rows[position])
+            if user.username == username:
+                return user
+            position += 1
         return None
-    _, start, end = span
-    parts = [
-        b'{"version":%d,"next_id":%d,"users":[' % (FORMAT_VERSION, next_id),
-        memoryview(state.raw)[start:end],
-    ]
-    if end > start:
-        parts.append(b",")
-    parts.extend((b",".join(_encode_user(user) for user in added), _TRAILER))
-    return b"".join(parts)
+
+    def find_by_id(self, user_id: int) -> User | None:
+        ids = self._ids
+        position = bisect_left(ids, user_id)
+        if position == len(ids) or ids[position] != user_id:
+            return None
+        return self._user_at(position if self._id_rows is None else self._id_rows[position])
+
+    def has_id(self, user_id: int) -> bool:
+        position = bisect_left(self._ids, user_id)
+        return position < len(self._ids) and self._ids[position] == user_id
+
+    def users(self) -> list[User]:
+        """Every user, in file order."""
+        entries = json.loads(self.raw[self._start - 1 : self._end + 1])
+        return [User(e["id"], e["username"], e["password_hash"]) for e in entries]
+
+    def appended(self, added: list[User], next_id: int) -> _Users:
+        """A new version with these users appended: ``raw`` spliced, the index extended, not rebuilt."""
+        if len(added) > max(_MAX_INSERTS, len(self) // 8):
+            return _Users.build(self.users() + added, next_id)  # one sort beats many inserts
+        pieces = [_encode_user(user) for user in added]
+        old_length = self._end - self._start
+        raw = b"".join(
+            (
+                b'{"version":%d,"next_id":%d,"users":[' % (FORMAT_VERSION, next_id),
+                memoryview(self.raw)[self._start : self._end],
+                b"," if old_length and pieces else b"",
+                b",".join(pieces),
+                _TRAILER,
+            )
+        )
+        starts, ids = array("q", self.starts), array("q", self._ids)
+        id_rows = None if self._id_rows is None else array("I", self._id_rows)
+        name_hashes, name_rows = array("q", self._name_hashes), array("I", self._name_rows)
+        offset = old_length + 1 if old_length else 0
+        for user, piece in zip(added, pieces, strict=True):
+            row = len(starts)
+            starts.append(offset)
+            offset += len(piece) + 1
+            if id_rows is None and (not ids or user.id > ids[-1]):
+                ids.append(user.id)
+            else:
+                if id_rows is None:
+                    id_rows = array("I", range(len(ids)))
+                position = bisect_left(ids, user.id)
+                ids.insert(position, user.id)
+                id_rows.insert(position, row)
+            key = hash(user.username)
+            position = bisect_right(name_hashes, key)
+            name_hashes.insert(position, key)
+            name_rows.insert(position, row)
+        return _Users(
+            signature=None,
+            raw=raw,
+            next_id=next_id,
+            starts=starts,
+            ids=ids,
+            id_rows=id_rows,
+            name_hashes=name_hashes,
+            name_rows=name_rows,
+        )
 
 
-def _check_entries(
-    entries: object, next_id: int, by_name: dict[str, User], by_id: dict[int, User]
-) -> list[User]:
-    """The users of decoded ``entries``, none already in the index; ValueError or TypeError when invalid."""
+def _empty_users(signature: Signature | None = None) -> _Users:
+    return _Users.build([], 1, signature)
+
+
+def _check_entries(entries: object, next_id: int, previous: _Users | None = None) -> list[User]:
+    """The users of decoded ``entries``, none already in ``previous``; ValueError or TypeError if invalid."""
     if not isinstance(entries, list):
         raise TypeError('not a user file (expected an object with a "users" list)')
     # Fast path, a few C-speed passes over 100,000 users; any doubt and the loop below names the culprit.
@@ -136,8 +322,8 @@ def _check_entries(
             )
             and (not ids or (min(ids) >= 1 and max(ids) < next_id))
             # Probe the index with the new keys (few when appending); never iterate the index itself.
-            and not (by_id and any(user_id in by_id for user_id in ids))
-            and not (by_name and any(username in by_name for username in names))
+            and not (previous and any(previous.has_id(user_id) for user_id in ids))
+            and not (previous and any(previous.find_by_username(name) for name in names))
         )
     except (KeyError, TypeError):
         valid = False
@@ -152,7 +338,8 @@ def _check_entries(
             raise ValueError(f"user #{position} has an invalid id {user_id!r}")
         if not isinstance(username, str) or not isinstance(password_hash, str):
             raise TypeError(f"user #{position} lacks a username or password hash")
-        if username in by_name or username in names or user_id in by_id or user_id in ids:
+        taken = previous is not None and (previous.has_id(user_id) or previous.find_by_username(username))
+        if taken or username in names or user_id in ids:
             raise ValueError(f"user #{position} repeats username or id {user_id}")
         names.add(username)
         ids.add(user_id)
@@ -177,16 +364,18 @@ def _parse_users(raw: bytes, signature: Signature) -> _Users:
     next_id = doc.get("next_id")
     if type(next_id) is not int or next_id < 1:
         raise ValueError('"next_id" is not a positive integer')
-    users = _check_entries(doc.get("users"), next_id, {}, {})
-    return _Users(
-        signature, {u.username: u for u in users}, {u.id: u for u in users}, next_id, raw if users else b""
-    )
+    entries = doc.get("users")
+    users = _check_entries(entries, next_id)
+    # Objects with exactly the three keys nest nothing, so the file's own bytes can be indexed as they are.
+    exact = all(len(entry) == 3 for entry in entries)
+    del doc, entries  # the decoded tree is garbage before the index is built: its memory is reused, not kept
+    return _Users.build(users, next_id, signature, raw if exact else None)
 
 
 def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _Users | None:
     """When ``raw`` is ``previous.raw`` plus appended users, index only those; None when it is not."""
     old, new = _users_span(previous.raw), _users_span(raw)
-    if old is None or new is None:
+    if old is None or new is None or not previous:
         return None
     next_id, start, end = new
     old_length = old[2] - old[1]
@@ -196,18 +385,16 @@ def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _User
         return None
     tail = raw[start + old_length : end]
     if old_length and tail:
-        if not tail.startswith(b","):
-            return None
-        tail = tail[1:]
+        tail = tail[1:] if tail.startswith(b",") else b"not appended"  # fails to decode below
     try:
-        users = _check_entries(json.loads(b"[" + tail + b"]"), next_id, previous.by_name, previous.by_id)
+        users = _check_entries(json.loads(b"[" + tail + b"]"), next_id, previous)
     except (ValueError, TypeError):
         return None  # the full parse names what is wrong
-    # Appending to the shared dicts is safe: readers only look keys up, and nothing is ever replaced.
-    for user in users:
-        previous.by_name[user.username] = user
-        previous.by_id[user.id] = user
-    return _Users(signature, previous.by_name, previous.by_id, next_id, raw)
+    state = previous.appended(users, next_id)
+    if state.raw != raw:  # appended in another layout (by hand): the full parse indexes it
+        return None
+    state.signature = signature
+    return state
 
 
 def _parse_failures(raw: bytes) -> dict[str, list[float]]:
@@ -287,11 +474,11 @@ class JsonFileStore(UserStore):
 
     def find_by_username(self, username: str) -> User | None:
         """The user with exactly this name, or None."""
-        return self._users().by_name.get(username)
+        return self._users().find_by_username(username)
 
     def find_by_id(self, user_id: int) -> User | None:
         """The user with this id, or None."""
-        return self._users().by_id.get(user_id)
+        return self._users().find_by_id(user_id)
 
     # ------------------------------------------------------------------ writing
 
@@ -364,26 +551,20 @@ class JsonFileStore(UserStore):
     def _write_users(self, state: _Users, added: list[User], removed: int | None = None) -> None:
         """Write ``state`` plus ``added`` minus ``removed``, then update the index in place."""
         next_id = added[-1].id + 1 if added else state.next_id
-        data = _encode_appended(state, added, next_id) if removed is None else None
-        if data is None:
-            users = [u for u in state.by_id.values() if u.id != removed] + added
-            data = _encode_users(users, next_id)
-        signature = self._replace(self.path, data, durable=True)
-        # Only now, with the file on disk, does the index change.
-        for user in added:
-            state.by_name[user.username] = user
-            state.by_id[user.id] = user
-        if removed is not None:
-            gone = state.by_id.pop(removed)
-            del state.by_name[gone.username]
-        self._users_state = _Users(signature, state.by_name, state.by_id, next_id, data)
+        if removed is None:
+            new_state = state.appended(added, next_id)
+        else:
+            new_state = _Users.build([u for u in state.users() if u.id != removed] + added, next_id)
+        new_state.signature = self._replace(self.path, new_state.raw, durable=True)
+        # Only now, with the file on disk, is the new index published.
+        self._users_state = new_state
 
     def create_user(self, username: str, password_hash: str) -> User:
         """Store a new user under the next id; raise UsernameTaken when the name exists."""
         with self._locked(self.lock_path):
             self._sweep_temp_files(self.path)
             state = self._users()
-            if username in state.by_name:
+            if state.find_by_username(username) is not None:
                 raise UsernameTaken(username)
             user = User(state.next_id, username, password_hash)
             self._write_users(state, [user])
@@ -400,7 +581,7 @@ class JsonFileStore(UserStore):
             added: list[User] = []
             names: set[str] = set()
             for offset, (username, password_hash) in enumerate(rows):
-                if username in state.by_name or username in names:
+                if username in names or state.find_by_username(username) is not None:
                     raise UsernameTaken(username)
                 names.add(username)
                 added.append(User(state.next_id + offset, username, password_hash))
@@ -411,7 +592,7 @@ class JsonFileStore(UserStore):
         """Remove a user; ``next_id`` stays, so the id is never handed out again."""
         with self._locked(self.lock_path):
             state = self._users()
-            if user_id not in state.by_id:
+            if not state.has_id(user_id):
                 return False
             self._write_users(state, [], removed=user_id)
         return True

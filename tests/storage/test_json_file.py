@@ -189,7 +189,7 @@ def test_a_registration_by_another_worker_is_indexed_without_a_full_parse(json_s
     assert other_worker.create_user("after", HASH).id == 104
     assert parses == ["full", "appended"]
     assert data_file.read_bytes() == json_file_module._encode_users(
-        sorted(other_worker._users().by_id.values(), key=lambda u: u.id), 105
+        sorted(other_worker._users().users(), key=lambda u: u.id), 105
     )
 
 
