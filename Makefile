@@ -1,7 +1,8 @@
 # flask-api: `make run` serves the API on port 8888, `make test` runs the checks. Both need only python3.
 
 PYTHON ?= python3
-VENV := .venv
+# VENV=.venv-3.13 PYTHON=python3.13 keeps a second interpreter's virtualenv beside the default one.
+VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8888
 # Loopback by default: `make run BIND=0.0.0.0:8888` to listen on every interface.
@@ -97,5 +98,5 @@ ci: ## Everything CI runs (as root, like CI: CI=true bash .ci/run)
 	CI=true bash .ci/run
 
 clean: ## Remove the virtualenv and caches (keeps data.json and its key)
-	rm -rf $(VENV) $(SCANNERS_VENV) .pytest_cache .ruff_cache htmlcov .coverage .coverage.* coverage.xml
+	rm -rf .venv .venv-3.* $(VENV) $(SCANNERS_VENV) .pytest_cache .ruff_cache htmlcov .coverage .coverage.* coverage.xml
 	find . -path './.venv*' -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

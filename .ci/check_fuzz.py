@@ -3,7 +3,7 @@
 Once with the JSON store in a temp folder and once with a throwaway PostgreSQL: no 5xx, every response as
 src/openapi.json describes it (status, media type, headers, body), every error an application/problem+json
 document with type, title, status and detail (.ci/fuzz_hooks.py), and no error line in the server's log.
-Servers are the test suite's own launchers (tests/support), on loopback only, stopped by their pid.
+Servers are the test suite's own launchers (harness/), on loopback only, stopped by their pid.
 
 Usage: .venv/bin/python .ci/check_fuzz.py   (FUZZ_MAX_EXAMPLES=<n> per operation, default 100)
 """
@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python .ci/check_fuzz.py` puts .ci/, not the repository, on the path
     sys.path.insert(0, str(REPO))
 
-from tests.support.gunicorn import GunicornServer  # noqa: E402
-from tests.support.postgres import new_server  # noqa: E402
+from harness.gunicorn import GunicornServer  # noqa: E402
+from harness.postgres import new_server  # noqa: E402
 
 CHECKS = (
     "not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance,"

@@ -17,7 +17,7 @@ from flask_jwt_extended import create_access_token
 
 from bench import reference_fastapi
 from bench.reference_app import create_app as create_flask_reference
-from tests.support.gunicorn import GunicornServer
+from harness.gunicorn import GunicornServer
 
 WORKERS = 4
 # Each worker makes its argon2 dummy hash (64 MiB, transient) as it boots: wait before measuring memory.

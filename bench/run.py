@@ -3,8 +3,8 @@
 Starts the service under its production gunicorn config (``gunicorn.conf.py``, 4 workers) and, in the same
 run, the two reference apps (``bench/reference_app.py``: Flask + flask-jwt-extended under the same config;
 ``bench/reference_fastapi.py``: FastAPI + PyJWT under uvicorn workers). Drives them with ``wrk`` on
-127.0.0.1 in alternating rounds, for the JSON store and PostgreSQL (a throwaway server from
-``tests/support``), at 10 and at 100k users. Writes ``bench/results.json``, ``bench/results.md`` and
+127.0.0.1 in alternating rounds, for the JSON store and PostgreSQL (a throwaway server from ``harness/``), at
+10 and at 100k users. Writes ``bench/results/results.json``, ``bench/results/results.md`` and
 ``Illustrations/benchmark.png``.
 
 Modules: ``apps`` (what is served and how), ``load`` (wrk), ``stores`` (seeding), ``report`` (tables, targets,
@@ -32,9 +32,9 @@ from bench import apps, report  # noqa: E402
 from bench.load import ratio, summarise, wrk  # noqa: E402
 from bench.stores import BENCH_USERNAME, password_hash, seed  # noqa: E402
 from src.storage import JsonFileStore, PostgresStore  # noqa: E402
-from tests.support.postgres import PostgresServer  # noqa: E402
+from harness.postgres import PostgresServer  # noqa: E402
 
-RESULTS_JSON = REPO / "bench" / "results.json"
+RESULTS_JSON = REPO / "bench" / "results" / "results.json"
 PLOT_PATH = REPO / "Illustrations" / "benchmark.png"
 # Throwaway credentials of a throwaway store; the bench never touches a real one.
 BENCH_PASSWORD = secrets.token_urlsafe(18)
@@ -219,7 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gunicorn-threads", type=int, default=8, help="threads per gthread worker")
     parser.add_argument("--note", default="", help="a note about the machine, written into the results")
     parser.add_argument(
-        "--output", type=Path, default=None, help="write the results here instead of bench/results.{json,md}"
+        "--output", type=Path, default=None, help="write the results here instead of bench/results/results.{json,md}"
     )
     parser.add_argument("--no-plot", action="store_true", help="skip Illustrations/benchmark.png")
     return parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Fixtures of the API tests: the app, its test client and AuthActions; each test runs twice.
 
 ``app`` is parametrised over the two stores, so every API test runs against a JSON file in ``tmp_path`` and
-against a fresh database on the throwaway PostgreSQL server (tests/support/postgres.py).
+against a fresh database on the throwaway PostgreSQL server (harness/postgres.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from harness import free_port
 from src import create_app
-from tests.support.postgres import free_port
 
 # OWASP's minimum argon2id cost keeps the suite fast; production defaults are argon2-cffi's.
 FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}

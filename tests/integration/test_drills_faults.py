@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import in_ci, wait_until
+from harness.gunicorn import GunicornServer
+from harness.postgres import new_server, require_postgres_binaries
 from src.storage import JsonFileStore, PostgresStore
-from tests.support import wait_until
-from tests.support.gunicorn import GunicornServer
-from tests.support.postgres import in_ci, new_server, require_postgres_binaries
 
 PASSWORD = "drill password 1"
 PROBLEM = "application/problem+json"

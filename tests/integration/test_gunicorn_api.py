@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.gunicorn import REPO_ROOT, GunicornServer, gunicorn_executable
 from src.storage import JsonFileStore, PostgresStore, UserStore
-from tests.support.gunicorn import REPO_ROOT, GunicornServer, gunicorn_executable
 
 PASSWORD = "correct horse battery"
 FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}

@@ -16,9 +16,9 @@ import pytest
 import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from harness import free_port, in_ci
+from harness.gunicorn import GunicornServer
 from src.observability import HTTP_REQUESTS
-from tests.support.gunicorn import GunicornServer
-from tests.support.postgres import free_port, in_ci
 
 PROMETHEUS = "/usr/bin/prometheus"
 REQUESTS = 200

@@ -17,7 +17,7 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.gunicorn import free_port
+from harness import free_port
 
 USERNAME = "serving-user"
 PASSWORD = "Serving-Passw0rd-42"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import in_ci
 from src.storage import JsonFileStore, PostgresStore
-from tests.support.postgres import in_ci
 
 
 def _cannot(reason: str) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness import free_port
 from src import migrate
-from tests.support.postgres import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

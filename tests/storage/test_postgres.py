@@ -16,6 +16,8 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 
+from harness import free_port, wait_until
+from harness.postgres import new_server, require_postgres_binaries
 from src.storage import (
     JsonFileStore,
     PostgresStore,
@@ -25,8 +27,6 @@ from src.storage import (
     store_from_settings,
 )
 from src.storage.postgres import LISTENER_APPLICATION_NAME, SCHEMA_SQL, create_schema, describe_error
-from tests.support import wait_until
-from tests.support.postgres import free_port, new_server, require_postgres_binaries
 
 from . import workers
 

@@ -1,6 +1,6 @@
 """A real ``gunicorn`` serving the application on loopback, and the pytest fixture that starts it.
 
-Loaded for the whole suite with ``-p tests.support.gunicorn``. The server runs from the repository root with
+Loaded for the whole test suite with ``-p harness.gunicorn``. The server runs from the repository root with
 the project's gunicorn.conf.py, on 127.0.0.1 and a free port, in its own process group so that a test can
 kill the master, the workers or all of them, and teardown leaves nothing behind.
 """
@@ -22,18 +22,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, wait_until
+from harness import free_port, wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def gunicorn_executable() -> str:
-    """The project's .venv gunicorn, else the one installed beside the running Python."""
-    candidates = (REPO_ROOT / ".venv" / "bin" / "gunicorn", Path(sys.executable).parent / "gunicorn")
+    """The gunicorn installed beside the running Python, else the project's .venv one.
+
+    Beside the running Python first: the suite run on another interpreter (.venv-3.13) must serve on it too.
+    """
+    candidates = (Path(sys.executable).parent / "gunicorn", REPO_ROOT / ".venv" / "bin" / "gunicorn")
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    raise FileNotFoundError("gunicorn not found in .venv/bin nor beside " + sys.executable)
+    raise FileNotFoundError("gunicorn not found beside " + sys.executable + " nor in .venv/bin")
 
 
 def _remove(path: str) -> None:

@@ -1,5 +1,9 @@
-"""Real servers for the tests and the benchmark: PostgreSQL (postgres.py) and gunicorn (gunicorn.py)."""
+"""Real servers for tests, benchmark and CI gates: PostgreSQL (postgres.py), gunicorn (gunicorn.py).
 
+The test suite loads both as pytest plugins (``-p harness.postgres -p harness.gunicorn``, pyproject.toml).
+"""
+
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -22,3 +26,8 @@ def wait_until(
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
     return time.monotonic() - started
+
+
+def in_ci() -> bool:
+    """True when the environment says CI=true, where a skipped test counts as a failure."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}

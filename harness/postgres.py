@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL server for tests, and the pytest fixtures that use it.
 
-Loaded for the whole suite with ``-p tests.support.postgres``. The server listens on 127.0.0.1 only, on a
+Loaded for the whole test suite with ``-p harness.postgres``. The server listens on 127.0.0.1 only, on a
 free port, with its unix socket inside its own folder; loopback connections are trusted (nothing else can
 reach it).
 ``initdb`` refuses to run as root, so as root every server command runs as the ``postgres`` user.
@@ -18,9 +18,11 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from tests.support import free_port
+from harness import free_port, in_ci
 
 SERVER_USER = "postgres"
 
@@ -50,11 +52,6 @@ def find_bindir() -> Path | None:
     if initdb and shutil.which("pg_ctl"):
         return Path(initdb).parent
     return None
-
-
-def in_ci() -> bool:
-    """True when the environment says CI=true, where a skipped PostgreSQL test counts as a failure."""
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
 class PostgresServer:
@@ -184,18 +181,12 @@ class PostgresServer:
 
     def create_database(self, name: str) -> str:
         """Create database ``name`` and return its URL."""
-        import psycopg
-        from psycopg import sql
-
         with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
         """Drop database ``name``, closing any connection still open on it."""
-        import psycopg
-        from psycopg import sql
-
         with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
