@@ -31,8 +31,8 @@ if str(REPO) not in sys.path:  # `python bench/run.py` puts bench/, not the repo
 from bench import apps, report  # noqa: E402
 from bench.load import ratio, summarise, wrk  # noqa: E402
 from bench.stores import BENCH_USERNAME, password_hash, seed  # noqa: E402
-from src.storage import JsonFileStore, PostgresStore  # noqa: E402
 from harness.postgres import PostgresServer  # noqa: E402
+from src.storage import JsonFileStore, PostgresStore  # noqa: E402
 
 RESULTS_JSON = REPO / "bench" / "results" / "results.json"
 PLOT_PATH = REPO / "Illustrations" / "benchmark.png"
@@ -219,7 +219,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gunicorn-threads", type=int, default=8, help="threads per gthread worker")
     parser.add_argument("--note", default="", help="a note about the machine, written into the results")
     parser.add_argument(
-        "--output", type=Path, default=None, help="write the results here instead of bench/results/results.{json,md}"
+        "--output",
+        type=Path,
+        default=None,
+        help="write the results here instead of bench/results/results.{json,md}",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip Illustrations/benchmark.png")
     return parser.parse_args(argv)
