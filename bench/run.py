@@ -222,7 +222,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output",
         type=Path,
         default=None,
-        help="write the results here instead of bench/results/results.{json,md}",
+        help="write the results here, not in bench/results/",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip Illustrations/benchmark.png")
     return parser.parse_args(argv)
