@@ -33,7 +33,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from itertools import pairwise
+from itertools import pairwise, starmap
 
 from .base import StoreUnavailable, User, UsernameTaken, UserStore
 
@@ -53,6 +53,7 @@ _REASONS = {
 }
 
 Signature = tuple[int, int, int, int]
+_Columns = tuple[list[int], list[str], list[str]]  # ids, usernames, password hashes, in file order
 
 
 def _describe(exc: OSError) -> str:
@@ -161,25 +162,33 @@ class _Users:
     def build(
         cls, users: list[User], next_id: int, signature: Signature | None = None, raw: bytes | None = None
     ) -> _Users:
-        """The index of ``users`` (file order) over ``raw``, the file they were read from.
+        """The index of ``users`` (file order); see ``from_columns``."""
+        columns = ([u.id for u in users], [u.username for u in users], [u.password_hash for u in users])
+        return cls.from_columns(columns, next_id, signature, raw)
 
-        ``raw`` is kept when it is in the layout this module writes with one boundary between each two users
-        (the caller has checked that every user object has exactly its three keys, so none nests another);
-        otherwise, or without ``raw``, the users are encoded afresh in that layout.
+    @classmethod
+    def from_columns(
+        cls, columns: _Columns, next_id: int, signature: Signature | None = None, raw: bytes | None = None
+    ) -> _Users:
+        """The index of the users given as (ids, usernames, hashes) in file order, over ``raw``.
+
+        ``raw``, the file they were read from, is kept when it is in the layout this module writes with one
+        boundary between each two users (the caller has checked that every user object has exactly its three
+        keys, so none nests another); otherwise, or without ``raw``, the users are encoded afresh.
         """
-        starts = cls._starts(raw, users) if raw is not None and users else None
+        ids, names, _ = columns
+        starts = cls._starts(raw, columns) if raw is not None and ids else None
         if starts is None:
-            raw = _encode_users(users, next_id)
-            starts = cls._starts(raw, users)
+            raw = _encode_users(starmap(User, zip(*columns, strict=True)), next_id)
+            starts = cls._starts(raw, columns)
             if starts is None:  # pragma: no cover - guaranteed by the encoding
                 raise AssertionError("user boundaries do not match the users")
-        ids = [u.id for u in users]
         if all(a < b for a, b in pairwise(ids)):
             id_keys, id_rows = array("q", ids), None
         else:
             order = sorted(range(len(ids)), key=ids.__getitem__)
             id_keys, id_rows = array("q", [ids[i] for i in order]), array("I", order)
-        hashes = [hash(u.username) for u in users]
+        hashes = list(map(hash, names))
         order = sorted(range(len(hashes)), key=hashes.__getitem__)
         name_hashes, name_rows = array("q", [hashes[i] for i in order]), array("I", order)
         return cls(
@@ -194,23 +203,27 @@ class _Users:
         )
 
     @staticmethod
-    def _starts(raw: bytes, users: list[User]) -> array | None:
-        """Offsets of the objects of ``users`` in ``raw``, from its users array; None if they do not fit."""
+    def _starts(raw: bytes, columns: _Columns) -> array | None:
+        """Offsets of the users' objects in ``raw``, from its users array; None if they do not fit."""
         span = _users_span(raw)
         if span is None:
             return None
         _, start, end = span
-        starts = array("q", [0] if users else [])
+        count = len(columns[0])
+        starts = array("q", [0] if count else [])
         starts.extend(m.start() + 2 - start for m in _BETWEEN_USERS.finditer(raw, start, end))
-        if len(starts) != len(users):
+        if len(starts) != count:
             return None
-        if users:  # the first and last objects bound the array: they must be exactly the first and last users
+        if count:  # the first and last objects bound the array: they must be exactly the first and last users
             try:
                 first = _decode(raw[start : start + starts[1] - 1 if len(starts) > 1 else end].decode())
                 last = _decode(raw[start + starts[-1] : end].decode())
             except ValueError:
                 return None
-            if _user_of(first) != users[0] or _user_of(last) != users[-1]:
+            ids, names, hashes = columns
+            if _user_of(first) != User(ids[0], names[0], hashes[0]) or _user_of(last) != User(
+                ids[-1], names[-1], hashes[-1]
+            ):
                 return None
         return starts
 
@@ -306,20 +319,24 @@ def _empty_users(signature: Signature | None = None) -> _Users:
     return _Users.build([], 1, signature)
 
 
-def _check_entries(entries: object, next_id: int, previous: _Users | None = None) -> list[User]:
-    """The users of decoded ``entries``, none already in ``previous``; ValueError or TypeError if invalid."""
+def _check_entries(entries: object, next_id: int, previous: _Users | None = None) -> _Columns:
+    """(ids, usernames, hashes) of decoded ``entries``, none already in ``previous``; ValueError or TypeError
+    if invalid."""
     if not isinstance(entries, list):
         raise TypeError('not a user file (expected an object with a "users" list)')
     # Fast path, a few C-speed passes over 100,000 users; any doubt and the loop below names the culprit.
     try:
-        users = [User(e["id"], e["username"], e["password_hash"]) for e in entries]
-        ids = {u.id for u in users}
-        names = {u.username for u in users}
+        columns = (
+            [e["id"] for e in entries],
+            [e["username"] for e in entries],
+            [e["password_hash"] for e in entries],
+        )
+        ids, names = set(columns[0]), set(columns[1])
         valid = (
-            len(ids) == len(names) == len(users)
-            and all(
-                type(u.id) is int and type(u.username) is str and type(u.password_hash) is str for u in users
-            )
+            len(ids) == len(names) == len(entries)
+            and set(map(type, columns[0])) <= {int}
+            and set(map(type, columns[1])) <= {str}
+            and set(map(type, columns[2])) <= {str}
             and (not ids or (min(ids) >= 1 and max(ids) < next_id))
             # Probe the index with the new keys (few when appending); never iterate the index itself.
             and not (previous and any(previous.has_id(user_id) for user_id in ids))
@@ -328,7 +345,7 @@ def _check_entries(entries: object, next_id: int, previous: _Users | None = None
     except (KeyError, TypeError):
         valid = False
     if valid:
-        return users
+        return columns
     names, ids = set(), set()
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -365,11 +382,11 @@ def _parse_users(raw: bytes, signature: Signature) -> _Users:
     if type(next_id) is not int or next_id < 1:
         raise ValueError('"next_id" is not a positive integer')
     entries = doc.get("users")
-    users = _check_entries(entries, next_id)
+    columns = _check_entries(entries, next_id)
     # Objects with exactly the three keys nest nothing, so the file's own bytes can be indexed as they are.
     exact = all(len(entry) == 3 for entry in entries)
     del doc, entries  # the decoded tree is garbage before the index is built: its memory is reused, not kept
-    return _Users.build(users, next_id, signature, raw if exact else None)
+    return _Users.from_columns(columns, next_id, signature, raw if exact else None)
 
 
 def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _Users | None:
@@ -387,7 +404,8 @@ def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _User
     if old_length and tail:
         tail = tail[1:] if tail.startswith(b",") else b"not appended"  # fails to decode below
     try:
-        users = _check_entries(json.loads(b"[" + tail + b"]"), next_id, previous)
+        columns = _check_entries(json.loads(b"[" + tail + b"]"), next_id, previous)
+        users = list(starmap(User, zip(*columns, strict=True)))
     except (ValueError, TypeError):
         return None  # the full parse names what is wrong
     state = previous.appended(users, next_id)
