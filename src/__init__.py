@@ -11,14 +11,12 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
-from dotenv import load_dotenv
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, observability, routes, security
-from .config import ConfigError, Settings
+from . import errors, routes, security
+from .config import ConfigError, Settings, load_env_file
 from .storage import store_from_settings
 
 __all__ = ["ConfigError", "Settings", "create_app", "load_settings"]
@@ -33,9 +31,7 @@ def load_settings() -> Settings:
 
     Raises ConfigError naming the first bad variable; gunicorn's master can call it to fail before forking.
     """
-    dotenv_path = Path.cwd() / ".env"
-    if dotenv_path.is_file():
-        load_dotenv(dotenv_path, override=False)  # the real environment wins over .env
+    load_env_file()
     return Settings.from_env(os.environ)
 
 
@@ -64,6 +60,11 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     if settings.trusted_proxy_count:
         count = settings.trusted_proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
+    # Imported here, not at the top: gunicorn.conf.py imports this package in the master before its
+    # on_starting hook has chosen PROMETHEUS_MULTIPROC_DIR, and prometheus_client picks its storage for good
+    # when it is first imported. Workers import it after that, in create_app.
+    from . import observability  # noqa: PLC0415
+
     observability.init_app(app)
     security.init_app(app, settings, store)
     routes.init_app(app)

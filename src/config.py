@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
+
+from dotenv import load_dotenv
 
 # argon2 parameters below OWASP's minimum (argon2id, m=19 MiB, t=2, p=1) are refused.
 ARGON2_MIN_TIME_COST = 2
@@ -21,6 +24,17 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 T = TypeVar("T", int, float)
+
+
+def load_env_file(folder: Path | None = None) -> None:
+    """Add ``.env`` from ``folder`` (the working directory) to the environment; the real environment wins.
+
+    The application, gunicorn.conf.py and ``python -m src.migrate`` all call this, so a setting works the
+    same from ``.env`` whichever of them reads it.
+    """
+    path = (folder or Path.cwd()) / ".env"
+    if path.is_file():
+        load_dotenv(path, override=False)
 
 
 class ConfigError(ValueError):
@@ -60,7 +74,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate every variable; raise ConfigError naming the first one that is wrong."""
-        env = _Reader(environ)
+        env = EnvReader(environ)
         database_url = env.text("DATABASE_URL")
         if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("DATABASE_URL must be a postgresql:// URL")
@@ -101,8 +115,8 @@ class Settings:
         )
 
 
-class _Reader:
-    """Typed access to the environment; empty values count as unset."""
+class EnvReader:
+    """Typed access to the environment; empty values count as unset, a bad value raises ConfigError."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ

@@ -1,7 +1,7 @@
 """Create the PostgreSQL schema: ``python -m src.migrate``.
 
 Reads DATABASE_URL (and DATABASE_TIMEOUT_SECONDS) from the environment, after loading ``.env`` from the
-working directory when python-dotenv is installed. Idempotent and safe to run from many pods at once: the DDL
+working directory (the real environment wins). Idempotent and safe to run from many pods at once: the DDL
 runs under the same advisory lock the application takes at startup. Prints one line; exits 0 on success,
 1 when the database cannot be reached, 2 when the configuration is missing or invalid.
 """
@@ -12,17 +12,9 @@ import os
 import sys
 from collections.abc import Mapping
 
+from src.config import load_env_file
 from src.storage.base import StoreUnavailable
 from src.storage.postgres import create_schema
-
-
-def load_dotenv_if_available() -> None:
-    """Load ``.env`` from the working directory without overriding variables already set."""
-    try:
-        from dotenv import find_dotenv, load_dotenv  # noqa: PLC0415 - optional at import time
-    except ImportError:  # pragma: no cover - python-dotenv is a declared dependency
-        return
-    load_dotenv(find_dotenv(usecwd=True), override=False)
 
 
 def migrate(environ: Mapping[str, str]) -> tuple[int, str]:
@@ -46,7 +38,7 @@ def migrate(environ: Mapping[str, str]) -> tuple[int, str]:
 
 def main() -> int:
     """Entry point of ``python -m src.migrate``."""
-    load_dotenv_if_available()
+    load_env_file()
     code, line = migrate(os.environ)
     print(line, file=sys.stderr if code else sys.stdout)
     return code

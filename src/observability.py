@@ -29,6 +29,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .serving import StdoutLineHandler
+
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_ENVIRON = "flask_api.request_id"
 ROUTE_ENVIRON = "flask_api.route"
@@ -108,16 +110,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc_info"] = redact(self.formatException(record.exc_info))
         return json.dumps(line, default=str)
-
-
-class StdoutJsonHandler(logging.Handler):
-    """Write each record with one os.write to stdout, so lines from concurrent workers never interleave."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            os.write(1, (self.format(record) + "\n").encode("utf-8", "backslashreplace"))
-        except Exception:  # noqa: BLE001 - logging must never fail a request
-            self.handleError(record)
 
 
 class _Outcome:
@@ -239,7 +231,7 @@ def configure_logging(level: int) -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_flask_api_json", False)]:
         root.removeHandler(handler)
-    handler = StdoutJsonHandler()
+    handler = StdoutLineHandler()
     handler.setFormatter(JsonFormatter())
     handler._flask_api_json = True
     root.addHandler(handler)

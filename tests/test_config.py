@@ -211,7 +211,7 @@ def test_application_with_a_bad_setting_exits_with_one_line_naming_it(tmp_path):
         check=False,
     )
 
-    assert result.returncode == src.APP_LOAD_ERROR_EXIT_CODE
+    assert result.returncode == 4
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1
     assert "SECRET_KEY" in lines[0]
@@ -247,7 +247,7 @@ def test_application_with_a_bad_setting_exits_with_code_4(monkeypatch, capsys, c
     with pytest.raises(SystemExit) as raised:
         _ = src.application
 
-    assert raised.value.code == src.APP_LOAD_ERROR_EXIT_CODE
+    assert raised.value.code == 4
     if logging_configured:
         assert "Invalid configuration: SECRET_KEY" in caplog.text
     else:

@@ -1,41 +1,50 @@
-"""Request ids, JSON lines and metrics of src/observability.py, in-process on a small Flask app."""
+"""Request ids, JSON lines and metrics of src/observability.py, on the application built by ``create_app``."""
 
 import json
 import logging
+import multiprocessing
 import re
-from types import SimpleNamespace
 
 import pytest
-from flask import Flask, jsonify
+from flask import Flask
 from prometheus_client import REGISTRY
 
-from src import observability
+from src import create_app, observability
+from tests.conftest import FAST_ARGON2, PASSWORD, TEST_SECRET_KEY
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def make_app(metrics_enabled=True, metrics_port=None, log_level="info") -> Flask:
-    """A Flask app with two routes, one that fails, and observability attached."""
-    app = Flask("observed")
-    app.config["SETTINGS"] = SimpleNamespace(
-        metrics_enabled=metrics_enabled, metrics_port=metrics_port, log_level=log_level
-    )
-    observability.init_app(app)
+@pytest.fixture
+def make_app(tmp_path):
+    """Factory: the real application from ``create_app`` on a JSON store in tmp_path, plus one crashing route.
 
-    @app.get("/items/<int:item_id>")
-    def item(item_id):
-        app.logger.info("item %s asked", item_id)
-        return jsonify(id=item_id)
+    No route of the service fails on purpose, so ``/boom`` is added to show what an unhandled error gives.
+    """
+    apps = []
 
-    @app.post("/login")
-    def login():
-        return jsonify(access_token="eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl")
+    def make(metrics_enabled: bool = True, metrics_port: int | None = None, log_level: str = "info") -> Flask:
+        env = {
+            **FAST_ARGON2,
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "SECRET_KEY": TEST_SECRET_KEY,
+            "METRICS_ENABLED": "true" if metrics_enabled else "false",
+            "LOG_LEVEL": log_level,
+        }
+        if metrics_port is not None:
+            env["METRICS_PORT"] = str(metrics_port)
+        app = create_app(env)
 
-    @app.get("/boom")
-    def boom():
-        raise RuntimeError("boom")
+        def boom():
+            raise RuntimeError("boom")
 
-    return app
+        app.add_url_rule("/boom", "boom", boom)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["user_store"].close()
 
 
 def stdout_lines(capfd) -> list[dict]:
@@ -76,35 +85,35 @@ def test_request_id_from_replaces_anything_else(value):
     assert HEX_ID.fullmatch(observability.request_id_from(value))
 
 
-def test_response_echoes_the_callers_request_id():
-    response = make_app().test_client().get("/items/1", headers={"X-Request-ID": "abc-123"})
+def test_response_echoes_the_callers_request_id(make_app):
+    response = make_app().test_client().get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert response.headers["X-Request-ID"] == "abc-123"
 
 
-def test_response_carries_a_generated_request_id_when_none_or_invalid_is_sent():
+def test_response_carries_a_generated_request_id_when_none_or_invalid_is_sent(make_app):
     client = make_app().test_client()
-    first = client.get("/items/1").headers["X-Request-ID"]
-    second = client.get("/items/1", headers={"X-Request-ID": "bad id"}).headers["X-Request-ID"]
+    first = client.get("/healthz").headers["X-Request-ID"]
+    second = client.get("/healthz", headers={"X-Request-ID": "bad id"}).headers["X-Request-ID"]
     assert HEX_ID.fullmatch(first)
     assert HEX_ID.fullmatch(second)
     assert first != second
 
 
-def test_error_responses_carry_the_request_id():
+def test_error_responses_carry_the_request_id(make_app):
     client = make_app().test_client()
     assert client.get("/nowhere", headers={"X-Request-ID": "r-404"}).headers["X-Request-ID"] == "r-404"
-    assert client.post("/items/1", headers={"X-Request-ID": "r-405"}).headers["X-Request-ID"] == "r-405"
+    assert client.post("/healthz", headers={"X-Request-ID": "r-405"}).headers["X-Request-ID"] == "r-405"
     assert client.get("/boom", headers={"X-Request-ID": "r-500"}).headers["X-Request-ID"] == "r-500"
 
 
-def test_one_json_access_line_per_request_with_route_template(capfd):
+def test_one_json_access_line_per_request_with_route_template(make_app, capfd):
     client = make_app().test_client()
     capfd.readouterr()
-    response = client.get("/items/7", headers={"X-Request-ID": "line-1"})
+    response = client.get("/healthz", headers={"X-Request-ID": "line-1"})
     (line,) = access_lines(stdout_lines(capfd))
     assert line["method"] == "GET"
-    assert line["route"] == "/items/<int:item_id>"
-    assert line["path"] == "/items/7"
+    assert line["route"] == "/healthz"
+    assert line["path"] == "/healthz"
     assert line["status"] == 200
     assert line["request_id"] == response.headers["X-Request-ID"] == "line-1"
     assert line["level"] == "info"
@@ -113,28 +122,31 @@ def test_one_json_access_line_per_request_with_route_template(capfd):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
 
 
-def test_unmatched_paths_and_unknown_methods_get_fixed_labels(capfd):
+def test_unmatched_paths_and_unknown_methods_get_fixed_labels(make_app, capfd):
     client = make_app().test_client()
     capfd.readouterr()
     client.get("/secret-looking/path/123")
-    client.open("/items/1", method="BREW")
+    client.open("/healthz", method="BREW")
     first, second = access_lines(stdout_lines(capfd))
     assert (first["route"], first["status"]) == ("unmatched", 404)
     assert (second["method"], second["status"]) == ("OTHER", 405)
 
 
-def test_application_log_records_are_json_with_the_request_id(capfd):
-    client = make_app().test_client()
+def test_application_log_records_are_json_with_the_request_id(make_app, tmp_path, capfd):
+    client = make_app(log_level="debug").test_client()
+    (tmp_path / "data.json").write_text("[corrupt")  # the store fails: src/errors.py logs why, at debug
     capfd.readouterr()
-    client.get("/items/3", headers={"X-Request-ID": "app-log"})
-    records = [line for line in stdout_lines(capfd) if line.get("logger") == "observed"]
-    assert records == [
-        {"time": records[0]["time"], "level": "info", "logger": "observed", "message": "item 3 asked",
-         "request_id": "app-log"}
-    ]  # fmt: skip
+    response = client.post(
+        "/register", json={"username": "alice", "password": PASSWORD}, headers={"X-Request-ID": "app-log"}
+    )
+    records = [line for line in stdout_lines(capfd) if line.get("logger") == "src.errors"]
+    assert response.status_code == 503
+    assert [(r["level"], r["request_id"], r["message"].split(":")[0]) for r in records] == [
+        ("debug", "app-log", "store unavailable")
+    ]
 
 
-def test_unhandled_errors_are_logged_as_one_json_line_with_the_traceback(capfd):
+def test_unhandled_errors_are_logged_as_one_json_line_with_the_traceback(make_app, capfd):
     client = make_app().test_client()
     capfd.readouterr()
     assert client.get("/boom", headers={"X-Request-ID": "r-boom"}).status_code == 500
@@ -144,21 +156,23 @@ def test_unhandled_errors_are_logged_as_one_json_line_with_the_traceback(capfd):
     assert (access["logger"], access["status"], access["request_id"]) == ("access", 500, "r-boom")
 
 
-def test_no_password_token_or_authorization_header_reaches_the_logs(capfd):
+def test_no_password_token_or_authorization_header_reaches_the_logs(make_app, capfd):
     client = make_app().test_client()
+    client.post("/register", json={"username": "alice", "password": PASSWORD})
     capfd.readouterr()
-    client.post(
-        "/login?password=query-secret",
-        json={"username": "alice", "password": "correct horse battery"},
+    response = client.post(
+        "/authenticate?password=query-secret",
+        json={"username": "alice", "password": PASSWORD},
         headers={"Authorization": "Bearer header-secret-token"},
     )
     out = capfd.readouterr().out
-    for secret in ("correct horse", "query-secret", "header-secret-token", "Bearer", "eyJ"):
+    token = response.get_json()["access_token"]
+    for secret in (PASSWORD, "query-secret", "header-secret-token", "Bearer", token):
         assert secret not in out
-    assert '"path": "/login"' in out
+    assert '"path": "/authenticate"' in out
 
 
-def test_formatter_masks_tokens_and_hashes_in_messages(capfd):
+def test_formatter_masks_tokens_and_hashes_in_messages(make_app, capfd):
     logger = logging.getLogger("observed.redaction")
     make_app()
     capfd.readouterr()
@@ -172,75 +186,97 @@ def test_formatter_masks_tokens_and_hashes_in_messages(capfd):
     assert "request_id" not in record
 
 
-def test_warning_level_turns_access_lines_off(capfd):
+def test_warning_level_turns_access_lines_off(make_app, capfd):
     client = make_app(log_level="warning").test_client()
     capfd.readouterr()
-    client.get("/items/1")
+    client.get("/healthz")
     assert access_lines(stdout_lines(capfd)) == []
 
 
-def test_requests_are_counted_and_timed_by_route_method_and_status():
+def test_requests_are_counted_and_timed_by_route_method_and_status(make_app):
     client = make_app().test_client()
-    before = counted("/items/<int:item_id>", "GET", "200")
-    for item_id in range(3):
-        client.get(f"/items/{item_id}")
-    assert counted("/items/<int:item_id>", "GET", "200") == before + 3
-    labels = {"route": "/items/<int:item_id>", "method": "GET", "status": "200"}
+    before = counted("/healthz", "GET", "200")
+    for _ in range(3):
+        client.get("/healthz")
+    assert counted("/healthz", "GET", "200") == before + 3
+    labels = {"route": "/healthz", "method": "GET", "status": "200"}
     assert REGISTRY.get_sample_value("http_request_duration_seconds_count", labels) >= 3
 
 
-def test_metrics_route_serves_the_prometheus_text_format():
+def test_metrics_route_serves_the_prometheus_text_format(make_app):
     client = make_app().test_client()
-    client.get("/items/1")
+    client.get("/healthz")
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
-    assert 'http_requests_total{method="GET",route="/items/<int:item_id>",status="200"}' in response.text
+    assert 'http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
     assert "http_request_duration_seconds_bucket{" in response.text
 
 
-def test_metrics_port_moves_metrics_off_the_application(tmp_path):
+def test_metrics_port_moves_metrics_off_the_application(make_app, tmp_path):
     client = make_app(metrics_port=9102).test_client()
     assert client.get("/metrics").status_code == 404
 
 
-def test_disabled_metrics_are_neither_served_nor_counted():
+def test_disabled_metrics_are_neither_served_nor_counted(make_app):
     client = make_app(metrics_enabled=False).test_client()
-    before = counted("/items/<int:item_id>", "GET", "200")
-    client.get("/items/1")
+    before = counted("/healthz", "GET", "200")
+    client.get("/healthz")
     assert client.get("/metrics").status_code == 404
-    assert counted("/items/<int:item_id>", "GET", "200") == before
+    assert counted("/healthz", "GET", "200") == before
 
 
-def test_multiprocess_folder_selects_the_aggregating_registry(tmp_path, monkeypatch):
+def count_in_a_worker(route: str, times: int) -> None:
+    """In a fresh (spawned) process, as a gunicorn worker would: count ``times`` requests to ``route``."""
+    from src import observability
+
+    for _ in range(times):
+        observability.HTTP_REQUESTS.labels(route, "GET", "200").inc()
+
+
+def test_the_multiprocess_registry_sums_the_requests_of_every_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    assert observability.metrics_registry() is not REGISTRY
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
-    assert observability.metrics_registry() is REGISTRY
+    spawn = multiprocessing.get_context("spawn")
+    for times in (3, 4):
+        worker = spawn.Process(target=count_in_a_worker, args=("/summed", times))
+        worker.start()
+        worker.join(60)
+        assert worker.exitcode == 0
+
+    registry = observability.metrics_registry()
+
+    labels = {"route": "/summed", "method": "GET", "status": "200"}
+    assert registry.get_sample_value("http_requests_total", labels) == 7.0
+
+
+def test_without_a_multiprocess_folder_the_registry_is_this_process(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    observability.HTTP_REQUESTS.labels("/here", "GET", "200").inc()  # the series exists from here on
+
+    registry = observability.metrics_registry()
+    labels = {"route": "/here", "method": "GET", "status": "200"}
+    before = registry.get_sample_value("http_requests_total", labels)
+
+    observability.HTTP_REQUESTS.labels("/here", "GET", "200").inc()
+
+    assert registry.get_sample_value("http_requests_total", labels) == before + 1
 
 
 def test_current_request_id_is_none_outside_a_request():
     assert observability.current_request_id() is None
 
 
-def test_unknown_log_level_falls_back_to_info(capfd):
-    client = make_app(log_level="chatty").test_client()
-    capfd.readouterr()
-    client.get("/items/1")
-    assert len(access_lines(stdout_lines(capfd))) == 1
-
-
-def test_a_second_app_replaces_the_json_handler_instead_of_adding_one():
+def test_a_second_app_replaces_the_json_handler_instead_of_adding_one(make_app):
     make_app()
     make_app()
     assert sum(getattr(h, "_flask_api_json", False) for h in logging.getLogger().handlers) == 1
 
 
-def test_a_failing_stdout_does_not_fail_the_request(monkeypatch):
+def test_a_failing_stdout_does_not_fail_the_request(make_app, monkeypatch):
     def broken_write(fd, data):
         raise OSError(5, "Input/output error")
 
     client = make_app().test_client()
     monkeypatch.setattr(observability.os, "write", broken_write)
     monkeypatch.setattr(logging, "raiseExceptions", False)
-    assert client.get("/items/1").status_code == 200
+    assert client.get("/healthz").status_code == 200

@@ -12,9 +12,9 @@ import pytest
 
 from src import create_app, security
 from src.config import ConfigError, Settings
-from src.security import SECURITY_HEADERS, Passwords, load_or_create_secret_key, secret_key_path, signing_key
+from src.security import Passwords, load_or_create_secret_key, secret_key_path, signing_key
 from src.storage import User
-from tests.conftest import FAST_ARGON2, PASSWORD
+from tests.conftest import FAST_ARGON2, PASSWORD, SECURITY_HEADERS
 
 FAST_SETTINGS = Settings(argon2_time_cost=2, argon2_memory_kib=19456, argon2_parallelism=1)
 
@@ -216,8 +216,8 @@ def test_responses_never_set_a_cookie(tmp_path):
 def test_security_headers_and_no_store_by_default(tmp_path):
     response = fast_app(tmp_path).test_client().get("/healthz")
 
-    for name, value in SECURITY_HEADERS:
-        assert response.headers[name] == value
+    assert {name: response.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+    assert response.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
     assert response.headers["Cache-Control"] == "no-store"
 
 

@@ -1,8 +1,10 @@
-"""The k3d job's smoke test (.github/scripts/smoke-test.sh) passes against a service that keeps the contract
-and fails against one that breaks any part of it.
+"""The k3d job's smoke test (.github/scripts/smoke-test.sh) passes against the real service and fails against
+one that breaks any part of the contract.
 
-The service here is a small stand-in served on 127.0.0.1 by the standard library; the real application is
-smoke-tested by the workflow through kubectl port-forward.
+It passes against the application under a real ``gunicorn`` (the JSON store in a temp folder), with /metrics
+on the application port and on METRICS_PORT as in the k3d job. Its failures are shown against a small
+stand-in on 127.0.0.1 that keeps the contract except for one behaviour each: the real application cannot be
+made to break on purpose. The script runs curl: marked ``system`` (``make test-system`` installs curl).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from harness import free_port
+
+pytestmark = pytest.mark.system
 
 SCRIPT = Path(__file__).resolve().parents[2] / ".github" / "scripts" / "smoke-test.sh"
 TOKEN = "token-of-the-stand-in"
@@ -91,10 +97,47 @@ def run_smoke(base_url: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_smoke_test_passes_against_a_service_keeping_the_contract(stand_in):
-    result = run_smoke(stand_in)
+def real_service_env(tmp_path: Path, **overrides: str | None) -> dict[str, str | None]:
+    env: dict[str, str | None] = {
+        "DATA_FILE_PATH": str(tmp_path / "data.json"),
+        "DATABASE_URL": None,
+        "SECRET_KEY": None,
+        "ARGON2_TIME_COST": "2",
+        "ARGON2_MEMORY_KIB": "19456",
+        "ARGON2_PARALLELISM": "1",
+        "METRICS_ENABLED": None,
+        "METRICS_PORT": None,
+        "PROMETHEUS_MULTIPROC_DIR": None,
+    }
+    env.update(overrides)
+    return env
+
+
+def test_the_smoke_test_passes_against_the_real_service(gunicorn_server, tmp_path):
+    server = gunicorn_server(real_service_env(tmp_path), workers=2)
+
+    result = run_smoke(server.url)
+
     assert result.returncode == 0, result.stderr
-    assert "all checks passed" in result.stdout
+    assert result.stdout.splitlines()[-1] == f"smoke: all checks passed against {server.url}"
+
+
+def test_the_smoke_test_passes_against_the_real_service_with_metrics_on_their_own_port(
+    gunicorn_server, tmp_path
+):
+    metrics_port = free_port()
+    server = gunicorn_server(real_service_env(tmp_path, METRICS_PORT=str(metrics_port)), workers=2)
+
+    result = subprocess.run(
+        ["bash", str(SCRIPT), server.url, f"http://127.0.0.1:{metrics_port}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"smoke: all checks passed against {server.url}"
 
 
 @pytest.mark.parametrize(
@@ -104,11 +147,11 @@ def test_the_smoke_test_passes_against_a_service_keeping_the_contract(stand_in):
 )
 def test_the_smoke_test_fails_when_a_behaviour_breaks(stand_in):
     result = run_smoke(stand_in)
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert "smoke: FAIL" in result.stderr
 
 
 def test_the_smoke_test_fails_when_nothing_answers():
-    result = run_smoke("http://127.0.0.1:9")
-    assert result.returncode != 0
+    result = run_smoke(f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
     assert "no answer" in result.stderr

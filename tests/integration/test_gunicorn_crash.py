@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from harness import wait_until
 from src.storage import JsonFileStore, PostgresStore
 
 PASSWORD = "correct horse battery"
@@ -68,9 +68,7 @@ def test_sigkill_during_writes_keeps_every_acknowledged_user(gunicorn_server, st
     writers = Writers(server.url)
     for thread in writers.threads:
         thread.start()
-    deadline = time.monotonic() + 60
-    while writers.count() < 60 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: writers.count() >= 60, timeout=60, interval=0.02, what="60 acknowledged registrations")
 
     server.kill_all()  # master and workers in the same instant, mid-write
     writers.stop.set()

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -121,9 +120,9 @@ def test_every_scrape_counts_the_requests_of_all_four_workers(gunicorn_server, t
     server = gunicorn_server(
         service_env(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)), workers=WORKERS
     )
-    assert finish(hold_every_worker(server)) == [200] * WORKERS  # all four workers booted
-
-    assert get_many(f"{server.url}/readyz", SPREAD_REQUESTS) == [200] * SPREAD_REQUESTS
+    # One /readyz held by each worker: all four booted, and each has served at least one of the requests.
+    assert finish(hold_every_worker(server, "/readyz")) == [200] * WORKERS
+    assert get_many(f"{server.url}/readyz", SPREAD_REQUESTS - WORKERS) == [200] * (SPREAD_REQUESTS - WORKERS)
 
     # Sync workers answer one request at a time, so concurrent scrapes land on different workers; the
     # sequential ones go wherever the kernel hands them. Every one of them must see all 400.
@@ -135,7 +134,7 @@ def test_every_scrape_counts_the_requests_of_all_four_workers(gunicorn_server, t
         assert route_value(samples, "http_request_duration_seconds_count", "/readyz") == SPREAD_REQUESTS
         assert route_value(samples, "http_request_duration_seconds_bucket", "/readyz") is None  # has "le"
 
-    # The sum is only a proof if the requests were really spread: each worker's own file holds a share.
+    # The sum is a proof because the requests were spread: each worker's own file holds a share.
     shares = worker_shares(metrics_dir, "/readyz")
     assert sum(shares.values()) == SPREAD_REQUESTS
     assert len(shares) == WORKERS, f"requests per worker pid: {shares}"
@@ -219,7 +218,8 @@ def test_logs_are_json_lines_with_request_ids_and_no_secrets(gunicorn_server, tm
         assert record["status"] == response.status_code
         assert record["method"] == response.request.method
         assert record["path"] == urlsplit(response.url).path
-        assert record["duration_ms"] >= 0
+        assert isinstance(record["duration_ms"], float)
+        assert 0 < record["duration_ms"] < 60_000
     assert access["client-trace-0001"]["route"] == "/id"
     assert access[unknown.headers["X-Request-ID"]]["route"] == "unmatched"
 
@@ -243,12 +243,8 @@ def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp
     # the request it finishes after the signal sees the draining state, as a kubelet probe would.
     connections = hold_every_worker(server, "/readyz")
     os.kill(server.pid, signal.SIGTERM)
-    # The master logs the signal, then signals every worker at once.
-    deadline = time.monotonic() + 10
-    while "Handling signal: term" not in server.output():
-        assert time.monotonic() < deadline, "the master never handled SIGTERM"
-        time.sleep(0.05)
-    time.sleep(1)  # ample for the master to signal four workers, even on a loaded machine
+    # The master closes its listener and, in the same call, signals every worker.
+    server.wait_until_master_closes_its_listener()
     statuses = finish(connections)
 
     assert statuses == [503] * WORKERS

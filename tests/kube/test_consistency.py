@@ -145,8 +145,7 @@ def test_public_service_does_not_expose_the_metrics_port(objects, api_container)
 def test_http_container_port_is_the_port_gunicorn_binds(api_container, settings):
     assert container_port(api_container, "http") == int(settings["PORT"]) == 8888
     gunicorn_conf = REPO / "gunicorn.conf.py"
-    if gunicorn_conf.exists():
-        assert re.search(r'_env_int\("PORT", 8888\b', gunicorn_conf.read_text(encoding="utf-8"))
+    assert re.search(r'\("PORT", 8888\b', gunicorn_conf.read_text(encoding="utf-8"))
 
 
 def test_metrics_container_port_is_the_metrics_port_setting(api_container, settings):
@@ -166,8 +165,7 @@ def test_readiness_probe_gets_readyz_on_the_http_port(api_container):
 
 def test_probe_paths_are_routes_of_the_application():
     routes = sorted((REPO / "src" / "routes").glob("*.py"))
-    if not routes:
-        pytest.skip("src/routes/ is not written yet: probe paths checked against the contract only")
+    assert routes
     source = "\n".join(path.read_text(encoding="utf-8") for path in routes)
     for path in ("/healthz", "/readyz"):
         assert f'"{path}"' in source or f"'{path}'" in source, path
@@ -175,15 +173,19 @@ def test_probe_paths_are_routes_of_the_application():
 
 def test_referenced_configmaps_and_keys_exist(objects):
     config_maps = {c["metadata"]["name"]: c["data"] for c in find(objects, "ConfigMap")}
+    checked = 0
     for workload in workloads(objects):
         for container in containers(pod_spec(workload)):
             for source in container.get("envFrom", []):
                 if "configMapRef" in source:
                     assert source["configMapRef"]["name"] in config_maps
+                    checked += 1
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("configMapKeyRef")
                 if ref:
                     assert ref["key"] in config_maps[ref["name"]], env["name"]
+                    checked += 1
+    assert checked, "no workload references a ConfigMap: nothing was checked"
 
 
 def _secret_references(objects: list[dict]) -> set[tuple[str, str]]:
@@ -255,8 +257,7 @@ def test_migration_runs_the_schema_command_before_the_app_starts(api, api_contai
 
 def _workflow_texts() -> list[tuple[Path, str]]:
     files = sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")]) if WORKFLOWS.is_dir() else []
-    if not files:
-        pytest.skip(".github/workflows/ holds no workflow yet: image name and k3d tag not cross-checked")
+    assert files, ".github/workflows/ holds no workflow"
     return [(path, path.read_text(encoding="utf-8")) for path in files]
 
 

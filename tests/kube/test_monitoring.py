@@ -64,6 +64,7 @@ def test_every_recording_rule_is_used_by_an_alert_or_the_dashboard(rule_groups, 
     used = (
         " ".join(a["expr"] for a in alerts.values()) + (MONITORING / "flask-api-dashboard.json").read_text()
     )
+    assert records
     assert all(record in used for record in records)
 
 
@@ -72,8 +73,6 @@ def test_rules_use_the_metric_names_the_application_exports(rule_groups):
     used = set(re.findall(r"\b(http_request\w*?)(?:_bucket)?\{", exprs))
     assert used == {"http_requests_total", "http_request_duration_seconds"}
     observability = REPO / "src" / "observability.py"
-    if not observability.exists():
-        pytest.skip("src/observability.py is not written yet: metric names not cross-checked")
     source = observability.read_text(encoding="utf-8")
     for name in used:
         assert f'"{name}"' in source, name
@@ -84,4 +83,5 @@ def test_dashboard_is_json_with_panels_on_a_selectable_prometheus_datasource():
     assert dashboard["uid"] == "flask-api-slo"
     assert [v["type"] for v in dashboard["templating"]["list"]] == ["datasource"]
     assert dashboard["panels"]
+    assert all(panel["targets"] for panel in dashboard["panels"])
     assert all(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])

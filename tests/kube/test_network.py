@@ -77,10 +77,12 @@ def test_postgresql_accepts_only_the_api_pods_and_opens_nothing(objects):
 def test_eks_policy_admits_the_alb_subnets_and_reaches_only_dns_and_rds():
     spec = overlay_patch("eks", "NetworkPolicy", "flask-api")["spec"]
     alb, monitoring = spec["ingress"]
+    assert alb["from"]
     assert all("ipBlock" in peer for peer in alb["from"])
     assert _ports(alb) == {("TCP", "http")}
     assert _ports(monitoring) == {("TCP", "metrics")}
     dns, database = spec["egress"]
     assert _ports(dns) == DNS
     assert _ports(database) == {("TCP", 5432)}
+    assert database["to"]
     assert all("ipBlock" in peer and peer["ipBlock"]["cidr"] != "0.0.0.0/0" for peer in database["to"])

@@ -173,6 +173,16 @@ def test_token_from_a_replica_whose_clock_runs_a_few_seconds_ahead_is_accepted(a
     assert auth.get("/id", forge(app, {"iat": ahead, "nbf": ahead})).status_code == 200
 
 
+def test_the_clock_leeway_is_a_few_seconds_not_half_a_minute(app, auth):
+    # The leeway tolerates clocks a few seconds apart (5 s): a token expired 30 s ago, or valid only in 30 s,
+    # is refused. 30 s leaves room for a slow machine on either side of the 5 s.
+    auth.register("alice")
+    now = int(time.time())
+
+    assert_unauthorized(auth.get("/id", forge(app, {"iat": now - 600, "nbf": now - 600, "exp": now - 30})))
+    assert_unauthorized(auth.get("/id", forge(app, {"iat": now + 30, "nbf": now + 30})))
+
+
 def test_token_not_yet_valid_returns_401(app, auth):
     auth.register("alice")
     future = int(time.time()) + 3600

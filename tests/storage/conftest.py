@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import in_ci
 from src.storage import JsonFileStore, PostgresStore
 
 
 def _cannot(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"{reason}; CI=true requires this test to run", pytrace=False)
-    pytest.skip(reason)
+    pytest.fail(f"{reason}: run `make test-system` as root", pytrace=False)
 
 
 @pytest.fixture
@@ -41,7 +38,7 @@ def pg_store(postgres_url: str) -> Iterator[PostgresStore]:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """Mount a tmpfs of the given size (``"64k"``) and return its folder; unmounted afterwards (root only)."""
+    """Mount a tmpfs of this size (``"64k"``); unmounted afterwards. Root only: tests marked ``system``."""
     mounted: list[Path] = []
 
     def mount(size: str) -> Path:

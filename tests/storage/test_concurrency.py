@@ -35,35 +35,62 @@ def assert_valid_file_holding(path: Path, expected: dict[str, int]) -> dict:
     return doc
 
 
-def test_several_processes_writing_at_once_persist_every_user_with_unique_ids(data_file, start_event):
-    processes, per_process = 4, 25
-    with SPAWN.Pool(processes) as pool:
-        pending = [
-            pool.apply_async(workers.register_many, (str(data_file), f"p{n}", per_process, start_event))
-            for n in range(processes)
-        ]
-        start_event.set()
-        created = [pair for result in pending for pair in result.get(timeout=120)]
+def race(work, argument_lists: list[tuple]) -> list:
+    """Run ``work(*arguments, barrier)`` in one spawned process per argument list, all released together.
+
+    Every process opens its store and then waits at the barrier: they start their writes at the same
+    moment, so that a missing lock loses writes on every run, not only when the scheduler happens to
+    interleave them. Returns the results in the order of ``argument_lists``.
+    """
+    barrier = SPAWN.Barrier(len(argument_lists))
+    results = SPAWN.Queue()
+    processes = [
+        SPAWN.Process(target=workers.report, args=(results, index, work, *arguments, barrier))
+        for index, arguments in enumerate(argument_lists)
+    ]
+    for process in processes:
+        process.start()
+    reported = {}
+    for _ in processes:
+        index, result = results.get(timeout=180)
+        reported[index] = result
+        if isinstance(result, RuntimeError):
+            barrier.abort()  # the others stop waiting for the failed one and report at once
+    errors = [result for result in reported.values() if isinstance(result, RuntimeError)]
+    assert not errors, errors
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    return [reported[index] for index in range(len(argument_lists))]
+
+
+def test_several_processes_writing_at_once_persist_every_user_with_unique_ids(data_file):
+    processes, per_process = 4, 50
+    created = [
+        pair
+        for pairs in race(
+            workers.register_many, [(str(data_file), f"p{n}", per_process) for n in range(processes)]
+        )
+        for pair in pairs
+    ]
 
     ids = [uid for _, uid in created]
-    assert len(created) == processes * per_process
-    assert sorted(ids) == list(range(1, processes * per_process + 1))
+    assert len(created) == 200
+    assert sorted(ids) == list(range(1, 201))
     assert_valid_file_holding(data_file, dict(created))
     reopened = JsonFileStore(data_file)
-    assert all(reopened.find_by_username(name).id == uid for name, uid in created)
+    assert [reopened.find_by_username(name).id for name, _ in created] == ids
 
 
-def test_one_name_registered_by_several_processes_at_once_succeeds_exactly_once(data_file, start_event):
-    with SPAWN.Pool(6) as pool:
-        pending = [
-            pool.apply_async(workers.register_once, (str(data_file), "contested", start_event))
-            for _ in range(6)
-        ]
-        start_event.set()
-        results = [result.get(timeout=120) for result in pending]
+def test_one_name_registered_by_several_processes_at_once_succeeds_exactly_once(data_file):
+    names = [f"contested-{n}" for n in range(20)]  # 20 rounds, each released by the barrier
 
-    assert sorted(results, key=lambda r: r is None) == [1, None, None, None, None, None]
-    assert JsonFileStore(data_file).find_by_username("contested").id == 1
+    per_process = race(workers.register_each_once, [(str(data_file), names)] * 6)
+
+    for round_number, name in enumerate(names):
+        results = [ids[round_number] for ids in per_process]
+        assert sorted(results, key=lambda r: r is None) == [round_number + 1, None, None, None, None, None]
+        assert JsonFileStore(data_file).find_by_username(name).id == round_number + 1
 
 
 def test_readers_never_see_a_partial_file_while_another_process_writes(data_file, start_event):

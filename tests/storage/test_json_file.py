@@ -7,7 +7,10 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import stat
+import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -344,14 +347,16 @@ def test_store_works_as_a_context_manager(data_file):
     assert repr(store) == f"JsonFileStore({str(data_file)!r})"
 
 
-def test_check_ready_passes_before_the_first_write(json_store):
-    json_store.check_ready()
+def test_check_ready_passes_before_the_first_write_and_creates_nothing(json_store, data_file):
+    assert json_store.check_ready() is None  # StoreUnavailable otherwise
+    assert not data_file.exists()
 
 
-def test_check_ready_passes_with_a_written_file(json_store):
+def test_check_ready_passes_with_a_written_file(json_store, data_file):
     json_store.create_user("alice", HASH)
 
-    json_store.check_ready()
+    assert json_store.check_ready() is None  # StoreUnavailable otherwise
+    assert json.loads(data_file.read_bytes())["next_id"] == 2
 
 
 # --- full disk and read-only folder (real tmpfs mounts, root only) ------------------------------------------
@@ -369,6 +374,7 @@ def fill_the_disk(filler: Path) -> None:
                 raise
 
 
+@pytest.mark.system
 def test_full_disk_raises_store_unavailable_and_keeps_the_previous_file(tmpfs, caplog):
     folder = tmpfs("64k")
     store = JsonFileStore(folder / "data.json")
@@ -392,6 +398,7 @@ def test_full_disk_raises_store_unavailable_and_keeps_the_previous_file(tmpfs, c
     assert store.create_user("bob", HASH).id == 2
 
 
+@pytest.mark.system
 def test_read_only_folder_raises_store_unavailable_and_keeps_the_previous_file(tmpfs, caplog):
     folder = tmpfs("1m")
     store = JsonFileStore(folder / "data.json")
@@ -411,6 +418,7 @@ def test_read_only_folder_raises_store_unavailable_and_keeps_the_previous_file(t
     assert store.create_user("bob", HASH).id == 2
 
 
+@pytest.mark.system
 def test_read_only_folder_before_the_first_write_is_not_ready(tmpfs):
     folder = tmpfs("64k")
     remount(folder, "ro")
@@ -422,14 +430,58 @@ def test_read_only_folder_before_the_first_write_is_not_ready(tmpfs):
         store.create_user("alice", HASH)
 
 
-def test_data_file_that_is_not_writable_is_not_ready(json_store, data_file, monkeypatch):
-    json_store.create_user("alice", HASH)
-    # Root passes every permission check, so the one answer root cannot get from the kernel is simulated.
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: path != str(data_file) and real_access(path, mode))
+def as_unprivileged(work) -> str:
+    """``work()`` in a process without root's powers; its StoreUnavailable message, or "" when it passed.
 
-    with pytest.raises(StoreUnavailable, match="not readable and writable"):
-        json_store.check_ready()
+    As root, a forked child drops to nobody (65534) so that the kernel, not the test, answers the permission
+    checks; as any other user, the test already has no such powers and runs ``work`` itself.
+    """
+    if os.geteuid() != 0:
+        try:
+            work()
+        except StoreUnavailable as exc:
+            return str(exc)
+        return ""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # fork of a threaded process: the child only runs work
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        message = ""
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            work()
+        except StoreUnavailable as exc:
+            message = str(exc)
+        except BaseException as exc:  # noqa: BLE001 - anything else is reported to the parent as such
+            message = f"unexpected {exc!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        message = reader.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_data_file_that_is_not_writable_is_not_ready():
+    # A folder anybody may write in, holding a data file that only its owner may write.
+    folder = Path(tempfile.mkdtemp(prefix="not-writable-"))
+    try:
+        os.chmod(folder, 0o777)  # noqa: S103 - the unprivileged user must reach the folder
+        data_file = folder / "data.json"
+        JsonFileStore(data_file).create_user("alice", HASH)
+        os.chmod(data_file, 0o444 if os.geteuid() != 0 else 0o644)
+
+        message = as_unprivileged(lambda: JsonFileStore(data_file).check_ready())
+
+        assert message == f"data file {data_file} is not readable and writable"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_users_written_by_hand_out_of_id_order_are_found_by_id_and_name(json_store, data_file):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing.connection
+import multiprocessing.queues
 import multiprocessing.synchronize
+from collections.abc import Callable
 
 import psycopg
 
@@ -11,6 +13,16 @@ from src.storage import JsonFileStore, PostgresStore, UsernameTaken, UserStore
 from src.storage.postgres import create_schema
 
 HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+
+
+def report(
+    results: multiprocessing.queues.Queue, index: int, work: Callable[..., object], *args: object
+) -> None:
+    """Run ``work(*args)`` in this child and put ``(index, result)`` on ``results``, or ``(index, error)``."""
+    try:
+        results.put((index, work(*args)))
+    except BaseException as error:  # noqa: BLE001 - handed to the test, which fails with it
+        results.put((index, RuntimeError(f"child {index}: {error!r}")))
 
 
 def open_store(target: str) -> UserStore:
@@ -43,6 +55,22 @@ def register_once(target: str, username: str, start: multiprocessing.synchronize
         return None
     finally:
         store.close()
+
+
+def register_each_once(
+    target: str, usernames: list[str], start: multiprocessing.synchronize.Barrier
+) -> list[int | None]:
+    """For each name in turn: wait at ``start`` with the other processes, then try to register it."""
+    store = open_store(target)
+    ids = []
+    for username in usernames:
+        start.wait(60)
+        try:
+            ids.append(store.create_user(username, HASH).id)
+        except UsernameTaken:
+            ids.append(None)
+    store.close()
+    return ids
 
 
 def register_and_acknowledge(target: str, prefix: str, acks: multiprocessing.connection.Connection) -> None:

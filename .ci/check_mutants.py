@@ -1,0 +1,150 @@
+"""Mutation gate: every one-line bug listed in .ci/mutants.toml must make its tests fail.
+
+Copies the tracked files of the working tree to a scratch folder, checks that the listed tests pass there
+unchanged (otherwise a failure proves nothing), then applies each mutant in turn (one text replacement in one
+file), runs its tests with ``-x`` and puts the file back. The gate fails when a mutant survives (its tests
+pass), when a mutant's original text is not found exactly once (the list no longer matches the code: update
+it), or when its tests cannot even run (pytest exit code other than 1). Writes a JSON summary with the
+durations to ``--report`` (default: build/mutants.json).
+
+Usage: .venv/bin/python .ci/check_mutants.py [--list .ci/mutants.toml] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTEST_FAILED = 1  # pytest's exit code when tests ran and some failed
+
+
+def load(path: Path) -> list[dict]:
+    mutants = tomllib.loads(path.read_text(encoding="utf-8"))["mutant"]
+    names = [mutant["name"] for mutant in mutants]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise SystemExit(f"{path}: duplicate mutant names {duplicates}")
+    for mutant in mutants:
+        missing = {"name", "area", "file", "original", "mutated", "tests"} - mutant.keys()
+        if missing:
+            raise SystemExit(f"{path}: mutant {mutant.get('name')!r} lacks {sorted(missing)}")
+        if mutant["original"] == mutant["mutated"]:
+            raise SystemExit(f"{path}: mutant {mutant['name']!r} changes nothing")
+    return mutants
+
+
+def scratch_copy(destination: Path) -> None:
+    """The tracked files of the working tree (with their uncommitted changes), without .git or .venv."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = REPO / os.fsdecode(name)
+        if source.is_file():
+            target = destination / os.fsdecode(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def stale_mutants(scratch: Path, mutants: list[dict]) -> list[str]:
+    """Mutants whose original text is not in their file exactly once: checked for all before any test runs."""
+    stale = []
+    for mutant in mutants:
+        count = (scratch / mutant["file"]).read_text(encoding="utf-8").count(mutant["original"])
+        if count != 1:
+            stale.append(f"  {mutant['name']}: original text found {count} times in {mutant['file']}")
+    return stale
+
+
+def run_tests(scratch: Path, tests: list[str]) -> tuple[int, str]:
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(command, cwd=scratch, capture_output=True, text=True, env=env, check=False)  # noqa: S603
+    return result.returncode, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--list", type=Path, default=REPO / ".ci" / "mutants.toml")
+    parser.add_argument("--only", nargs="*", default=None, help="names of the mutants to run")
+    parser.add_argument("--report", type=Path, default=REPO / "build" / "mutants.json")
+    args = parser.parse_args()
+
+    mutants = load(args.list)
+    if args.only:
+        unknown = set(args.only) - {mutant["name"] for mutant in mutants}
+        if unknown:
+            raise SystemExit(f"unknown mutants: {sorted(unknown)}")
+        mutants = [mutant for mutant in mutants if mutant["name"] in args.only]
+    started = time.monotonic()
+    outcomes: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="mutants-") as folder:
+        scratch = Path(folder)
+        scratch_copy(scratch)
+
+        stale = stale_mutants(scratch, mutants)
+        if stale:
+            print("mutants whose original text is not found exactly once (update .ci/mutants.toml):")
+            print("\n".join(stale))
+            return 1
+
+        baseline_tests = sorted({test for mutant in mutants for test in mutant["tests"]})
+        t0 = time.monotonic()
+        code, output = run_tests(scratch, baseline_tests)
+        baseline_seconds = time.monotonic() - t0
+        print(f"baseline: {len(baseline_tests)} test targets on the unmutated code, {baseline_seconds:.0f}s")
+        if code != 0:
+            print(
+                f"the tests fail without any mutant (exit {code}): a mutant run would prove nothing\n{output}"
+            )
+            return 1
+
+        for mutant in mutants:
+            path = scratch / mutant["file"]
+            original = path.read_text(encoding="utf-8")
+            path.write_text(original.replace(mutant["original"], mutant["mutated"]), encoding="utf-8")
+            t0 = time.monotonic()
+            try:
+                code, output = run_tests(scratch, mutant["tests"])
+            finally:
+                path.write_text(original, encoding="utf-8")
+            seconds = time.monotonic() - t0
+            verdict = {0: "SURVIVED", PYTEST_FAILED: "killed"}.get(code, f"BROKEN (pytest exit {code})")
+            print(f"{verdict:<10} {seconds:6.1f}s  {mutant['area']:<13} {mutant['name']}", flush=True)
+            if code != PYTEST_FAILED:
+                print("    " + output.strip().replace("\n", "\n    ")[-1500:])
+            outcomes.append(
+                {"name": mutant["name"], "area": mutant["area"], "verdict": verdict, "seconds": seconds}
+            )
+
+    total = time.monotonic() - started
+    killed = sum(outcome["verdict"] == "killed" for outcome in outcomes)
+    summary = {
+        "date": datetime.datetime.now(tz=datetime.UTC).date().isoformat(),
+        "mutants": len(outcomes),
+        "killed": killed,
+        "baseline_seconds": round(baseline_seconds, 1),
+        "total_seconds": round(total, 1),
+        "outcomes": outcomes,
+    }
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"{killed} of {len(outcomes)} mutants killed in {total:.0f}s (report: {args.report})")
+    return 0 if killed == len(outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

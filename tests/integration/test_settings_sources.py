@@ -1,0 +1,84 @@
+"""gunicorn takes its settings from .env as the application does, and ``make run`` honours WEB_CONCURRENCY."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import requests
+
+from harness import free_port, wait_until
+from harness.command import ServingCommand, children
+from harness.gunicorn import gunicorn_executable
+
+REPO = Path(__file__).resolve().parents[2]
+FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
+# Settings a developer's shell may hold; each test says what it wants.
+CLEARED = dict.fromkeys(
+    (
+        "METRICS_PORT",
+        "METRICS_ENABLED",
+        "WEB_CONCURRENCY",
+        "GUNICORN_BIND",
+        "PORT",
+        "DATABASE_URL",
+        "SECRET_KEY",
+    ),
+)
+
+
+def gunicorn_in(folder: Path, port: int, **env: str | None) -> ServingCommand:
+    """The project's gunicorn.conf.py run with ``folder`` as working directory (where .env is read)."""
+    return ServingCommand(
+        [
+            gunicorn_executable(),
+            "-c",
+            str(REPO / "gunicorn.conf.py"),
+            "-b",
+            f"127.0.0.1:{port}",
+            "src:application",
+        ],
+        cwd=folder,
+        env={**CLEARED, **FAST_ARGON2, "PYTHONPATH": str(REPO), **env},
+    )
+
+
+def test_metrics_port_in_dotenv_serves_metrics_on_that_port(tmp_path):
+    app_port, metrics_port = free_port(), free_port()
+    (tmp_path / ".env").write_text(f"METRICS_PORT={metrics_port}\nDATA_FILE_PATH={tmp_path / 'data.json'}\n")
+    with gunicorn_in(tmp_path, app_port, WEB_CONCURRENCY="1") as server:
+        server.wait_for(f"http://127.0.0.1:{app_port}/healthz")
+        assert requests.get(f"http://127.0.0.1:{app_port}/metrics", timeout=10).status_code == 404
+        metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert metrics.status_code == 200
+        assert 'http_requests_total{method="GET",route="/healthz",status="200"}' in metrics.text
+
+
+def test_real_environment_wins_over_dotenv(tmp_path):
+    app_port, dotenv_port, env_port = free_port(), free_port(), free_port()
+    (tmp_path / ".env").write_text(f"METRICS_PORT={dotenv_port}\nWEB_CONCURRENCY=3\n")
+    with gunicorn_in(
+        tmp_path,
+        app_port,
+        METRICS_PORT=str(env_port),
+        WEB_CONCURRENCY=None,
+        DATA_FILE_PATH=str(tmp_path / "d"),
+    ) as server:
+        server.wait_for(f"http://127.0.0.1:{env_port}/metrics")
+        master = server.gunicorn_master()
+        # WEB_CONCURRENCY comes from .env (nothing in the environment), METRICS_PORT from the environment.
+        wait_until(lambda: len(children(master)) == 3, 30, what="3 workers")
+        assert "Serving /metrics on 127.0.0.1:" + str(env_port) in server.output()
+        assert f":{dotenv_port}" not in server.output()
+
+
+def test_make_run_starts_as_many_workers_as_web_concurrency(tmp_path):
+    port = free_port()
+    env = {**CLEARED, **FAST_ARGON2, "WEB_CONCURRENCY": "2", "LOG_LEVEL": "debug"}
+    env["DATA_FILE_PATH"] = str(tmp_path / "data.json")
+    with ServingCommand(["make", "--no-print-directory", "run", f"PORT={port}"], cwd=REPO, env=env) as run:
+        run.wait_for(f"http://127.0.0.1:{port}/healthz")
+        master = run.gunicorn_master()
+        # gunicorn logs its settings at debug level: the number it will keep running, not a passing count.
+        assert re.search(r"\bworkers: 2\b", run.output()), run.output()
+        wait_until(lambda: len(children(master)) == 2, 30, what="2 workers")
