@@ -411,6 +411,11 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
     "image": ("image.json", "make check-image", image_table),
     "mutants": ("mutants.json", "make mutants", mutants_table),
     "bench": ("bench.md", "make bench", None),
+    "bench-gthread": (
+        "bench-gthread.md",
+        "python bench/run.py --worker-class gthread --output bench/results/gthread.json",
+        None,
+    ),
 }
 
 
@@ -537,8 +542,9 @@ def collect(root: Path = REPO) -> list[str]:
         write("mutants.json", (build / "mutants.json").read_text(encoding="utf-8"))
     if (build / "figures" / "image.json").is_file():
         write("image.json", (build / "figures" / "image.json").read_text(encoding="utf-8"))
-    if (root / "bench" / "results" / "results.md").is_file():
-        write("bench.md", (root / "bench" / "results" / "results.md").read_text(encoding="utf-8"))
+    for source, target in (("results.md", "bench.md"), ("gthread.md", "bench-gthread.md")):
+        if (root / "bench" / "results" / source).is_file():
+            write(target, (root / "bench" / "results" / source).read_text(encoding="utf-8"))
     return updated
 
 
