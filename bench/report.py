@@ -91,8 +91,12 @@ def markdown(results: dict) -> str:
     lines = [
         f"Measured {results['started']} on {results['machine']['cpus']} CPUs, loopback, "
         f"`wrk -t{wrk_args['threads']} -c{wrk_args['connections']} -d{wrk_args['duration_s']}s`, "
-        f"gunicorn worker class: {results['worker_class']}; "
-        f"median of {results['repeats']} rounds alternating the service and the references "
+        + (
+            "gunicorn worker class as gunicorn.conf.py sets it; "
+            if results["worker_class"] == "config"
+            else f"gunicorn worker class {results['worker_class']}; "
+        )
+        + f"median of {results['repeats']} rounds alternating the service and the references "
         "(ratio: median over the rounds of service / reference)"
         + (f"; {results['machine']['note']}" if results["machine"]["note"] else "")
         + ". References: "
@@ -172,7 +176,7 @@ def plot(results: dict, path: Path) -> None:
     left.set_xticks(range(len(configs)), labels)
     left.set_ylabel("requests per second (log scale)")
     left.set_title("Throughput, gunicorn -w 4 (hatched: reference apps)")
-    left.set_ylim(bottom=1)
+    left.set_ylim(bottom=0.5)
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=4)
     left.grid(axis="y", which="both", alpha=0.3)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import secrets
 import shutil
 import sys
@@ -52,6 +53,11 @@ def worker_args(args: argparse.Namespace) -> tuple[str, ...]:
     if args.worker_class == "gthread":
         return ("-k", "gthread", "--threads", str(args.gunicorn_threads))
     return ()
+
+
+def configured_worker_class() -> str:
+    """The worker class gunicorn.conf.py chooses in this environment."""
+    return runpy.run_path(str(REPO / "gunicorn.conf.py")).get("worker_class", "sync")
 
 
 def bench_configuration(*, store_name, users, store_env, references, args) -> dict:
@@ -146,7 +152,11 @@ def run(args: argparse.Namespace) -> dict:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "note": args.note},
         "wrk": {"threads": args.threads, "connections": args.connections, "duration_s": args.duration},
-        "worker_class": args.worker_class,
+        "worker_class": (
+            f"{configured_worker_class()} (gunicorn.conf.py)"
+            if args.worker_class == "config"
+            else f"{args.worker_class} (--worker-class)"
+        ),
         "repeats": args.repeats,
         "references": {ref.key: ref.title for ref in apps.REFERENCES},
         "configurations": [],
@@ -225,11 +235,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write the results here, not in bench/results/",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip Illustrations/benchmark.png")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="run nothing: write the tables (and for results.json the plot) of a recorded run",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        results = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(report.markdown(results))
+        if args.render.resolve() == RESULTS_JSON:
+            report.plot(results, PLOT_PATH)
+        return 0
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
     started = time.monotonic()
