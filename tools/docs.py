@@ -542,7 +542,13 @@ def collect(root: Path = REPO) -> list[str]:
         write("mutants.json", (build / "mutants.json").read_text(encoding="utf-8"))
     if (build / "figures" / "image.json").is_file():
         write("image.json", (build / "figures" / "image.json").read_text(encoding="utf-8"))
-    for source, target in (("results.md", "bench.md"), ("gthread.md", "bench-gthread.md")):
+    # The tables, and every round behind them.
+    for source, target in (
+        ("results.md", "bench.md"),
+        ("results.json", "bench.json"),
+        ("gthread.md", "bench-gthread.md"),
+        ("gthread.json", "bench-gthread.json"),
+    ):
         if (root / "bench" / "results" / source).is_file():
             write(target, (root / "bench" / "results" / source).read_text(encoding="utf-8"))
     return updated
