@@ -541,3 +541,22 @@ def test_many_registrations_by_another_worker_are_each_found(json_store, data_fi
     assert other_worker.find_by_id(801) is None
     assert all(other_worker.find_by_username(f"user{n}").id == n + 1 for n in range(200))
     assert other_worker.find_by_username("late") is None
+
+
+class _NameHashedLike(str):
+    """A name whose hash is another name's: what two different names with one hash look like to the index."""
+
+    def __new__(cls, text: str, like: str) -> _NameHashedLike:
+        name = super().__new__(cls, text)
+        name.like = like
+        return name
+
+    def __hash__(self) -> int:
+        return hash(self.like)
+
+
+def test_a_name_with_the_hash_of_a_registered_name_finds_nobody(json_store):
+    json_store.create_users_bulk([("alice", HASH), ("bob", HASH)])
+
+    assert json_store.find_by_username(_NameHashedLike("mallory", like="alice")) is None
+    assert json_store.find_by_username("alice") == User(1, "alice", HASH)
