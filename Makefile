@@ -17,7 +17,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 .DEFAULT_GOAL := help
 .PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
 	check-kube check-infra \
-	check-workflows fuzz image check-image bench diagram ci
+	check-workflows check-alerts fuzz drills image check-image bench diagram ci
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,10 +36,11 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
 run: $(RUNTIME_STAMP) ## Serve the API with gunicorn on 127.0.0.1:8888 (WEB_CONCURRENCY workers, default 4)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -b $(BIND) src:application
 
+# tests/alerting runs in make check-alerts, which installs Prometheus and Alertmanager.
 test: lint ## Lint, then every test not marked system (needs python3 only), coverage >= 90%; results in build/
 	mkdir -p build
 	$(BIN)/python -m pytest -m "not system" --cov --cov-report=term-missing --cov-report=json:build/coverage.json \
-		--junitxml=build/junit.xml tests
+		--junitxml=build/junit.xml --ignore=tests/alerting tests
 
 lint: $(DEV_STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
@@ -84,6 +85,9 @@ check-infra: $(SCANNERS_STAMP) ## terraform fmt and checkov on infrastructure/
 check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .github/
 	.ci/check-workflows.sh
 
+check-alerts: $(DEV_STAMP) ## amtool routes for every alert; Prometheus -> Alertmanager -> receiver end to end
+	.ci/check-alerts.sh $(BIN)/python
+
 # Debian packages of the tests marked `system`, installed only when missing (apt-get: root); the package
 # is named like the command.
 SYSTEM_TOOLS := prometheus strace curl
@@ -103,6 +107,9 @@ mutants: $(DEV_STAMP) system-tools ## Apply each one-line bug of .ci/mutants.tom
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py
+
+drills: $(DEV_STAMP) ## Attack drills (floods, slow clients, guesses, bad bodies) on gunicorn and nginx; figures in build/figures
+	$(BIN)/python -m pytest -p no:cacheprovider drills
 
 image: ## Build the image (needs a Docker engine and the base image)
 	docker build -t ghcr.io/flask-api/flask-api:1.0.0 .

@@ -25,12 +25,17 @@ _env = GunicornEnv(os.environ)
 _port = _env.integer("PORT", 8888, minimum=1)
 bind = [_env.text("GUNICORN_BIND", f"0.0.0.0:{_port}")]
 workers = _env.integer("WEB_CONCURRENCY", 4, minimum=1)
-# Synchronous workers: the API is CPU-bound (JWT, argon2) and sits behind a buffering proxy or Service.
-worker_class = "sync"
+# Threads in each worker (docs/serving.md has the figures). argon2-cffi releases the GIL while it hashes, so
+# the other threads keep answering probes and token checks during a login flood, where a sync worker answers
+# nothing for as long as it hashes. Slow clients are the buffering proxy's job (nginx, Traefik, the ALB): no
+# worker class absorbs them. GUNICORN_THREADS=1 gives gunicorn's sync workers back.
+threads = _env.integer("GUNICORN_THREADS", 8, minimum=1)
+worker_class = "gthread" if threads > 1 else "sync"
 timeout = _env.integer("GUNICORN_TIMEOUT", 30, minimum=1)
 # Below the pod's terminationGracePeriodSeconds (45) minus the preStop pause (5).
 graceful_timeout = _env.integer("GUNICORN_GRACEFUL_TIMEOUT", 20, minimum=1)
-# Used by threaded or async worker classes only; sync workers close every connection.
+# Seconds an idle keep-alive connection is kept (gthread); the proxies' idle time to their upstream stays
+# below it, so that the worker never closes a connection a proxy is about to reuse.
 keepalive = _env.integer("GUNICORN_KEEPALIVE", 5, minimum=0)
 # Recycle workers now and then so a slow leak cannot grow without bound; jitter spreads the restarts.
 max_requests = _env.integer("GUNICORN_MAX_REQUESTS", 5000)
@@ -118,10 +123,11 @@ def when_ready(server) -> None:
     # Imported only now: prometheus_client chooses its multiprocess storage at import time, from the folder
     # that on_starting has just put in the environment.
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
-    from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+    from src.metrics_files import FoldingCollector  # noqa: PLC0415
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    FoldingCollector(registry)
     host = _bind_host(server.cfg.bind[0])
     metrics_server, _thread = start_http_server(_metrics_port, addr=host, registry=registry)
     server.flask_api_metrics_server = metrics_server
@@ -156,12 +162,18 @@ def post_worker_init(worker) -> None:
 
 
 def child_exit(server, worker) -> None:
-    """Master: a worker is gone; its live gauges must not be reported any more (its counters stay)."""
+    """Master: a worker is gone; its live gauges go, its counters and histograms join the archive files."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         from prometheus_client import multiprocess  # noqa: PLC0415 - see when_ready
 
+        from src.metrics_files import fold_dead_worker  # noqa: PLC0415
+
         multiprocess.mark_process_dead(worker.pid, path)
+        try:
+            fold_dead_worker(path, worker.pid)
+        except (OSError, ValueError) as exc:  # a damaged file must not take the master down
+            server.log.warning("metric files of worker %s not folded: %s", worker.pid, exc)
 
 
 def on_exit(server) -> None:

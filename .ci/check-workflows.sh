@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Checks of the GitHub Actions workflows and the repository's YAML lint rules:
-#   actionlint on every workflow, checkov (github_actions) with zero failures and a non-zero passed count,
-#   yamllint on the pipeline's own files, bash -n and shellcheck on its scripts.
+#   actionlint on every workflow, zizmor (offline: no GitHub API here) with no finding, checkov
+#   (github_actions) with zero failures and a non-zero passed count, yamllint on the pipeline's own files,
+#   bash -n and shellcheck on its scripts.
 # The binaries come from $SCANNERS_BIN (default .venv-scanners/bin, built from .ci/requirements-scanners.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scanners_bin="${SCANNERS_BIN:-.venv-scanners/bin}"
-for tool in actionlint checkov yamllint; do
+for tool in actionlint zizmor checkov yamllint shellcheck; do
   if [ ! -x "$scanners_bin/$tool" ]; then
     echo "check-workflows: $scanners_bin/$tool not found (make scanners builds .venv-scanners)" >&2
     exit 1
@@ -24,6 +25,10 @@ fi
 
 echo "check-workflows: actionlint ${workflows[*]}"
 "$scanners_bin/actionlint" "${workflows[@]}"
+
+# zizmor exits non-zero on any finding that is not suppressed in place (each suppression says why).
+echo "check-workflows: zizmor --offline .github/"
+"$scanners_bin/zizmor" --offline --no-progress .github/
 
 # checkov prints "0 failed" both after a clean scan and after one that read nothing (its workflow schema
 # rejects some valid keys and then skips the whole file silently): the passed count has to be non-zero too.
@@ -48,14 +53,10 @@ echo "check-workflows: yamllint"
 
 # The workflow's own scripts; actionlint already runs shellcheck on the inline `run:` blocks.
 echo "check-workflows: scripts"
-for script in .github/scripts/*.sh .ci/check-workflows.sh; do
+for script in .github/scripts/*.sh .ci/check-workflows.sh .ci/run .ci/*.sh; do
   bash -n "$script"
   [ -x "$script" ] || { echo "check-workflows: $script is not executable" >&2; exit 1; }
 done
-if command -v shellcheck >/dev/null; then
-  shellcheck .github/scripts/*.sh .ci/check-workflows.sh
-else
-  echo "check-workflows: shellcheck not installed, bash -n only"
-fi
+"$scanners_bin/shellcheck" .github/scripts/*.sh .ci/run .ci/*.sh
 
 echo "check-workflows: passed"

@@ -1,13 +1,13 @@
 """Mutation gate: every one-line bug listed in .ci/mutants.toml must make its tests fail.
 
 Copies the tracked files of the working tree to a scratch folder, checks that the listed tests pass there
-unchanged (otherwise a failure proves nothing), then applies each mutant in turn (one text replacement in one
-file), runs its tests with ``-x`` and puts the file back. The gate fails when a mutant survives (its tests
-pass), when a mutant's original text is not found exactly once (the list no longer matches the code: update
-it), or when its tests cannot even run (pytest exit code other than 1). Writes a JSON summary with the
-durations to ``--report`` (default: build/mutants.json).
+unchanged (otherwise a failure proves nothing), then applies each mutant (one text replacement in one file),
+runs its tests with ``-x`` and puts the file back; ``--jobs`` mutants at once, each in its own copy. The gate
+fails when a mutant survives (its tests pass), when a mutant's original text is not found exactly once (the
+list no longer matches the code: update it), or when its tests cannot even run (pytest exit code other than
+1). Writes a JSON summary with the durations to ``--report`` (default: build/mutants.json).
 
-Usage: .venv/bin/python .ci/check_mutants.py [--list .ci/mutants.toml] [--only NAME ...]
+Usage: .venv/bin/python .ci/check_mutants.py [--list .ci/mutants.toml] [--only NAME ...] [--jobs 3]
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ import argparse
 import datetime
 import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,13 +79,39 @@ def run_tests(scratch: Path, tests: list[str]) -> tuple[int, str]:
     return result.returncode, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+def run_mutant(copies: queue.Queue[Path], mutant: dict) -> dict:
+    """Apply ``mutant`` to a free copy, run its tests, put the file back; the outcome."""
+    scratch = copies.get()
+    try:
+        path = scratch / mutant["file"]
+        original = path.read_text(encoding="utf-8")
+        path.write_text(original.replace(mutant["original"], mutant["mutated"]), encoding="utf-8")
+        started = time.monotonic()
+        try:
+            code, output = run_tests(scratch, mutant["tests"])
+        finally:
+            path.write_text(original, encoding="utf-8")
+    finally:
+        copies.put(scratch)
+    seconds = time.monotonic() - started
+    verdict = {0: "SURVIVED", PYTEST_FAILED: "killed"}.get(code, f"BROKEN (pytest exit {code})")
+    report = f"{verdict:<10} {seconds:6.1f}s  {mutant['area']:<13} {mutant['name']}"
+    if code != PYTEST_FAILED:
+        report += "\n    " + output.strip().replace("\n", "\n    ")[-1500:]
+    print(report, flush=True)
+    return {"name": mutant["name"], "area": mutant["area"], "verdict": verdict, "seconds": round(seconds, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", type=Path, default=REPO / ".ci" / "mutants.toml")
     parser.add_argument("--only", nargs="*", default=None, help="names of the mutants to run")
     parser.add_argument("--report", type=Path, default=REPO / "build" / "mutants.json")
+    parser.add_argument("--jobs", type=int, default=3, help="mutants tested at once, each in its own copy")
     args = parser.parse_args()
 
+    # SIGTERM (a stopped CI job) unwinds like Ctrl-C: the scratch folder is removed, the pytest run killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mutants = load(args.list)
     if args.only:
         unknown = set(args.only) - {mutant["name"] for mutant in mutants}
@@ -90,9 +119,8 @@ def main() -> int:
             raise SystemExit(f"unknown mutants: {sorted(unknown)}")
         mutants = [mutant for mutant in mutants if mutant["name"] in args.only]
     started = time.monotonic()
-    outcomes: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="mutants-") as folder:
-        scratch = Path(folder)
+        scratch = Path(folder) / "copy-0"
         scratch_copy(scratch)
 
         stale = stale_mutants(scratch, mutants)
@@ -112,23 +140,15 @@ def main() -> int:
             )
             return 1
 
-        for mutant in mutants:
-            path = scratch / mutant["file"]
-            original = path.read_text(encoding="utf-8")
-            path.write_text(original.replace(mutant["original"], mutant["mutated"]), encoding="utf-8")
-            t0 = time.monotonic()
-            try:
-                code, output = run_tests(scratch, mutant["tests"])
-            finally:
-                path.write_text(original, encoding="utf-8")
-            seconds = time.monotonic() - t0
-            verdict = {0: "SURVIVED", PYTEST_FAILED: "killed"}.get(code, f"BROKEN (pytest exit {code})")
-            print(f"{verdict:<10} {seconds:6.1f}s  {mutant['area']:<13} {mutant['name']}", flush=True)
-            if code != PYTEST_FAILED:
-                print("    " + output.strip().replace("\n", "\n    ")[-1500:])
-            outcomes.append(
-                {"name": mutant["name"], "area": mutant["area"], "verdict": verdict, "seconds": seconds}
-            )
+        # Each job mutates its own copy; the tests choose free ports and temp folders, so copies do not meet.
+        copies: queue.Queue[Path] = queue.Queue()
+        copies.put(scratch)
+        for index in range(1, args.jobs):
+            copy = Path(folder) / f"copy-{index}"
+            shutil.copytree(scratch, copy)
+            copies.put(copy)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            outcomes = list(pool.map(lambda mutant: run_mutant(copies, mutant), mutants))
 
     total = time.monotonic() - started
     killed = sum(outcome["verdict"] == "killed" for outcome in outcomes)
@@ -138,6 +158,7 @@ def main() -> int:
         "killed": killed,
         "baseline_seconds": round(baseline_seconds, 1),
         "total_seconds": round(total, 1),
+        "jobs": args.jobs,
         "outcomes": outcomes,
     }
     args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -145,28 +145,32 @@ class GunicornServer:
     def wait_until_workers_hold(self, count: int, timeout: float = 15) -> None:
         """Wait until the workers hold ``count`` client connections: accepted, not waiting in the backlog.
 
-        Workers inherit the master's listening socket; any other socket a worker holds is a client's.
+        A client connection is an established TCP socket on the server's port held by a worker; workers
+        also hold the master's listening socket and, with threads, a socket pair of their own, which do not
+        count.
         """
 
         def held() -> int:
-            listening = _socket_inodes(self.pid)
-            return len(set().union(*(_socket_inodes(pid) for pid in self.worker_pids())) - listening)
+            accepted = _established_inodes(self.port)
+            return len(set().union(*(_socket_inodes(pid) for pid in self.worker_pids())) & accepted)
 
         wait_until(
             lambda: held() >= count, timeout, interval=0.01, what=f"the workers to accept {count} connections"
         )
 
-    def wait_until_master_closes_its_listener(self, timeout: float = 30) -> None:
-        """Wait until the master has closed its listening socket: the first step of its graceful stop.
+    def begin_graceful_stop(self, timeout: float = 30) -> None:
+        """SIGTERM to the master, then wait until it has closed its listening socket.
 
         gunicorn's ``Arbiter.stop`` closes the listeners and then, in the same call, sends SIGTERM to every
-        worker. The listener is the socket that the master and its workers share.
+        worker: once the master no longer holds the listener, the workers are being told to stop. The
+        listener is the socket that the master and its workers share, found before the signal.
         """
         listeners = _socket_inodes(self.pid).intersection(
             *(_socket_inodes(pid) for pid in self.worker_pids())
         )
         if not listeners:
             raise RuntimeError("no listening socket shared by the master and its workers")
+        os.kill(self.pid, signal.SIGTERM)
         wait_until(
             lambda: not listeners & _socket_inodes(self.pid),
             timeout,
@@ -250,4 +254,20 @@ def _socket_inodes(pid: int) -> set[str]:
             continue  # closed meanwhile
         if target.startswith("socket:"):
             inodes.add(target)
+    return inodes
+
+
+def _established_inodes(port: int) -> set[str]:
+    """The established TCP sockets whose local port is ``port``, as "socket:[inode]"."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXADDR:HEXPORT; state 01 is ESTABLISHED; the inode is the tenth field.
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                inodes.add(f"socket:[{fields[9]}]")
     return inodes

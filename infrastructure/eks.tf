@@ -11,6 +11,11 @@ module "eks" {
   name               = local.name
   kubernetes_version = var.kubernetes_version
 
+  # An existing control plane role (var.cluster_iam_role_arn) replaces the one the module creates; the module
+  # then attaches no policy to it, the KMS permissions for secrets encryption included.
+  create_iam_role = var.cluster_iam_role_arn == null
+  iam_role_arn    = var.cluster_iam_role_arn
+
   # At the end of standard support EKS upgrades the control plane instead of
   # silently moving the cluster to the six-times dearer extended support.
   upgrade_policy = {
@@ -90,6 +95,10 @@ module "eks" {
       ami_type       = "AL2023_x86_64_STANDARD"
       instance_types = var.node_instance_types
       capacity_type  = "ON_DEMAND"
+
+      # An existing node role (var.node_iam_role_arn) replaces the one the module creates.
+      create_iam_role = var.node_iam_role_arn == null
+      iam_role_arn    = var.node_iam_role_arn
 
       min_size     = var.node_min_size
       max_size     = var.node_max_size

@@ -12,6 +12,10 @@ module "lb_controller_pod_identity" {
   source  = "terraform-aws-modules/eks-pod-identity/aws"
   version = "2.9.0"
 
+  # With an existing role (var.lb_controller_iam_role_arn) the module creates nothing: that role is bound to
+  # the service account by the association below instead.
+  create = var.lb_controller_iam_role_arn == null
+
   name = "${local.name}-aws-lbc"
 
   attach_aws_lb_controller_policy = true
@@ -23,6 +27,17 @@ module "lb_controller_pod_identity" {
       service_account = "aws-load-balancer-controller"
     }
   }
+
+  tags = local.tags
+}
+
+resource "aws_eks_pod_identity_association" "lb_controller_existing_role" {
+  count = var.lb_controller_iam_role_arn == null ? 0 : 1
+
+  cluster_name    = module.eks.cluster_name
+  namespace       = "kube-system"
+  service_account = "aws-load-balancer-controller"
+  role_arn        = var.lb_controller_iam_role_arn
 
   tags = local.tags
 }

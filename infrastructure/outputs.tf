@@ -38,8 +38,8 @@ output "node_security_group_id" {
 }
 
 output "lb_controller_role_arn" {
-  description = "IAM role the AWS Load Balancer Controller receives through Pod Identity."
-  value       = module.lb_controller_pod_identity.iam_role_arn
+  description = "IAM role the AWS Load Balancer Controller receives through Pod Identity (created or given)."
+  value       = var.lb_controller_iam_role_arn == null ? module.lb_controller_pod_identity.iam_role_arn : var.lb_controller_iam_role_arn
 }
 
 output "db_endpoint" {
@@ -60,4 +60,34 @@ output "db_name" {
 output "db_master_secret_arn" {
   description = "ARN of the Secrets Manager secret (JSON with username and password) that RDS manages for the master user."
   value       = module.db.db_instance_master_user_secret_arn
+}
+
+output "db_app_secret_arn" {
+  description = "ARN of the Secrets Manager secret of the application's database role (rotated; synced by External Secrets Operator)."
+  value       = aws_secretsmanager_secret.db_app.arn
+}
+
+output "external_secrets_role_arn" {
+  description = "IAM role External Secrets Operator receives through Pod Identity (service account external-secrets/external-secrets; created or given)."
+  value       = var.external_secrets_iam_role_arn == null ? module.external_secrets_pod_identity.iam_role_arn : var.external_secrets_iam_role_arn
+}
+
+# Everything the EKS overlay needs from this configuration, in the format of
+# kube_config/overlays/eks/infrastructure.env (kustomize replacements read it):
+#   tofu -chdir=infrastructure output -raw eks_overlay_env > kube_config/overlays/eks/infrastructure.env
+output "eks_overlay_env" {
+  description = "Contents of kube_config/overlays/eks/infrastructure.env: region, certificate, secret ARNs, subnet CIDRs."
+  value = join("\n", concat(
+    [
+      "REGION=${var.region}",
+      "CERTIFICATE_ARN=${var.alb_certificate_arn}",
+      "DB_APP_SECRET_ARN=${aws_secretsmanager_secret.db_app.arn}",
+      "DB_MASTER_SECRET_ARN=${module.db.db_instance_master_user_secret_arn}",
+    ],
+    [for i, cidr in module.vpc.public_subnets_cidr_blocks : "PUBLIC_SUBNET_CIDR_${i + 1}=${cidr}"],
+    [for i, cidr in module.vpc.database_subnets_cidr_blocks : "DATABASE_SUBNET_CIDR_${i + 1}=${cidr}"],
+    # The ALB's nodes sit in the public subnets: the app believes X-Forwarded-For from them only.
+    ["PUBLIC_SUBNET_CIDRS=${join(",", module.vpc.public_subnets_cidr_blocks)}"],
+    [""],
+  ))
 }

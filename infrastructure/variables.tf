@@ -69,15 +69,26 @@ variable "vpc_cidr" {
   }
 }
 
-variable "availability_zones" {
-  description = "The three availability zones to use; empty means <region>a, <region>b and <region>c."
+variable "availability_zone_ids" {
+  description = "The three availability zone IDs to use (for example use1-az1, use1-az2, use1-az4: `aws ec2 describe-availability-zones` shows the IDs of this account); empty picks the first three available IDs that EKS supports."
   type        = list(string)
   default     = []
 
   validation {
-    condition     = length(var.availability_zones) == 0 || length(distinct(var.availability_zones)) == 3
-    error_message = "Give exactly three distinct availability zone names, or none."
+    condition     = length(var.availability_zone_ids) == 0 || (length(distinct(var.availability_zone_ids)) == 3 && alltrue([for id in var.availability_zone_ids : can(regex("^[a-z]{2,5}[0-9]-az[0-9]+$", id))]))
+    error_message = "Give exactly three distinct availability zone IDs such as use1-az1 (IDs, not names such as us-east-1a), or none."
   }
+
+  validation {
+    condition     = length(setintersection(var.availability_zone_ids, var.eks_unsupported_zone_ids)) == 0
+    error_message = "EKS does not place control-plane subnets in these zone IDs: choose others."
+  }
+}
+
+variable "eks_unsupported_zone_ids" {
+  description = "Zone IDs where EKS refuses cluster subnets (the EKS documentation lists them); never chosen."
+  type        = list(string)
+  default     = ["use1-az3", "usw1-az2", "cac1-az3"]
 }
 
 variable "one_nat_gateway_per_az" {
@@ -190,6 +201,16 @@ variable "node_disk_size_gib" {
   }
 }
 
+variable "alb_certificate_arn" {
+  description = "ARN of the ACM certificate the ALB serves HTTPS with (in this region); HTTP only redirects to HTTPS."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", var.alb_certificate_arn))
+    error_message = "Give the ARN of an ACM certificate, for example arn:aws:acm:us-east-1:123456789012:certificate/<id>."
+  }
+}
+
 ################################################################################
 # RDS PostgreSQL
 ################################################################################
@@ -260,6 +281,28 @@ variable "db_username" {
   }
 }
 
+variable "db_app_username" {
+  description = "The application's own database role (rows of its tables only), created by the migration; its password lives in Secrets Manager and is rotated there."
+  type        = string
+  default     = "flask_api_app"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{0,50}$", var.db_app_username)) && var.db_app_username != var.db_username
+    error_message = "The role name must start with a letter, hold lowercase letters, digits and underscores, and differ from db_username."
+  }
+}
+
+variable "db_app_password_rotation_days" {
+  description = "Days between two rotations of the application role's password."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.db_app_password_rotation_days >= 1 && var.db_app_password_rotation_days <= 365
+    error_message = "Rotate at least once a year and at most once a day."
+  }
+}
+
 variable "db_multi_az" {
   description = "Run a synchronous standby in a second availability zone (automatic failover)."
   type        = bool
@@ -316,4 +359,52 @@ variable "db_apply_immediately" {
   description = "Apply database changes at once instead of in the next maintenance window."
   type        = bool
   default     = false
+}
+
+################################################################################
+# Existing IAM roles (null: the configuration creates the role)
+################################################################################
+
+variable "cluster_iam_role_arn" {
+  description = "Existing IAM role for the EKS control plane (trusts eks.amazonaws.com, has AmazonEKSClusterPolicy and may use the EKS secrets KMS key); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.cluster_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.cluster_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/eks-cluster, or null to create the role."
+  }
+}
+
+variable "node_iam_role_arn" {
+  description = "Existing IAM role for the managed node group (trusts ec2.amazonaws.com, has AmazonEKSWorkerNodeMinimalPolicy, AmazonEC2ContainerRegistryPullOnly and AmazonEKS_CNI_Policy); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.node_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.node_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/eks-nodes, or null to create the role."
+  }
+}
+
+variable "lb_controller_iam_role_arn" {
+  description = "Existing IAM role for the AWS Load Balancer Controller (trusts pods.eks.amazonaws.com for sts:AssumeRole and sts:TagSession, has the controller's policy); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.lb_controller_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.lb_controller_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/aws-lbc, or null to create the role."
+  }
+}
+
+variable "external_secrets_iam_role_arn" {
+  description = "Existing IAM role for External Secrets Operator (trusts pods.eks.amazonaws.com for sts:AssumeRole and sts:TagSession, may read the two database secrets and decrypt them with the RDS key); null creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.external_secrets_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.external_secrets_iam_role_arn))
+    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/external-secrets, or null to create the role."
+  }
 }

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Mapping
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, routes, security
 from .config import ConfigError, Settings, load_env_file
@@ -58,8 +57,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.extensions["user_store"] = store
     errors.init_app(app)
     if settings.trusted_proxy_count:
-        count = settings.trusted_proxy_count
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
+        app.wsgi_app = security.TrustedProxies(  # type: ignore[method-assign]
+            app.wsgi_app, settings.trusted_proxies, settings.trusted_proxy_count
+        )
     # Imported here, not at the top: gunicorn.conf.py imports this package in the master before its
     # on_starting hook has chosen PROMETHEUS_MULTIPROC_DIR, and prometheus_client picks its storage for good
     # when it is first imported. Workers import it after that, in create_app.

@@ -6,6 +6,7 @@ request. The variables are documented in ``.env.template``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Settings:
     secret_key: str | None = None
     data_file_path: str = "data.json"
     database_url: str | None = None
+    database_password_file: str | None = None
     database_pool_min: int = 1
     database_pool_max: int = 4
     database_timeout_seconds: float = 5.0
@@ -56,7 +58,12 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     auth_max_failures: int = 5
     auth_failure_window_seconds: float = 300.0
+    auth_max_failures_per_username: int = 10
+    auth_max_failures_per_address: int = 50
+    register_max_per_address: int = 10
+    argon2_concurrency: int = 2
     trusted_proxy_count: int = 0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -78,6 +85,9 @@ class Settings:
         database_url = env.text("DATABASE_URL")
         if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+        password_file = env.text("DATABASE_PASSWORD_FILE")
+        if password_file is not None:
+            _check_password_file(password_file, database_url)
         secret_key = env.text("SECRET_KEY")
         if secret_key is not None and len(secret_key.encode()) < SECRET_KEY_MIN_BYTES:
             raise ConfigError(f"SECRET_KEY must be at least {SECRET_KEY_MIN_BYTES} bytes long")
@@ -90,6 +100,13 @@ class Settings:
         pool_max = env.number("DATABASE_POOL_MAX", int, 4, minimum=1)
         if pool_max < pool_min:
             raise ConfigError(f"DATABASE_POOL_MAX must be >= DATABASE_POOL_MIN ({pool_min}), got {pool_max}")
+        trusted_proxy_count = env.number("TRUSTED_PROXY_COUNT", int, 0, minimum=0)
+        trusted_proxies = _networks(env.text("TRUSTED_PROXIES"))
+        if trusted_proxy_count and not trusted_proxies:
+            raise ConfigError(
+                "TRUSTED_PROXIES must list the proxies' addresses or networks when TRUSTED_PROXY_COUNT is "
+                "set: X-Forwarded-For is believed only from them"
+            )
         log_level = (env.text("LOG_LEVEL") or "info").lower()
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -97,6 +114,7 @@ class Settings:
             secret_key=secret_key,
             data_file_path=env.text("DATA_FILE_PATH") or "data.json",
             database_url=database_url,
+            database_password_file=password_file,
             database_pool_min=pool_min,
             database_pool_max=pool_max,
             database_timeout_seconds=env.number("DATABASE_TIMEOUT_SECONDS", float, 5.0, minimum=0.1),
@@ -105,7 +123,12 @@ class Settings:
             cors_origins=_origins(env.text("CORS_ORIGINS")),
             auth_max_failures=env.number("AUTH_MAX_FAILURES", int, 5, minimum=0),
             auth_failure_window_seconds=env.number("AUTH_FAILURE_WINDOW_SECONDS", float, 300.0, minimum=1),
-            trusted_proxy_count=env.number("TRUSTED_PROXY_COUNT", int, 0, minimum=0),
+            auth_max_failures_per_username=env.number("AUTH_MAX_FAILURES_PER_USERNAME", int, 10, minimum=0),
+            auth_max_failures_per_address=env.number("AUTH_MAX_FAILURES_PER_ADDRESS", int, 50, minimum=0),
+            register_max_per_address=env.number("REGISTER_MAX_PER_ADDRESS", int, 10, minimum=0),
+            argon2_concurrency=env.number("ARGON2_CONCURRENCY", int, 2, minimum=1),
+            trusted_proxy_count=trusted_proxy_count,
+            trusted_proxies=trusted_proxies,
             argon2_time_cost=env.number("ARGON2_TIME_COST", int, 3, minimum=ARGON2_MIN_TIME_COST),
             argon2_memory_kib=env.number("ARGON2_MEMORY_KIB", int, 65536, minimum=ARGON2_MIN_MEMORY_KIB),
             argon2_parallelism=env.number("ARGON2_PARALLELISM", int, 4, minimum=ARGON2_MIN_PARALLELISM),
@@ -158,6 +181,19 @@ class EnvReader:
         return port
 
 
+def _check_password_file(path: str, database_url: str | None) -> None:
+    """DATABASE_PASSWORD_FILE needs DATABASE_URL and must be readable now (read again per connection)."""
+    if database_url is None:
+        raise ConfigError("DATABASE_PASSWORD_FILE needs DATABASE_URL (the server, database and user)")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            empty = not stream.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"DATABASE_PASSWORD_FILE cannot be read: {path}: {exc.strerror}") from None
+    if empty:
+        raise ConfigError(f"DATABASE_PASSWORD_FILE is empty: {path}")
+
+
 def _article(kind: Callable[[str], object]) -> str:
     return "an integer" if kind is int else "a number"
 
@@ -173,3 +209,20 @@ def _origins(raw: str | None) -> tuple[str, ...]:
                 f"CORS_ORIGINS must list exact origins like https://app.example.com, got {origin!r}"
             )
     return origins
+
+
+def _networks(raw: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """TRUSTED_PROXIES: comma-separated addresses or networks such as 10.42.0.0/16 or 127.0.0.1."""
+    if raw is None:
+        return ()
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"TRUSTED_PROXIES must list addresses or networks like 10.0.0.0/8, got {item!r}"
+            ) from None
+    return tuple(networks)

@@ -73,6 +73,12 @@ class ServiceUnavailable(ApiError):
         super().__init__(detail, (("Retry-After", str(UNAVAILABLE_RETRY_AFTER_SECONDS)),))
 
 
+class Overloaded(TooManyRequests):
+    """503: this process is at its bound of concurrent password hashes; ``Retry-After`` says when to retry."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
 def problem(status: int, detail: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
     """An ``application/problem+json`` response; ``type`` is about:blank, so ``title`` is the HTTP phrase."""
     try:

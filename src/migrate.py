@@ -1,39 +1,132 @@
-"""Create the PostgreSQL schema: ``python -m src.migrate``.
+"""Create the PostgreSQL schema and the application's role: ``python -m src.migrate``.
 
-Reads DATABASE_URL (and DATABASE_TIMEOUT_SECONDS) from the environment, after loading ``.env`` from the
-working directory (the real environment wins). Idempotent and safe to run from many pods at once: the DDL
-runs under the same advisory lock the application takes at startup. Prints one line; exits 0 on success,
-1 when the database cannot be reached, 2 when the configuration is missing or invalid.
+Reads the environment (after loading ``.env`` from the working directory; the real environment wins):
+
+* ``DATABASE_URL`` (and ``DATABASE_PASSWORD_FILE``): the role that owns the schema;
+* ``DATABASE_TIMEOUT_SECONDS``: the timeout of one connection attempt;
+* ``DATABASE_WAIT_SECONDS`` (default 0): how long to keep trying while the database does not answer yet, with
+  a back-off of 1 s doubling to 5 s between attempts; a Kubernetes init container waits for PostgreSQL to
+  start instead of exiting at once and being restarted with the kubelet's growing back-off;
+* ``DATABASE_APP_URL`` and ``DATABASE_APP_PASSWORD_FILE`` (optional): the application's own role. When the
+  role does not exist it is created with the password of that file; then it is granted only what the
+  application does (connect, read and write rows of its two tables), never DDL. An existing role's password
+  is left alone: after creation, whatever rotates the password owns it.
+
+Idempotent and safe to run from many pods at once: the DDL runs under the same advisory lock the application
+takes at startup. Prints one line; exits 0 on success, 1 when the database cannot be reached in time,
+2 when the configuration is missing or invalid.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg import sql
 
 from src.config import load_env_file
 from src.storage.base import StoreUnavailable
-from src.storage.postgres import create_schema
+from src.storage.postgres import create_schema, describe_error, password_kwargs
+
+APP_TABLES = ("users", "login_failures")
+FIRST_RETRY_SECONDS = 1.0
+LONGEST_RETRY_SECONDS = 5.0
 
 
-def migrate(environ: Mapping[str, str]) -> tuple[int, str]:
-    """Create the schema for the database named in ``environ``; return (exit code, one line to print)."""
+def _seconds(environ: Mapping[str, str], name: str, default: str, *, zero_allowed: bool) -> float | str:
+    """A number of seconds, or the one-line error naming the variable."""
+    raw = environ.get(name, default).strip() or default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value > 0 or (zero_allowed and value == 0):
+        return value
+    kind = "a number >= 0" if zero_allowed else "a positive number"
+    return f"migrate: {name} must be {kind}, got {raw!r}"
+
+
+def with_retry(
+    attempt: Callable[[], None], wait_seconds: float, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Run ``attempt`` until it stops raising StoreUnavailable or ``wait_seconds`` have passed."""
+    deadline = time.monotonic() + wait_seconds
+    delay = FIRST_RETRY_SECONDS
+    while True:
+        try:
+            attempt()
+        except StoreUnavailable as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+            print(f"migrate: waiting for the database ({exc})", file=sys.stderr, flush=True)
+            sleep(min(delay, remaining))
+            delay = min(delay * 2, LONGEST_RETRY_SECONDS)
+        else:
+            return
+
+
+def ensure_app_role(
+    url: str, password_file: str | None, app_url: str, app_password_file: str, timeout: float
+) -> str:
+    """Create the application's role if missing and grant it row access to the tables; returns its name."""
+    parts = urlsplit(app_url)
+    role, database = unquote(parts.username or ""), unquote(parts.path.lstrip("/"))
+    try:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=max(1, round(timeout)), **password_kwargs(password_file)
+        ) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+                password = password_kwargs(app_password_file)["password"]
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(password)
+                    )
+                )
+            conn.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(database), sql.Identifier(role)
+                )
+            )
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                    sql.SQL(", ").join(sql.Identifier(table) for table in APP_TABLES), sql.Identifier(role)
+                )
+            )
+    except psycopg.Error as exc:
+        raise StoreUnavailable(f"database unavailable: {describe_error(exc, url)}") from None
+    return role
+
+
+def migrate(environ: Mapping[str, str], sleep: Callable[[float], None] = time.sleep) -> tuple[int, str]:
+    """Create the schema (and the application's role) named in ``environ``; return (exit code, one line)."""
     url = environ.get("DATABASE_URL", "").strip()
     if not url:
         return 2, "migrate: DATABASE_URL is not set"
-    raw_timeout = environ.get("DATABASE_TIMEOUT_SECONDS", "5").strip()
+    timeout = _seconds(environ, "DATABASE_TIMEOUT_SECONDS", "5", zero_allowed=False)
+    wait_seconds = _seconds(environ, "DATABASE_WAIT_SECONDS", "0", zero_allowed=True)
+    for value in (timeout, wait_seconds):
+        if isinstance(value, str):
+            return 2, value
+    password_file = environ.get("DATABASE_PASSWORD_FILE", "").strip() or None
+    app_url = environ.get("DATABASE_APP_URL", "").strip()
+    app_password_file = environ.get("DATABASE_APP_PASSWORD_FILE", "").strip()
+    if bool(app_url) != bool(app_password_file):
+        return 2, "migrate: DATABASE_APP_URL and DATABASE_APP_PASSWORD_FILE go together"
+    roles = ""
     try:
-        timeout = float(raw_timeout)
-    except ValueError:
-        timeout = 0.0
-    if not timeout > 0:
-        return 2, f"migrate: DATABASE_TIMEOUT_SECONDS must be a positive number, got {raw_timeout!r}"
-    try:
-        create_schema(url, timeout)
+        with_retry(lambda: create_schema(url, timeout, password_file), wait_seconds, sleep)
+        if app_url:
+            role = ensure_app_role(url, password_file, app_url, app_password_file, timeout)
+            roles = f", role {role} may read and write them"
     except StoreUnavailable as exc:
         return 1, f"migrate: {exc}"
-    return 0, "migrate: schema is up to date (tables users, login_failures)"
+    return 0, f"migrate: schema is up to date (tables users, login_failures{roles})"
 
 
 def main() -> int:

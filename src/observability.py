@@ -27,8 +27,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
 
+from .metrics_files import FoldingCollector
 from .serving import StdoutLineHandler
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -83,15 +83,18 @@ def redact(text: str) -> str:
     return _SECRET_PATTERN.sub(_REDACTED, text)
 
 
-_last_second = [-1, ""]
+_last_second: list[tuple[int, str]] = [(-1, "")]
 
 
 def utc_timestamp(seconds: float) -> str:
     """RFC 3339 UTC time with milliseconds, e.g. 2026-11-26T17:02:03.456Z."""
     whole = int(seconds)
-    if whole != _last_second[0]:  # strftime once per second, not once per line
-        _last_second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_last_second[1]}.{int((seconds - whole) * 1000):03d}Z"
+    # One read of the shared pair: with threaded workers, another thread may replace it meanwhile.
+    cached = _last_second[0]
+    if whole != cached[0]:  # strftime once per second, not once per line
+        cached = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+        _last_second[0] = cached
+    return f"{cached[1]}.{int((seconds - whole) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -221,7 +224,7 @@ def metrics_registry() -> CollectorRegistry:
     """The registry to expose: every worker's samples under gunicorn, this process's otherwise."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        FoldingCollector(registry)
         return registry
     return REGISTRY
 

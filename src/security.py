@@ -9,14 +9,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import ipaddress
 import logging
 import os
 import re
 import secrets
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
@@ -25,9 +27,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import ARGON2_VERSION
 from flask import Flask, current_app, request
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import SECRET_KEY_MIN_BYTES, ConfigError, Settings
-from .errors import Unauthorized
+from .errors import Overloaded, Unauthorized
 from .storage import User, UserStore
 
 log = logging.getLogger(__name__)
@@ -56,9 +59,19 @@ def _b64(data: bytes) -> str:
 
 
 class Passwords:
-    """argon2id hashing with the configured cost, and verification that costs the same for unknown users."""
+    """argon2id hashing with the configured cost, and verification that costs the same for unknown users.
+
+    At most ``argon2_concurrency`` hashes run at once in a worker process (each costs
+    ARGON2_MEMORY_KIB of memory and a core for 50-100 ms); a request that finds every slot taken for
+    ``SLOT_WAIT_SECONDS`` is refused at once (Overloaded, 503 with Retry-After) instead of queueing behind
+    them, so that a login flood neither exhausts memory nor holds every thread that probes need.
+    """
+
+    SLOT_WAIT_SECONDS = 0.1
+    RETRY_AFTER_SECONDS = 1
 
     def __init__(self, settings: Settings) -> None:
+        self._slots = threading.BoundedSemaphore(settings.argon2_concurrency)
         self.hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,
@@ -75,6 +88,18 @@ class Passwords:
             f"p={hasher.parallelism}${_b64(secrets.token_bytes(hasher.salt_len))}"
             f"${_b64(secrets.token_bytes(hasher.hash_len))}"
         )
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of this process's hashing slots; Overloaded (503) when none frees up quickly."""
+        if not self._slots.acquire(timeout=self.SLOT_WAIT_SECONDS):
+            raise Overloaded(
+                "Too many passwords are being checked right now; retry shortly.", self.RETRY_AFTER_SECONDS
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def hash(self, password: str) -> str:
         """The argon2id hash of ``password`` (salted, self-describing)."""
@@ -188,10 +213,11 @@ class AccessTokens:
         self.store = store
 
     def issue(self, user: User) -> str:
-        """A signed token for ``user``, valid for the configured lifetime."""
+        """A signed token for ``user``, valid for the configured lifetime, bound to the store it came from."""
         now = int(time.time())
         claims = {
             "sub": str(user.id),
+            "sid": self.store.store_id(),
             "iat": now,
             "nbf": now,
             "exp": now + self.lifetime_seconds,
@@ -221,7 +247,9 @@ class AccessTokens:
         if claims.get("type") != self.TYPE or not _USER_ID.fullmatch(subject):
             raise Unauthorized("The bearer token is invalid.")
         user = self.store.find_by_id(int(subject))
-        if user is None:
+        # After the lookup, which has just refreshed the store's view: a store created afresh hands the same
+        # ids out again, and must not take an older store's token for one of its own users.
+        if user is None or claims.get("sid") != self.store.store_id():
             raise Unauthorized("The user of this token no longer exists.")
         return user
 
@@ -266,6 +294,35 @@ class SecurityHeaders:
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start_response_with_headers)
+
+
+class TrustedProxies:
+    """WSGI middleware: X-Forwarded-For and -Proto are believed only from a peer in ``TRUSTED_PROXIES``.
+
+    Anyone else reaching the port directly (another pod, a client bypassing the proxy) keeps its own
+    address, so it cannot pick a fresh one per request to escape the login and registration limits.
+    """
+
+    def __init__(
+        self, wsgi_app: Any, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], count: int
+    ) -> None:
+        self.wsgi_app = wsgi_app
+        self.forwarded = ProxyFix(wsgi_app, x_for=count, x_proto=count)
+        self.networks = networks
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one instance per application, addresses repeat
+    def trusted(self, address: str) -> bool:
+        """Whether ``address`` belongs to a configured proxy."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.trusted(environ.get("REMOTE_ADDR") or ""):
+            return self.forwarded(environ, start_response)
+        return self.wsgi_app(environ, start_response)
 
 
 def init_app(app: Flask, settings: Settings, store: UserStore) -> None:

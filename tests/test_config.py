@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import subprocess
@@ -60,7 +61,16 @@ def test_defaults_without_any_variable():
         ),
         ("AUTH_MAX_FAILURES", "0", "auth_max_failures", 0),
         ("AUTH_FAILURE_WINDOW_SECONDS", "60", "auth_failure_window_seconds", 60.0),
-        ("TRUSTED_PROXY_COUNT", "2", "trusted_proxy_count", 2),
+        ("AUTH_MAX_FAILURES_PER_USERNAME", "0", "auth_max_failures_per_username", 0),
+        ("AUTH_MAX_FAILURES_PER_ADDRESS", "7", "auth_max_failures_per_address", 7),
+        ("REGISTER_MAX_PER_ADDRESS", "3", "register_max_per_address", 3),
+        ("ARGON2_CONCURRENCY", "4", "argon2_concurrency", 4),
+        (
+            "TRUSTED_PROXIES",
+            "10.42.0.0/16, 127.0.0.1",
+            "trusted_proxies",
+            (ipaddress.ip_network("10.42.0.0/16"), ipaddress.ip_network("127.0.0.1/32")),
+        ),
         ("ARGON2_TIME_COST", "2", "argon2_time_cost", 2),
         ("ARGON2_MEMORY_KIB", "19456", "argon2_memory_kib", 19456),
         ("ARGON2_PARALLELISM", "1", "argon2_parallelism", 1),
@@ -74,6 +84,12 @@ def test_each_variable_sets_its_field(variable, value, field, expected):
     assert getattr(Settings.from_env({variable: value}), field) == expected
 
 
+def test_trusted_proxy_count_with_its_proxies():
+    settings = Settings.from_env({"TRUSTED_PROXY_COUNT": "2", "TRUSTED_PROXIES": "10.42.0.0/16"})
+
+    assert settings.trusted_proxy_count == 2
+
+
 def test_empty_values_count_as_unset():
     assert Settings.from_env({"DATA_FILE_PATH": "", "METRICS_PORT": " ", "SECRET_KEY": ""}) == Settings()
 
@@ -82,6 +98,41 @@ def test_database_url_with_secret_key_selects_postgresql():
     settings = Settings.from_env({"DATABASE_URL": DATABASE_URL, "SECRET_KEY": KEY})
 
     assert settings.database_url == DATABASE_URL
+
+
+def test_database_password_file_is_kept_by_path(tmp_path):
+    password_file = tmp_path / "password"
+    password_file.write_text("from a Secret volume\n")
+    environ = {
+        "DATABASE_URL": "postgresql://api@db.internal/api",
+        "DATABASE_PASSWORD_FILE": str(password_file),
+    }
+
+    settings = Settings.from_env({**environ, "SECRET_KEY": KEY})
+
+    assert settings.database_password_file == str(password_file)
+
+
+@pytest.mark.parametrize(
+    ("content", "url", "message"),
+    [
+        (None, "postgresql://api@db/api", "DATABASE_PASSWORD_FILE cannot be read: "),
+        ("\n", "postgresql://api@db/api", "DATABASE_PASSWORD_FILE is empty: "),
+        ("pw", None, "DATABASE_PASSWORD_FILE needs DATABASE_URL (the server, database and user)"),
+    ],
+)
+def test_database_password_file_problems_stop_startup_naming_the_variable(tmp_path, content, url, message):
+    password_file = tmp_path / "password"
+    if content is not None:
+        password_file.write_text(content)
+    environ = {"SECRET_KEY": KEY, "DATABASE_PASSWORD_FILE": str(password_file)}
+    if url:
+        environ["DATABASE_URL"] = url
+
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env(environ)
+
+    assert str(error.value).startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -107,6 +158,9 @@ def test_database_url_with_secret_key_selects_postgresql():
         ({"AUTH_MAX_FAILURES": "-1"}, "AUTH_MAX_FAILURES"),
         ({"AUTH_FAILURE_WINDOW_SECONDS": "0"}, "AUTH_FAILURE_WINDOW_SECONDS"),
         ({"TRUSTED_PROXY_COUNT": "one"}, "TRUSTED_PROXY_COUNT"),
+        ({"TRUSTED_PROXY_COUNT": "1"}, "TRUSTED_PROXIES"),
+        ({"TRUSTED_PROXY_COUNT": "1", "TRUSTED_PROXIES": "10.0.0.300/8"}, "TRUSTED_PROXIES"),
+        ({"ARGON2_CONCURRENCY": "0"}, "ARGON2_CONCURRENCY"),
         ({"ARGON2_TIME_COST": "1"}, "ARGON2_TIME_COST"),
         ({"ARGON2_MEMORY_KIB": "19455"}, "ARGON2_MEMORY_KIB"),
         ({"ARGON2_PARALLELISM": "0"}, "ARGON2_PARALLELISM"),

@@ -1,7 +1,8 @@
 """The docs generator and checker: ``python -m tools.docs`` (``make docs``).
 
 ``make docs`` condenses what the tools wrote (``build/junit.xml`` and ``build/coverage.json`` from
-``make test``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
+``make test``, ``build/junit-system.xml`` from ``make test-system``, ``build/mutants.json`` from
+``make mutants``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
 ``make check-image``, ``bench/results/results.md`` from ``make bench``) into ``docs/figures/``, which is
 committed, then rewrites every block between ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in
 README.md and docs/ from those files.
@@ -93,9 +94,14 @@ def slugify(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+def docs_folder_pages(root: Path = REPO) -> list[Path]:
+    """The Markdown pages under docs/, without docs/figures/ (fragments that make docs includes)."""
+    return [path for path in sorted((root / "docs").rglob("*.md")) if root / FIGURES not in path.parents]
+
+
 def doc_pages(root: Path = REPO) -> list[Page]:
     """README.md and every Markdown page under docs/."""
-    paths = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    paths = [root / "README.md", *docs_folder_pages(root)]
     return [Page(path, path.read_text(encoding="utf-8")) for path in paths if path.is_file()]
 
 
@@ -127,6 +133,21 @@ def broken_links(pages: list[Page], root: Path = REPO) -> list[str]:
                             f"{where}: no heading for the anchor #{anchor} in {file_part or 'this page'}"
                         )
     return problems
+
+
+def pages_missing_from_index(root: Path = REPO) -> list[str]:
+    """Pages under docs/ that docs/README.md (the index by reader) does not link to."""
+    index = Page(root / "docs" / "README.md", (root / "docs" / "README.md").read_text(encoding="utf-8"))
+    linked = set()
+    for _number, line, info in index.lines():
+        if info is None:
+            for target in LINK.findall(line):
+                linked.add((index.path.parent / target.partition("#")[0]).resolve())
+    return [
+        str(path.relative_to(root))
+        for path in docs_folder_pages(root)
+        if path != index.path and path.resolve() not in linked
+    ]
 
 
 def makefile_targets(makefile: Path) -> set[str]:
@@ -358,7 +379,7 @@ def tests_sentence(data: dict) -> str:
 def drills_table(data: dict) -> str:
     """A table of the drill tests of the last recorded ``make test``."""
     lines = [
-        f"`make test` and `make test-system` on {data['date']}:",
+        " and ".join(f"`{command}`" for command in data["drills_from"]) + f" on {data['date']}:",
         "",
         "| test | result | seconds |",
         "| --- | --- | ---: |",
@@ -385,12 +406,119 @@ def image_table(data: dict) -> str:
     )
 
 
+def _probes(figures: dict) -> str:
+    return (
+        f"{figures['failed']} of {figures['probes']} probes failed, median {figures['median_ms']:.0f} ms, "
+        f"p99 {figures['p99_ms']:.0f} ms"
+    )
+
+
+def _statuses(statuses: dict) -> str:
+    return ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items()))
+
+
+def _serving_rows(data: dict) -> list[str]:
+    rows = []
+    for key, label in (("login_flood_before", "login flood, before"), ("login_flood", "login flood")):
+        if key in data:
+            run = data[key]
+            rows.append(
+                f"| {label}: 16 clients, failed logins from new addresses, 20 s | {run['gunicorn']} | "
+                f"`/healthz`: {_probes(run['healthz'])}; `/hello` with a valid token: "
+                f"{run['hello_ok_percent']:.1f} % of {run['hello_requests']} succeeded; password checks "
+                f"{run['password_checks_per_second']}/s; answers {_statuses(run['flood_statuses'])} |"
+            )
+    for key, label in (
+        ("slow_clients_before_sync", "slow clients, before"),
+        ("slow_clients_before_gthread", "slow clients, before"),
+        ("slow_clients", "slow clients"),
+    ):
+        if key in data:
+            run = data[key]
+            probes = "; ".join(
+                f"`/healthz` {name.removeprefix('healthz_').replace('_', ' ')}: {_probes(run[name])}"
+                for name in ("healthz_app_port", "healthz_proxy")
+                if name in run
+            )
+            rows.append(f"| {label}: {run['attack']} | {run['path']} | {probes} |")
+    return rows
+
+
+def _limit_rows(data: dict) -> list[str]:
+    rows = []
+    for store in ("json", "postgresql"):
+        if f"racing_guesses_{store}" in data:
+            rows.append(
+                f"| 20 concurrent wrong passwords, one address and username | {store} store | "
+                f"{_statuses(data[f'racing_guesses_{store}']['statuses'])} |"
+            )
+        if f"distributed_guesses_{store}" in data:
+            run = data[f"distributed_guesses_{store}"]
+            rows.append(
+                f"| {run['guesses']} | {store} store | {_statuses(run['statuses'])}; the owner from a fresh "
+                f"address: {run['owner_from_a_fresh_address']} |"
+            )
+        if f"registrations_per_address_{store}" in data:
+            statuses = data[f"registrations_per_address_{store}"]["statuses"]
+            counts = {str(status): statuses.count(status) for status in set(statuses)}
+            rows.append(
+                f"| {len(statuses)} registrations from one address | {store} store | {_statuses(counts)} |"
+            )
+    return rows
+
+
+def _store_rows(data: dict) -> list[str]:
+    rows = []
+    if "bad_input" in data:
+        run = data["bad_input"]
+        rows.append(
+            f"| bad bodies: {'; '.join(run.get('cases', []))}; a chunked body twice the limit | gunicorn, "
+            f"and through nginx | every one a 4xx problem+json; chunked over the limit: "
+            f"{run.get('chunked_over_limit_app')} (app), {run.get('chunked_over_limit_proxy')} (nginx) |"
+        )
+    if "data_file_truncated" in data:
+        run = data["data_file_truncated"]
+        rows.append(
+            f"| data file emptied (`: > data.json`) | JSON store | `/hello` with an old token "
+            f"{run['hello']}, `/register` {run['register']}, the file left as it was |"
+        )
+    for key, label in (
+        ("data_file_recreated", "JSON file deleted"),
+        ("database_recreated", "database dropped and created"),
+    ):
+        if key in data:
+            run = data[key]
+            rows.append(
+                f"| {label}, then a new registration | new user id {run['new_user_id']} | "
+                f"old token's `/hello`: {run['old_token_hello']} |"
+            )
+    if "metric_files" in data:
+        run = data["metric_files"]
+        rows.append(
+            f"| {run['worker_restarts']} worker restarts ({run['restart_seconds']} s) | metric files "
+            f"folded | scrape {run['scrape_ms_fresh']} ms fresh, {run['scrape_ms_after_restarts']} ms "
+            f"after; {run['files_after_restarts']} files left |"
+        )
+    return rows
+
+
+def attacks_table(data: dict) -> str:
+    """The attack drills of the last ``make drills`` (the before rows: ``DRILLS_BEFORE=1 make drills``)."""
+    header = [
+        f"`make drills` on {data.get('date', '?')}:",
+        "",
+        "| attack | setup | measured |",
+        "| --- | --- | --- |",
+    ]
+    return "\n".join(header + _serving_rows(data) + _limit_rows(data) + _store_rows(data)) + "\n"
+
+
 def mutants_table(data: dict) -> str:
     """The last recorded ``make mutants``: each one-line bug and whether its tests caught it."""
     lines = [
         f"`make mutants` on {data['date']}: {data['killed']} of {data['mutants']} mutants killed in "
-        f"{data['total_seconds']:.0f} s (of which {data['baseline_seconds']:.0f} s for the baseline run of "
-        "their tests on the unmutated code).",
+        f"{data['total_seconds']:.0f} s, {data['jobs']} at a time (of which {data['baseline_seconds']:.0f} s "
+        "for the baseline run of their tests on the unmutated code).",
         "",
         "| mutant | area | result | seconds |",
         "| --- | --- | --- | ---: |",
@@ -416,6 +544,7 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
         "python bench/run.py --worker-class gthread --output bench/results/gthread.json",
         None,
     ),
+    "attacks": ("attacks.json", "make drills", attacks_table),
 }
 
 
@@ -424,9 +553,7 @@ def render_figure(name: str, figures: Path) -> str:
     file_name, command, render = FIGURES_OF[name]
     path = figures / file_name
     if not path.is_file():
-        return (
-            f"No run recorded yet: `{command}`, then `make docs`, write the figures of this block ({name}).\n"
-        )
+        return f"No recorded run yet: run `{command}`, then `make docs` ({name}).\n"
     text = path.read_text(encoding="utf-8")
     return render(json.loads(text)) if render else text
 
@@ -485,8 +612,10 @@ def collect_tests(junit: Path, coverage: Path, system_junit: Path | None = None)
     """The summary of a junit file and a coverage JSON report; drills also from ``make test-system``'s."""
     suite, cases = junit_cases(junit)
     drill_cases = [case for case in cases if case["file"] in DRILL_FILES]
+    drills_from = ["make test"]
     if system_junit is not None and system_junit.is_file():
         drill_cases += [case for case in junit_cases(system_junit)[1] if case["file"] in DRILL_FILES]
+        drills_from.append("make test-system")
     totals = json.loads(coverage.read_text(encoding="utf-8"))["totals"]
     return {
         "date": suite.get("timestamp", "")[:10],
@@ -496,6 +625,7 @@ def collect_tests(junit: Path, coverage: Path, system_junit: Path | None = None)
         "failed": sum(case["outcome"] == "failed" for case in cases),
         "seconds": round(float(suite.get("time", 0)), 1),
         "coverage_percent": round(totals["percent_covered"], 2),
+        "drills_from": drills_from,
         "drills": [
             {"name": case["name"], "outcome": case["outcome"], "seconds": round(case["seconds"], 1)}
             for case in drill_cases
@@ -551,6 +681,13 @@ def collect(root: Path = REPO) -> list[str]:
     ):
         if (root / "bench" / "results" / source).is_file():
             write(target, (root / "bench" / "results" / source).read_text(encoding="utf-8"))
+    if (build / "figures" / "attacks.json").is_file():
+        # Merged: a plain `make drills` records the after figures, and keeps the before ones recorded with
+        # DRILLS_BEFORE=1.
+        kept = figures / "attacks.json"
+        previous = json.loads(kept.read_text(encoding="utf-8")) if kept.is_file() else {}
+        latest = json.loads((build / "figures" / "attacks.json").read_text(encoding="utf-8"))
+        write("attacks.json", json.dumps({**previous, **latest}, indent=2, sort_keys=True) + "\n")
     return updated
 
 

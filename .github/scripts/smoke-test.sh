@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Smoke test of a running flask-api: register, authenticate, /id, /hello, /readyz, /metrics.
 #
-# Usage: smoke-test.sh BASE_URL [METRICS_URL]
-#   BASE_URL     where the API answers, e.g. http://127.0.0.1:18888
-#   METRICS_URL  where /metrics answers when METRICS_PORT is set (default: BASE_URL)
+# Usage: smoke-test.sh BASE_URL [METRICS_URL | --metrics-not-public]
+#   BASE_URL              where the API answers, e.g. http://127.0.0.1:8080 (k3d's load balancer port)
+#   METRICS_URL           where /metrics answers when METRICS_PORT is set (default: BASE_URL)
+#   --metrics-not-public  BASE_URL is the public entry (the Ingress): /metrics must answer 404 there
 # Needs curl and python3. Exits non-zero on the first check that fails.
 set -euo pipefail
 
-base_url="${1:?usage: smoke-test.sh BASE_URL [METRICS_URL]}"
+base_url="${1:?usage: smoke-test.sh BASE_URL [METRICS_URL | --metrics-not-public]}"
 metrics_url="${2:-$base_url}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -63,7 +64,11 @@ message="$(json_field message)"
 [[ "$message" == Hello\ * ]] || fail "/hello said '$message'"
 
 request GET "$base_url/id" 401
-request GET "$metrics_url/metrics" 200
-grep -q '^# TYPE ' "$work/body" || fail "/metrics is not in the Prometheus text format"
+if [[ "$metrics_url" == "--metrics-not-public" ]]; then
+  request GET "$base_url/metrics" 404
+else
+  request GET "$metrics_url/metrics" 200
+  grep -q '^# TYPE ' "$work/body" || fail "/metrics is not in the Prometheus text format"
+fi
 
 echo "smoke: all checks passed against $base_url"

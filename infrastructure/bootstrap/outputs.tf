@@ -9,11 +9,13 @@ output "kms_key_arn" {
 }
 
 output "backend_config" {
-  description = "Contents for ../backend.hcl (tofu init -backend-config=backend.hcl)."
-  value       = <<-EOT
-    bucket     = "${aws_s3_bucket.state.id}"
-    key        = "${var.name}/production/terraform.tfstate"
-    region     = "${var.region}"
-    kms_key_id = "${aws_kms_key.state.arn}"
-  EOT
+  description = "Contents of ../backend.hcl for each environment, one state key each (tofu init -backend-config=backend.hcl)."
+  value = {
+    for environment in var.environments : environment => <<-EOT
+      bucket     = "${aws_s3_bucket.state.id}"
+      key        = "${var.name}/${environment}/terraform.tfstate"
+      region     = "${var.region}"
+      kms_key_id = "${aws_kms_key.state.arn}"
+    EOT
+  }
 }

@@ -30,3 +30,14 @@ variable "noncurrent_version_retention_days" {
     error_message = "Keep old state versions for at least 7 days."
   }
 }
+
+variable "environments" {
+  description = "Environments whose state this bucket holds (the main configuration's var.environment); each gets its own state key."
+  type        = list(string)
+  default     = ["production"]
+
+  validation {
+    condition     = length(var.environments) > 0 && alltrue([for environment in var.environments : can(regex("^[a-z][a-z0-9]{1,11}$", environment))])
+    error_message = "Give at least one environment of 2-12 lowercase letters or digits, starting with a letter."
+  }
+}

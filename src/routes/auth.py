@@ -1,4 +1,20 @@
-"""Registration and password authentication (with the failed-login limit)."""
+"""Registration and password authentication, with the failed-login and registration limits.
+
+Failed logins are counted in the store, shared by every worker and pod, under three keys: the pair (client
+address, username), the username alone and the address alone. An attempt is counted *before* its password is
+checked, in one atomic step with the check of the limits (``UserStore.reserve_attempt``), and taken back
+when the password was right; concurrent guesses therefore never exceed a limit. Within the window
+(AUTH_FAILURE_WINDOW_SECONDS):
+
+* a pair gets AUTH_MAX_FAILURES attempts;
+* once a username has AUTH_MAX_FAILURES_PER_USERNAME failures from any addresses, each address gets a single
+  attempt at it: many addresses cannot multiply the guesses (each new one adds one), yet the owner, typing
+  from an address that never failed, is never locked out by someone else;
+* an address gets AUTH_MAX_FAILURES_PER_ADDRESS failures across all usernames (a spray over many names);
+* an address gets REGISTER_MAX_PER_ADDRESS registrations.
+
+The client address is the peer's, or X-Forwarded-For's when the peer is one of TRUSTED_PROXIES.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +26,12 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, current_app, request
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from ..errors import InvalidRequest, TooManyRequests, Unauthorized, UnsupportedMediaType
 from ..security import issue_token
 from ..storage import UsernameTaken
+from ..storage.base import Counts
 
 bp = Blueprint("auth", __name__)
 
@@ -26,14 +43,32 @@ PASSWORD_MAX_LENGTH = 128
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 
 
+def _check_streamed_length() -> None:
+    """413 for a body sent without Content-Length (chunked) that goes past MAX_CONTENT_LENGTH.
+
+    werkzeug stops reading such a body at the limit without a word; one more byte from the server's stream
+    tells a body of exactly the limit from a longer one.
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if (
+        request.content_length is None
+        and len(request.get_data(cache=True)) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise RequestEntityTooLarge()
+
+
 def _body() -> Mapping[str, Any]:
     """The request body as a mapping: a JSON object or a urlencoded form."""
+    _check_streamed_length()
     mimetype = request.mimetype
     if mimetype == "application/json" or mimetype.endswith("+json"):
         try:
             body = request.get_json()
         except BadRequest:
             raise InvalidRequest("The body is not valid JSON.") from None
+        except RecursionError:
+            raise InvalidRequest("The body is nested too deeply.") from None
         if not isinstance(body, dict):
             raise InvalidRequest("The body must be a JSON object with username and password.")
         return body
@@ -65,18 +100,46 @@ def read_credentials() -> tuple[str, str]:
         )
     if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
         raise InvalidRequest(f"password must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON can spell but UTF-8 cannot
+        raise InvalidRequest("password must be Unicode text (it holds an unpaired surrogate).") from None
     return username, password
+
+
+def _address() -> str:
+    return request.remote_addr or "-"
+
+
+def _retry_after(counts: Counts, index: int, now: float, window: float) -> int:
+    oldest = counts[index][1]
+    wait = window if oldest is None else oldest + window - now
+    return max(1, math.ceil(wait))
 
 
 @bp.post("/register")
 def register():
     """Create a user: 201 with its id and name, 409 if the name is taken."""
     username, password = read_credentials()
+    settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
+    passwords = current_app.extensions["passwords"]
     # Checked first only to spare an argon2 hash; create_user enforces uniqueness atomically.
     if store.find_by_username(username) is not None:
         raise UsernameTaken(username)
-    user = store.create_user(username, current_app.extensions["passwords"].hash(password))
+    with passwords.slot():
+        limit = settings.register_max_per_address
+        if limit:
+            now, window = time.time(), settings.auth_failure_window_seconds
+            recorded, counts = store.reserve_attempt(
+                [f"register:{_address()}"], now, window, lambda counts: counts[0][0] < limit
+            )
+            if not recorded:
+                raise TooManyRequests(
+                    "Too many registrations from this address; try again later.",
+                    retry_after=_retry_after(counts, 0, now, window),
+                )
+        user = store.create_user(username, passwords.hash(password))
     return {"id": user.id, "username": user.username}, HTTPStatus.CREATED
 
 
@@ -86,31 +149,53 @@ def authenticate():
     username, password = read_credentials()
     settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
-    limit = settings.auth_max_failures
-    window = settings.auth_failure_window_seconds
-    # Per client address and username: one noisy client cannot lock a user out for everyone.
-    key = f"{request.remote_addr or '-'}|{username}"
-    now = time.time()
-    failures = 0
-    if limit:
-        failures, oldest = store.login_failures(key, now, window)
-        if failures >= limit:
-            # Refused before any argon2 work, so that a flood of guesses costs the server nothing.
-            wait = window if oldest is None else oldest + window - now
-            raise TooManyRequests(
-                "Too many failed attempts for this username from this address; try again later.",
-                retry_after=max(1, math.ceil(wait)),
-            )
-    user = store.find_by_username(username)
-    if not current_app.extensions["passwords"].verify(user, password) or user is None:
-        if limit:
-            store.record_login_failure(key, now, window)
-        raise Unauthorized("Invalid username or password.")
-    if failures:
-        store.clear_login_failures(key)
+    passwords = current_app.extensions["passwords"]
+    with passwords.slot():
+        if not settings.auth_max_failures:
+            user = store.find_by_username(username)
+            if not passwords.verify(user, password) or user is None:
+                raise Unauthorized("Invalid username or password.")
+        else:
+            user = _limited_login(settings, store, passwords, username, password)
     body = {
         "access_token": issue_token(user),
         "token_type": "Bearer",
         "expires_in": settings.jwt_expires_seconds,
     }
     return body, HTTPStatus.OK, {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _limited_login(settings: Any, store: Any, passwords: Any, username: str, password: str) -> Any:
+    """The user when the password is right, under the failed-login limits (see the module docstring)."""
+    address = _address()
+    pair, by_username, by_address = f"pair:{address}|{username}", f"user:{username}", f"addr:{address}"
+    per_pair = settings.auth_max_failures
+    per_username = settings.auth_max_failures_per_username
+    per_address = settings.auth_max_failures_per_address
+    refused: list[int] = []
+
+    def allow(counts: Counts) -> bool:
+        (pair_failures, _), (username_failures, _), (address_failures, _) = counts
+        if per_address and address_failures >= per_address:
+            refused.append(2)
+        elif per_username and username_failures >= per_username and pair_failures >= 1:
+            refused.append(0)  # the username is under attack: one attempt per address
+        elif pair_failures >= per_pair:
+            refused.append(0)
+        return not refused
+
+    now, window = time.time(), settings.auth_failure_window_seconds
+    recorded, counts = store.reserve_attempt([pair, by_username, by_address], now, window, allow)
+    if not recorded:
+        # Refused before any argon2 work, so that a flood of guesses costs the server nothing.
+        raise TooManyRequests(
+            "Too many failed attempts for this username or from this address; try again later.",
+            retry_after=_retry_after(counts, refused[0], now, window),
+        )
+    user = store.find_by_username(username)
+    if not passwords.verify(user, password) or user is None:
+        raise Unauthorized("Invalid username or password.")
+    # The attempt was right: it is no failure, and the pair starts afresh.
+    store.release_attempt([by_username, by_address], now)
+    store.clear_login_failures(pair)
+    return user

@@ -32,5 +32,6 @@ def store_from_settings(settings: Any) -> UserStore:
             min_size=settings.database_pool_min,
             max_size=settings.database_pool_max,
             timeout=settings.database_timeout_seconds,
+            password_file=settings.database_password_file,
         )
     return JsonFileStore(settings.data_file_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -27,6 +27,10 @@ class StoreUnavailable(StoreError):  # noqa: N818 - name fixed by the team contr
 
 class UsernameTaken(StoreError):  # noqa: N818 - name fixed by the team contract
     """The username is already registered: 409."""
+
+
+# Failures of each key inside the window: (how many, timestamp of the oldest or None).
+Counts = list[tuple[int, float | None]]
 
 
 class UserStore(ABC):
@@ -53,8 +57,32 @@ class UserStore(ABC):
         """Return when the store is usable, else raise StoreUnavailable with the reason."""
 
     @abstractmethod
+    def store_id(self) -> str | None:
+        """The random id this store was created with (None before the first write of a JSON file).
+
+        Tokens carry it, so that a store created afresh (a deleted or replaced data file, a new database)
+        never accepts the tokens of an older one whose user ids it hands out again.
+        """
+
+    @abstractmethod
+    def reserve_attempt(
+        self, keys: Sequence[str], now: float, window: float, allow: Callable[[Counts], bool]
+    ) -> tuple[bool, Counts]:
+        """Count the failures of each key inside (now - window, now] and, in the same atomic step, record
+        one at ``now`` for every key when ``allow(counts)`` says so. Returns (recorded, counts).
+
+        Concurrent callers (threads, workers, pods) are serialised per key, so that N concurrent guesses
+        against a limit L make at most L attempts: the attempt is counted before the password is checked.
+        Entries older than ``window`` may be dropped.
+        """
+
+    @abstractmethod
+    def release_attempt(self, keys: Sequence[str], at: float) -> None:
+        """Take back one attempt recorded at ``at`` for each key (the login succeeded)."""
+
     def record_login_failure(self, key: str, now: float, window: float) -> None:
         """Remember a failed login of ``key`` at ``now``; entries older than ``window`` may be dropped."""
+        self.reserve_attempt([key], now, window, lambda _counts: True)
 
     @abstractmethod
     def login_failures(self, key: str, now: float, window: float) -> tuple[int, float | None]:

@@ -28,14 +28,15 @@ import json
 import logging
 import os
 import re
+import secrets
 import tempfile
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from itertools import pairwise, starmap
 
-from .base import StoreUnavailable, User, UsernameTaken, UserStore
+from .base import Counts, StoreUnavailable, User, UsernameTaken, UserStore
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,25 @@ def _signature(st: os.stat_result) -> Signature:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _new_store_id() -> str:
+    return secrets.token_hex(16)
+
+
 # The layout this module writes: header, users separated by commas, trailer. A registration only changes the
 # header's next_id and appends one user, which lets writers splice and readers parse only what was appended.
-_HEADER = re.compile(rb'\{"version":1,"next_id":([1-9][0-9]*),"users":\[')
+_HEADER = re.compile(rb'\{"version":1,"store_id":"([0-9a-f]{32})","next_id":([1-9][0-9]*),"users":\[')
 _TRAILER = b"]}"
 # Between two users of the layout this module writes. A '"' inside a JSON string is always escaped, so this
 # can only be the end of one user object and the start of the next.
 _BETWEEN_USERS = re.compile(rb'\},\{"id":')
 
 
-def _users_span(raw: bytes) -> tuple[int, int, int] | None:
-    """(next_id, start, end) of the users array content when ``raw`` has the layout this module writes."""
+def _users_span(raw: bytes) -> tuple[bytes, int, int, int] | None:
+    """(store_id, next_id, start, end) of the users array when ``raw`` has the layout this module writes."""
     match = _HEADER.match(raw)
     if match is None or not raw.endswith(_TRAILER):
         return None
-    return int(match.group(1)), match.end(), len(raw) - len(_TRAILER)
+    return match.group(1), int(match.group(2)), match.end(), len(raw) - len(_TRAILER)
 
 
 def _encode_user(user: User) -> bytes:
@@ -86,9 +91,10 @@ def _encode_user(user: User) -> bytes:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _encode_users(users: Iterable[User], next_id: int) -> bytes:
+def _encode_users(users: Iterable[User], next_id: int, store_id: str) -> bytes:
     doc = {
         "version": FORMAT_VERSION,
+        "store_id": store_id,
         "next_id": next_id,
         "users": [{"id": u.id, "username": u.username, "password_hash": u.password_hash} for u in users],
     }
@@ -103,6 +109,10 @@ _decode = json.JSONDecoder().decode
 def _user_of(entry: dict) -> User:
     return User(entry["id"], entry["username"], entry["password_hash"])
 
+
+# The store id in the header of the bytes of a state that has none yet (no file, or a file from before store
+# ids): never written, every write puts a real one in its place.
+_NO_STORE_ID = "0" * 32
 
 # Appending more users than this (or an eighth of the index) rebuilds the index instead of inserting.
 _MAX_INSERTS = 64
@@ -130,6 +140,7 @@ class _Users:
         "raw",
         "signature",
         "starts",
+        "store_id",
     )
 
     def __init__(
@@ -143,14 +154,16 @@ class _Users:
         id_rows: array | None,
         name_hashes: array,
         name_rows: array,
+        store_id: str | None,
     ) -> None:
         self.signature = signature
         self.raw = raw
         self.next_id = next_id
+        self.store_id = store_id  # None: no file yet, or a file written before store ids existed
         span = _users_span(raw)
         if span is None:  # pragma: no cover - every raw here comes from _encode_users or a splice of it
             raise AssertionError("index over bytes not in the layout this module writes")
-        self._start, self._end = span[1], span[2]
+        self._start, self._end = span[2], span[3]
         self.starts = starts
         self._ids = ids
         self._id_rows = id_rows  # None: rows are in id order, row i holds _ids[i]
@@ -160,15 +173,20 @@ class _Users:
 
     @classmethod
     def build(
-        cls, users: list[User], next_id: int, signature: Signature | None = None, raw: bytes | None = None
+        cls, users: list[User], next_id: int, store_id: str | None, signature: Signature | None = None
     ) -> _Users:
         """The index of ``users`` (file order); see ``from_columns``."""
         columns = ([u.id for u in users], [u.username for u in users], [u.password_hash for u in users])
-        return cls.from_columns(columns, next_id, signature, raw)
+        return cls.from_columns(columns, next_id, store_id, signature)
 
     @classmethod
     def from_columns(
-        cls, columns: _Columns, next_id: int, signature: Signature | None = None, raw: bytes | None = None
+        cls,
+        columns: _Columns,
+        next_id: int,
+        store_id: str | None,
+        signature: Signature | None = None,
+        raw: bytes | None = None,
     ) -> _Users:
         """The index of the users given as (ids, usernames, hashes) in file order, over ``raw``.
 
@@ -179,7 +197,7 @@ class _Users:
         ids, names, _ = columns
         starts = cls._starts(raw, columns) if raw is not None and ids else None
         if starts is None:
-            raw = _encode_users(starmap(User, zip(*columns, strict=True)), next_id)
+            raw = _encode_users(starmap(User, zip(*columns, strict=True)), next_id, store_id or _NO_STORE_ID)
             starts = cls._starts(raw, columns)
             if starts is None:  # pragma: no cover - guaranteed by the encoding
                 raise AssertionError("user boundaries do not match the users")
@@ -200,6 +218,7 @@ class _Users:
             id_rows=id_rows,
             name_hashes=name_hashes,
             name_rows=name_rows,
+            store_id=store_id,
         )
 
     @staticmethod
@@ -208,7 +227,7 @@ class _Users:
         span = _users_span(raw)
         if span is None:
             return None
-        _, start, end = span
+        _, _, start, end = span
         count = len(columns[0])
         starts = array("q", [0] if count else [])
         starts.extend(m.start() + 2 - start for m in _BETWEEN_USERS.finditer(raw, start, end))
@@ -268,15 +287,16 @@ class _Users:
         entries = json.loads(self.raw[self._start - 1 : self._end + 1])
         return [User(e["id"], e["username"], e["password_hash"]) for e in entries]
 
-    def appended(self, added: list[User], next_id: int) -> _Users:
+    def appended(self, added: list[User], next_id: int, store_id: str) -> _Users:
         """A new version with these users appended: ``raw`` spliced, the index extended, not rebuilt."""
         if len(added) > max(_MAX_INSERTS, len(self) // 8):
-            return _Users.build(self.users() + added, next_id)  # one sort beats many inserts
+            return _Users.build(self.users() + added, next_id, store_id)  # one sort beats many inserts
         pieces = [_encode_user(user) for user in added]
         old_length = self._end - self._start
         raw = b"".join(
             (
-                b'{"version":%d,"next_id":%d,"users":[' % (FORMAT_VERSION, next_id),
+                b'{"version":%d,"store_id":"%s","next_id":%d,"users":['
+                % (FORMAT_VERSION, store_id.encode(), next_id),
                 memoryview(self.raw)[self._start : self._end],
                 b"," if old_length and pieces else b"",
                 b",".join(pieces),
@@ -312,11 +332,12 @@ class _Users:
             id_rows=id_rows,
             name_hashes=name_hashes,
             name_rows=name_rows,
+            store_id=store_id,
         )
 
 
 def _empty_users(signature: Signature | None = None) -> _Users:
-    return _Users.build([], 1, signature)
+    return _Users.build([], 1, None, signature)
 
 
 def _check_entries(entries: object, next_id: int, previous: _Users | None = None) -> _Columns:
@@ -366,8 +387,9 @@ def _check_entries(entries: object, next_id: int, previous: _Users | None = None
 def _parse_users(raw: bytes, signature: Signature) -> _Users:
     """Build the index from the file content; raise ValueError or TypeError naming what is wrong."""
     if not raw.strip():
-        # An empty file holds no registration: treat it like a missing file (it is replaced on first write).
-        return _empty_users(signature)
+        # This module never writes an empty file (even no user is a JSON object): an empty file is a truncated
+        # one, and reading it as "no user yet" would hand out ids that old tokens still name.
+        raise ValueError("the file is empty (truncated?)")
     try:
         doc = json.loads(raw)
     except UnicodeDecodeError as exc:
@@ -381,24 +403,27 @@ def _parse_users(raw: bytes, signature: Signature) -> _Users:
     next_id = doc.get("next_id")
     if type(next_id) is not int or next_id < 1:
         raise ValueError('"next_id" is not a positive integer')
+    store_id = doc.get("store_id")
+    if store_id is not None and not (isinstance(store_id, str) and re.fullmatch("[0-9a-f]{32}", store_id)):
+        raise ValueError('"store_id" is not 32 hexadecimal digits')
     entries = doc.get("users")
     columns = _check_entries(entries, next_id)
     # Objects with exactly the three keys nest nothing, so the file's own bytes can be indexed as they are.
     exact = all(len(entry) == 3 for entry in entries)
     del doc, entries  # the decoded tree is garbage before the index is built: its memory is reused, not kept
-    return _Users.from_columns(columns, next_id, signature, raw if exact else None)
+    return _Users.from_columns(columns, next_id, store_id, signature, raw if exact else None)
 
 
 def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _Users | None:
     """When ``raw`` is ``previous.raw`` plus appended users, index only those; None when it is not."""
     old, new = _users_span(previous.raw), _users_span(raw)
-    if old is None or new is None or not previous:
-        return None
-    next_id, start, end = new
-    old_length = old[2] - old[1]
+    if old is None or new is None or not previous or previous.store_id is None or new[0] != old[0]:
+        return None  # another layout, or another store
+    _, next_id, start, end = new
+    old_length = old[3] - old[2]
     if next_id < previous.next_id or end - start < old_length:
         return None
-    if not raw.startswith(previous.raw[old[1] : old[2]], start):  # a memcmp, unlike comparing memoryviews
+    if not raw.startswith(previous.raw[old[2] : old[3]], start):  # a memcmp, unlike comparing memoryviews
         return None
     tail = raw[start + old_length : end]
     if old_length and tail:
@@ -408,7 +433,7 @@ def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _User
         users = list(starmap(User, zip(*columns, strict=True)))
     except (ValueError, TypeError):
         return None  # the full parse names what is wrong
-    state = previous.appended(users, next_id)
+    state = previous.appended(users, next_id, previous.store_id)
     if state.raw != raw:  # appended in another layout (by hand): the full parse indexes it
         return None
     state.signature = signature
@@ -427,7 +452,12 @@ class JsonFileStore(UserStore):
     """Users in the JSON file ``path`` (created with its folder on first write); see the module docstring."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        configured = os.path.abspath(os.fspath(path))
+        # Resolved once: writes replace the file by rename, which would replace a symlink by a regular file
+        # and leave its target behind. From here on the store works on the target itself.
+        self.path = os.path.realpath(configured)
+        if self.path != configured:
+            log.info("data file %s is a symbolic link to %s: using %s", configured, self.path, self.path)
         self.folder = os.path.dirname(self.path)
         self.lock_path = self.path + ".lock"
         self.failures_path = self.path + ".failures"
@@ -569,10 +599,11 @@ class JsonFileStore(UserStore):
     def _write_users(self, state: _Users, added: list[User], removed: int | None = None) -> None:
         """Write ``state`` plus ``added`` minus ``removed``, then update the index in place."""
         next_id = added[-1].id + 1 if added else state.next_id
+        store_id = state.store_id or _new_store_id()
         if removed is None:
-            new_state = state.appended(added, next_id)
+            new_state = state.appended(added, next_id, store_id)
         else:
-            new_state = _Users.build([u for u in state.users() if u.id != removed] + added, next_id)
+            new_state = _Users.build([u for u in state.users() if u.id != removed] + added, next_id, store_id)
         new_state.signature = self._replace(self.path, new_state.raw, durable=True)
         # Only now, with the file on disk, is the new index published.
         self._users_state = new_state
@@ -614,6 +645,17 @@ class JsonFileStore(UserStore):
                 return False
             self._write_users(state, [], removed=user_id)
         return True
+
+    def store_id(self) -> str | None:
+        """The id written in the data file; a file from before store ids gets one on this first call."""
+        state = self._users()
+        if state.store_id is not None or state.signature is None:
+            return state.store_id
+        with self._locked(self.lock_path):
+            state = self._users()
+            if state.store_id is None and state.signature is not None:
+                self._write_users(state, [])  # a full rewrite: the file has no store id to splice in
+        return self._users_state.store_id
 
     # ------------------------------------------------------------------ readiness
 
@@ -666,22 +708,48 @@ class JsonFileStore(UserStore):
         signature = self._replace(self.failures_path, data.encode("utf-8"), durable=False)
         self._failures_state = (signature, failures)
 
-    def record_login_failure(self, key: str, now: float, window: float) -> None:
-        """Add a failure for ``key`` and drop every entry older than ``window``."""
+    def reserve_attempt(
+        self, keys: Sequence[str], now: float, window: float, allow: Callable[[Counts], bool]
+    ) -> tuple[bool, Counts]:
+        """Count, decide and record under the failures lock: atomic for every thread and process."""
         cutoff = now - window
         with self._locked(self.failures_lock_path):
             self._sweep_temp_files(self.failures_path)
+            current = self._failures()
+            counts: Counts = []
+            for key in keys:
+                recent = [t for t in current.get(key, ()) if t > cutoff]
+                counts.append((len(recent), min(recent) if recent else None))
+            if not allow(counts):
+                return False, counts
             failures: dict[str, list[float]] = {}
-            for other, stamps in self._failures().items():
+            for other, stamps in current.items():
                 recent = [t for t in stamps if t > cutoff]
                 if recent:
                     failures[other] = recent
-            failures[key] = [*failures.get(key, []), now][-MAX_FAILURES_PER_KEY:]
+            for key in keys:
+                failures[key] = [*failures.get(key, []), now][-MAX_FAILURES_PER_KEY:]
             if len(failures) > MAX_FAILURE_KEYS:
                 # Keep the keys failing most recently; the ones dropped had their last failure longest ago.
                 newest = sorted(failures, key=lambda k: failures[k][-1], reverse=True)[:MAX_FAILURE_KEYS]
                 failures = {k: failures[k] for k in newest}
             self._write_failures(failures)
+        return True, counts
+
+    def release_attempt(self, keys: Sequence[str], at: float) -> None:
+        """Remove one entry stamped ``at`` from each key."""
+        with self._locked(self.failures_lock_path):
+            failures = dict(self._failures())
+            changed = False
+            for key in keys:
+                stamps = failures.get(key)
+                if stamps and at in stamps:
+                    rest = list(stamps)
+                    rest.remove(at)
+                    failures[key] = rest
+                    changed = True
+            if changed:
+                self._write_failures({key: stamps for key, stamps in failures.items() if stamps})
 
     def login_failures(self, key: str, now: float, window: float) -> tuple[int, float | None]:
         """Failures of ``key`` within the window and the oldest of their timestamps."""

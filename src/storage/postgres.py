@@ -16,6 +16,9 @@ Process model (gunicorn forks workers from a master):
   cache is emptied and every lookup goes to the database, so a change is never missed; a change made by
   another process is seen as soon as PostgreSQL delivers its notification (at commit, well under a
   millisecond on one host). Entries also expire after ``USER_CACHE_TTL_SECONDS``.
+* With ``password_file`` (DATABASE_PASSWORD_FILE) the password is read from that file for every new
+  connection, never kept: a password rotated in the database and in the file (a Kubernetes Secret volume
+  follows its Secret) is picked up without a restart, while the open connections keep working.
 * Other lookups cost one query on a pooled autocommit connection. Connections are not checked on every
   checkout (that would double the cost of a lookup): after a connection error the idle connections are
   checked (``pool.check()``) and an idempotent call is retried once, so a restarted database is picked up
@@ -30,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -38,7 +41,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import StoreUnavailable, User, UsernameTaken, UserStore
+from .base import Counts, StoreUnavailable, User, UsernameTaken, UserStore
 
 log = logging.getLogger(__name__)
 # psycopg_pool logs every failed reconnection attempt (two lines, twice a second per worker during an
@@ -63,6 +66,13 @@ SCHEMA_SQL = (
     )""",
     "CREATE INDEX IF NOT EXISTS login_failures_key_at ON login_failures (key, at)",
     "CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (at)",
+    # One row: the random id of this database's user store, carried by every token it issues, so that a
+    # database created afresh (ids handed out again from 1) never accepts an older database's tokens.
+    """CREATE TABLE IF NOT EXISTS store_identity (
+        only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+        store_id text NOT NULL DEFAULT md5(gen_random_uuid()::text)
+    )""",
+    "INSERT INTO store_identity DEFAULT VALUES ON CONFLICT DO NOTHING",
     # Tells every process's user cache which user changed ('*': all of them).
     """CREATE OR REPLACE FUNCTION flask_api_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
@@ -75,7 +85,7 @@ SCHEMA_SQL = (
     "CREATE OR REPLACE TRIGGER users_truncated AFTER TRUNCATE ON users "
     "FOR EACH STATEMENT EXECUTE FUNCTION flask_api_users_changed()",
 )
-SCHEMA_OBJECTS = ("users", "login_failures", "login_failures_key_at", "login_failures_at")
+SCHEMA_OBJECTS = ("users", "login_failures", "login_failures_key_at", "login_failures_at", "store_identity")
 SCHEMA_TRIGGERS = ("users_changed", "users_truncated")
 USERS_CHANNEL = "flask_api_users"
 LISTENER_APPLICATION_NAME = "flask-api-user-cache"
@@ -112,6 +122,23 @@ def _secrets_of(url: str) -> list[str]:
     return sorted({password, unquote(password)}, key=len, reverse=True)
 
 
+def password_kwargs(password_file: str | None) -> dict[str, str]:
+    """``{"password": ...}`` read from ``password_file`` now (nothing without a file).
+
+    A file that cannot be read counts as a connection failure, so it maps to StoreUnavailable like one.
+    """
+    if password_file is None:
+        return {}
+    try:
+        with open(password_file, encoding="utf-8") as stream:
+            password = stream.read().rstrip("\r\n")
+    except OSError as exc:
+        raise psycopg.OperationalError(f"cannot read the password file: {exc.strerror}") from None
+    if not password:
+        raise psycopg.OperationalError("the password file is empty")
+    return {"password": password}
+
+
 def describe_error(exc: BaseException, url: str) -> str:
     """First line of an error message, with the URL's password masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -120,10 +147,12 @@ def describe_error(exc: BaseException, url: str) -> str:
     return text
 
 
-def create_schema(url: str, timeout: float = 5.0) -> None:
+def create_schema(url: str, timeout: float = 5.0, password_file: str | None = None) -> None:
     """Create the tables and indexes if missing, under the advisory lock; StoreUnavailable if unreachable."""
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout))) as conn:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=max(1, round(timeout)), **password_kwargs(password_file)
+        ) as conn:
             _create_schema_on(conn)
     except psycopg.Error as exc:
         raise StoreUnavailable(f"database unavailable: {describe_error(exc, url)}") from None
@@ -164,9 +193,10 @@ class UserCache:
     (at most every LISTEN_RETRY_SECONDS) once a query has just shown that the database answers.
     """
 
-    def __init__(self, url: str, connect_timeout: float) -> None:
+    def __init__(self, url: str, connect_timeout: float, password_file: str | None = None) -> None:
         self._url = url
         self._connect_timeout = connect_timeout
+        self._password_file = password_file
         self._conn: psycopg.Connection | None = None
         self._pid: int | None = None
         self._generation = 0
@@ -191,6 +221,11 @@ class UserCache:
                     return entry[0], self._generation
                 del self._entries[user_id]
             return None, self._generation
+
+    def generation(self) -> int | None:
+        """The listening generation after applying what has arrived, or None when not listening."""
+        with self._lock:
+            return self._generation if self._drain() else None
 
     def remember(self, user: User, generation: int | None) -> None:
         """Keep ``user``, read after a lookup that returned ``generation``; or start listening."""
@@ -251,6 +286,7 @@ class UserCache:
                 keepalives_idle=10,
                 keepalives_interval=5,
                 keepalives_count=3,
+                **password_kwargs(self._password_file),
             )
             if not _schema_present(conn):
                 # A schema created before the triggers existed: no notifications would ever come.
@@ -290,9 +326,17 @@ class PostgresStore(UserStore):
     """Users in PostgreSQL at ``url``; see the module docstring for the process and outage behaviour."""
 
     def __init__(
-        self, url: str, min_size: int = 1, max_size: int = 4, timeout: float = 5.0, *, user_cache: bool = True
+        self,
+        url: str,
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout: float = 5.0,
+        *,
+        user_cache: bool = True,
+        password_file: str | None = None,
     ) -> None:
         self._url = url
+        self._password_file = password_file
         self.min_size = min_size
         self.max_size = max_size
         self.timeout = float(timeout)
@@ -302,9 +346,12 @@ class PostgresStore(UserStore):
         self._schema_ready = False
         self._fail_fast_until = 0.0
         self._last_logged = -LOG_INTERVAL_SECONDS
-        self.user_cache = UserCache(url, self.timeout) if user_cache else None
+        # The store id, with the listening generation it was read under: a database dropped and created
+        # again ends the listening session, so a new generation reads the id again.
+        self._store_id: tuple[str, int] | None = None
+        self.user_cache = UserCache(url, self.timeout, password_file) if user_cache else None
         try:
-            create_schema(url, self.timeout)
+            create_schema(url, self.timeout, password_file)
             self._schema_ready = True
         except StoreUnavailable as exc:
             log.warning("schema not created yet, will retry on first use: %s", exc)
@@ -333,13 +380,22 @@ class PostgresStore(UserStore):
                     max_size=self.max_size,
                     timeout=self.timeout,
                     reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
-                    kwargs={"autocommit": True, "connect_timeout": max(1, round(self.timeout))},
+                    # A callable: the pool asks for the arguments (and so reads the password file) on every
+                    # new connection.
+                    kwargs=self._connect_kwargs,
                     name=f"flask-api-{pid}",
                     open=False,
                 )
                 pool.open(wait=False)
                 self._pool, self._pool_pid = pool, pid
             return self._pool
+
+    def _connect_kwargs(self) -> dict[str, object]:
+        return {
+            "autocommit": True,
+            "connect_timeout": max(1, round(self.timeout)),
+            **password_kwargs(self._password_file),
+        }
 
     def _unavailable(self, exc: BaseException, waited: float = 0.0) -> StoreUnavailable:
         if isinstance(exc, PoolTimeout):
@@ -484,13 +540,57 @@ class PostgresStore(UserStore):
 
     # ------------------------------------------------------------------ login failures
 
-    def record_login_failure(self, key: str, now: float, window: float) -> None:
-        """Add a failure for ``key`` and prune every failure older than ``window``, in one statement."""
+    def store_id(self) -> str | None:
+        """The id in ``store_identity``, read once per listening generation (each call when not listening)."""
+        generation = self.user_cache.generation() if self.user_cache is not None else None
+        cached = self._store_id
+        if generation is not None and cached is not None and cached[1] == generation:
+            return cached[0]
+        row = self._run(lambda conn: conn.execute("SELECT store_id FROM store_identity").fetchone())
+        if row is None:
+            raise StoreUnavailable("database has no store_identity row: run python -m src.migrate")
+        if generation is not None:
+            self._store_id = (row[0], generation)
+        return row[0]
+
+    def reserve_attempt(
+        self, keys: Sequence[str], now: float, window: float, allow: Callable[[Counts], bool]
+    ) -> tuple[bool, Counts]:
+        """One transaction holding an advisory lock per key (taken in sorted order: no deadlock)."""
+        cutoff = now - window
+
+        def reserve(conn: psycopg.Connection) -> tuple[bool, Counts]:
+            with conn.transaction():
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+                    "FROM unnest(%s::text[]) AS k ORDER BY k",
+                    (sorted(set(keys)),),
+                )
+                rows = conn.execute(
+                    "SELECT key, count(*), min(at) FROM login_failures "
+                    "WHERE key = ANY(%s) AND at > %s GROUP BY key",
+                    (list(keys), cutoff),
+                ).fetchall()
+                found = {key: (int(count), oldest) for key, count, oldest in rows}
+                counts: Counts = [found.get(key, (0, None)) for key in keys]
+                if not allow(counts):
+                    return False, counts
+                conn.execute(
+                    "WITH pruned AS (DELETE FROM login_failures WHERE at <= %s) "
+                    "INSERT INTO login_failures (key, at) SELECT k, %s FROM unnest(%s::text[]) AS k",
+                    (cutoff, now, list(keys)),
+                )
+                return True, counts
+
+        return self._run(reserve, idempotent=False)
+
+    def release_attempt(self, keys: Sequence[str], at: float) -> None:
+        """Delete one row stamped ``at`` of each key."""
         self._run(
             lambda conn: conn.execute(
-                "WITH pruned AS (DELETE FROM login_failures WHERE at <= %s) "
-                "INSERT INTO login_failures (key, at) VALUES (%s, %s)",
-                (now - window, key, now),
+                "DELETE FROM login_failures WHERE ctid IN (SELECT DISTINCT ON (key) ctid FROM login_failures "
+                "WHERE key = ANY(%s) AND at = %s)",
+                (list(keys), at),
             ),
             idempotent=False,
         )

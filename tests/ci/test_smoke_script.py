@@ -2,7 +2,8 @@
 one that breaks any part of the contract.
 
 It passes against the application under a real ``gunicorn`` (the JSON store in a temp folder), with /metrics
-on the application port and on METRICS_PORT as in the k3d job. Its failures are shown against a small
+on the application port and on METRICS_PORT, and with ``--metrics-not-public`` (the k3d job's call through
+the Ingress, where /metrics answers 404). Its failures are shown against a small
 stand-in on 127.0.0.1 that keeps the contract except for one behaviour each: the real application cannot be
 made to break on purpose. The script runs curl: marked ``system`` (``make test-system`` installs curl).
 """
@@ -91,9 +92,9 @@ def stand_in(request) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def run_smoke(base_url: str) -> subprocess.CompletedProcess:
+def run_smoke(base_url: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(SCRIPT), base_url], capture_output=True, text=True, timeout=60, check=False
+        ["bash", str(SCRIPT), base_url, *extra], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -155,3 +156,20 @@ def test_the_smoke_test_fails_when_nothing_answers():
     result = run_smoke(f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert "no answer" in result.stderr
+
+
+def test_on_the_public_entry_the_smoke_test_passes_against_the_real_service_with_metrics_apart(
+    gunicorn_server, tmp_path
+):
+    server = gunicorn_server(real_service_env(tmp_path, METRICS_PORT=str(free_port())), workers=2)
+
+    result = run_smoke(server.url, "--metrics-not-public")
+
+    assert result.returncode == 0, result.stderr
+    assert f"smoke: GET {server.url}/metrics -> 404" in result.stdout
+
+
+def test_on_the_public_entry_the_smoke_test_fails_when_metrics_answer(stand_in):
+    result = run_smoke(stand_in, "--metrics-not-public")
+    assert result.returncode != 0
+    assert "/metrics: status 200, expected 404" in result.stderr

@@ -29,6 +29,7 @@ def test_make_test_results_become_one_sentence_and_a_drills_table(tmp_path):
         "`make test` on 2026-11-30 (Python 3.11): 2 passed, 1 skipped, 1 failed in 185 s; "
         "branch coverage of `src` 98.25 %.\n"
     )
+    assert render_figure("drills", tmp_path).splitlines()[0] == "`make test` on 2026-11-30:"
     assert render_figure("drills", tmp_path).splitlines()[-2:] == [
         "| `test_postgres_outage` | passed | 12.3 |",
         "| `test_disk_full` | skipped | 0.0 |",
@@ -46,9 +47,8 @@ def test_ci_gate_lines_become_a_table_with_the_total(tmp_path):
 
 
 def test_no_recorded_run_says_which_command_writes_the_figures(tmp_path):
-    assert render_figure("gates", tmp_path) == (
-        "No run recorded yet: `make ci`, then `make docs`, write the figures of this block (gates).\n"
-    )
+    expected = "No recorded run yet: run `make ci`, then `make docs` (gates).\n"
+    assert render_figure("gates", tmp_path) == expected
 
 
 SYSTEM_JUNIT = """<?xml version="1.0" encoding="utf-8"?>
@@ -67,6 +67,10 @@ def test_drills_of_make_test_system_join_the_drills_table(tmp_path):
     summary = collect_tests(tmp_path / "junit.xml", tmp_path / "coverage.json", tmp_path / "junit-system.xml")
     (tmp_path / "tests.json").write_text(json.dumps(summary))
     assert (summary["passed"], summary["failed"], summary["skipped"]) == (2, 1, 1)  # make test's own counts
+    assert (
+        render_figure("drills", tmp_path).splitlines()[0]
+        == "`make test` and `make test-system` on 2026-11-30:"
+    )
     assert render_figure("drills", tmp_path).splitlines()[-3:] == [
         "| `test_postgres_outage` | passed | 12.3 |",
         "| `test_disk_full` | skipped | 0.0 |",
@@ -81,6 +85,7 @@ def test_make_mutants_results_become_a_table_with_the_time(tmp_path):
         "killed": 2,
         "baseline_seconds": 61.2,
         "total_seconds": 95.4,
+        "jobs": 3,
         "outcomes": [
             {"name": "hsts-removed", "area": "security", "verdict": "killed", "seconds": 3.04},
             {"name": "json-store-lock-removed", "area": "storage", "verdict": "killed", "seconds": 30.96},
@@ -88,8 +93,8 @@ def test_make_mutants_results_become_a_table_with_the_time(tmp_path):
     }
     (tmp_path / "mutants.json").write_text(json.dumps(report))
     assert render_figure("mutants", tmp_path).splitlines() == [
-        "`make mutants` on 2026-11-30: 2 of 2 mutants killed in 95 s (of which 61 s for the baseline run of "
-        "their tests on the unmutated code).",
+        "`make mutants` on 2026-11-30: 2 of 2 mutants killed in 95 s, 3 at a time (of which 61 s for the "
+        "baseline run of their tests on the unmutated code).",
         "",
         "| mutant | area | result | seconds |",
         "| --- | --- | --- | ---: |",

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tools.docs import REPO, Page, broken_links, doc_pages, unknown_make_targets, unknown_variables
+from tools.docs import (
+    REPO,
+    Page,
+    broken_links,
+    doc_pages,
+    pages_missing_from_index,
+    unknown_make_targets,
+    unknown_variables,
+)
 
 
 def page(text: str, name: str = "docs/example.md") -> list[Page]:
@@ -12,6 +20,18 @@ def page(text: str, name: str = "docs/example.md") -> list[Page]:
 
 def test_readme_is_at_most_15_kb():
     assert len((REPO / "README.md").read_bytes()) <= 15 * 1024
+
+
+def test_every_page_of_docs_is_in_the_index_by_reader():
+    assert pages_missing_from_index() == []
+
+
+def test_a_page_left_out_of_the_index_is_found(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "README.md").write_text("| [a.md](a.md) | one |\n")
+    (tmp_path / "docs" / "a.md").write_text("# A\n")
+    (tmp_path / "docs" / "gitops.md").write_text("# GitOps\n")
+    assert pages_missing_from_index(tmp_path) == ["docs/gitops.md"]
 
 
 def test_every_relative_link_and_anchor_resolves():

@@ -28,5 +28,27 @@ def test_a_block_naming_no_figure_fails_the_check(tmp_path):
     page = Page(REPO / "docs" / "example.md", "<!-- figures:speed -->\n<!-- /figures -->\n")
     assert stale_blocks([page], tmp_path) == [
         "docs/example.md: block speed: no such figure "
-        "(known: bench, bench-gthread, drills, gates, image, mutants, tests)"
+        "(known: attacks, bench, bench-gthread, drills, gates, image, mutants, tests)"
+    ]
+
+
+def test_attack_figures_read_as_a_table_with_one_row_per_recorded_drill():
+    from tools.docs import attacks_table
+
+    table = attacks_table(
+        {
+            "date": "2026-11-30",
+            "racing_guesses_json": {"concurrent_wrong_passwords": 20, "statuses": {"401": 5, "429": 15}},
+            "database_recreated": {"new_user_id": 1, "old_token_hello": 401},
+        }
+    )
+
+    assert table.splitlines() == [
+        "`make drills` on 2026-11-30:",
+        "",
+        "| attack | setup | measured |",
+        "| --- | --- | --- |",
+        "| 20 concurrent wrong passwords, one address and username | json store | 5 x 401, 15 x 429 |",
+        "| database dropped and created, then a new registration | new user id 1 | "
+        "old token's `/hello`: 401 |",
     ]

@@ -266,17 +266,20 @@ def test_no_security_group_rule_allows_ingress_from_the_internet(root) -> None:
         assert not OPEN_CIDRS & set(cidrs), f"{where} accepts {cidrs}"
 
 
-def test_database_accepts_only_the_node_security_group_on_5432(root) -> None:
+def test_database_accepts_only_the_nodes_and_the_rotation_function_on_5432(root) -> None:
     db_rules = [
         body
         for rtype, _, body in _resources(root)
         if rtype in {"aws_vpc_security_group_ingress_rule", "aws_security_group_rule"}
         and body.get("security_group_id") == "${aws_security_group.db.id}"
     ]
-    assert len(db_rules) == 1
-    (rule,) = db_rules
-    assert rule["referenced_security_group_id"] == "${module.eks.node_security_group_id}"
-    assert (rule["from_port"], rule["to_port"], rule["ip_protocol"]) == (5432, 5432, "tcp")
+    assert {rule["referenced_security_group_id"] for rule in db_rules} == {
+        "${module.eks.node_security_group_id}",
+        "${aws_security_group.db_rotation.id}",
+    }
+    assert len(db_rules) == 2
+    for rule in db_rules:
+        assert (rule["from_port"], rule["to_port"], rule["ip_protocol"]) == (5432, 5432, "tcp")
     assert "ingress" not in _resource(root, "aws_security_group", "db")
     assert _labelled(root, "module")["db"]["vpc_security_group_ids"] == ["${aws_security_group.db.id}"]
 
@@ -316,7 +319,27 @@ def test_vpc_spans_three_zones_with_load_balancer_subnet_tags(root) -> None:
     for tier in ("private_subnets", "public_subnets", "database_subnets", "intra_subnets"):
         assert vpc[tier] == f"${{local.{tier}}}"
     postcondition = _labelled(root, "data")["aws_availability_zones"]["available"]["lifecycle"][0]
-    assert "length(self.names) == 3" in postcondition["postcondition"][0]["condition"]
+    assert "length(self.zone_ids) >= 3" in postcondition["postcondition"][0]["condition"]
+
+
+def test_zones_are_chosen_by_zone_id_never_by_name(root, variables) -> None:
+    zones = _labelled(root, "data")["aws_availability_zones"]["available"]
+    # A name such as us-east-1a is another physical zone in every account: nothing may build or filter names.
+    assert "zone-name" not in str(zones)
+    assert zones["exclude_zone_ids"] == "${var.eks_unsupported_zone_ids}"
+    locals_text = str(root["locals"])
+    assert "var.region}a" not in locals_text.replace("${", "")
+    assert "sort(data.aws_availability_zones.available.zone_ids)" in locals_text
+    assert "var.availability_zone_ids" in locals_text
+    assert "availability_zones" not in variables
+
+
+def test_zone_ids_that_eks_refuses_are_excluded_by_default(variables) -> None:
+    # use1-az3 (us-east-1), usw1-az2 (us-west-1), cac1-az3 (ca-central-1): no EKS control-plane subnets.
+    assert {"use1-az3", "usw1-az2", "cac1-az3"} <= set(variables["eks_unsupported_zone_ids"]["default"])
+    conditions = " ".join(v["condition"] for v in variables["availability_zone_ids"]["validation"])
+    assert "var.eks_unsupported_zone_ids" in conditions
+    assert "-az[0-9]+" in conditions
 
 
 def test_one_nat_gateway_by_default_and_one_per_zone_by_variable(root, variables) -> None:
@@ -421,6 +444,7 @@ def test_outputs_read_by_the_eks_overlay_exist(root) -> None:
         "vpc_id",
         "lb_controller_role_arn",
         "kubeconfig_command",
+        "eks_overlay_env",
     }
     outputs = _labelled(root, "output")
     assert expected <= outputs.keys()
@@ -430,9 +454,58 @@ def test_outputs_read_by_the_eks_overlay_exist(root) -> None:
 def test_tfvars_example_sets_every_variable_without_a_default(variables) -> None:
     example = _parse((INFRA / "terraform.tfvars.example").read_text())
     required = {name for name, body in variables.items() if "default" not in body}
-    assert required == {"cluster_endpoint_public_access_cidrs", "cluster_admin_principal_arns"}
+    assert required == {
+        "cluster_endpoint_public_access_cidrs",
+        "cluster_admin_principal_arns",
+        "alb_certificate_arn",
+    }
     assert required <= example.keys()
     assert not OPEN_CIDRS & set(example["cluster_endpoint_public_access_cidrs"])
+
+
+def test_eks_overlay_env_carries_the_subnet_cidrs_from_the_vpc_module(root) -> None:
+    value = _labelled(root, "output")["eks_overlay_env"]["value"]
+    # From the module's outputs, whatever vpc_cidr is: never a literal range.
+    assert "module.vpc.public_subnets_cidr_blocks" in value
+    assert "module.vpc.database_subnets_cidr_blocks" in value
+    assert "PUBLIC_SUBNET_CIDR_" in value
+    assert "DATABASE_SUBNET_CIDR_" in value
+    assert "CERTIFICATE_ARN=${var.alb_certificate_arn}" in value
+    assert not re.search(r"\b10\.\d+\.\d+\.\d+", value)
+
+
+def test_each_environment_gets_its_own_state_key(bootstrap) -> None:
+    value = _labelled(bootstrap, "output")["backend_config"]["value"]
+    assert "production" not in str(value)
+    assert "for environment in var.environments" in str(value)
+    assert "${var.name}/${environment}/terraform.tfstate" in str(value)
+    variables = _labelled(bootstrap, "variable")
+    assert variables["environments"]["default"] == ["production"]
+
+
+def test_the_app_role_secret_rotates_and_keeps_its_first_password_out_of_the_state(root, variables) -> None:
+    version = _resource(root, "aws_secretsmanager_secret_version", "db_app")
+    assert "secret_string" not in version
+    assert (
+        "ephemeral.aws_secretsmanager_random_password.db_app.random_password" in version["secret_string_wo"]
+    )
+    assert "var.db_app_username" in version["secret_string_wo"]
+    rotation = _resource(root, "aws_secretsmanager_secret_rotation", "db_app")
+    assert rotation["rotation_rules"][0]["automatically_after_days"] == "${var.db_app_password_rotation_days}"
+    assert "RotationLambdaARN" in rotation["rotation_lambda_arn"]
+    assert variables["db_app_username"]["default"] != variables["db_username"]["default"]
+
+
+def test_external_secrets_reads_only_the_two_database_secrets(root) -> None:
+    eso = _labelled(root, "module")["external_secrets_pod_identity"]
+    assert eso["source"] == "terraform-aws-modules/eks-pod-identity/aws"
+    assert eso["external_secrets_secrets_manager_arns"] == [
+        "${aws_secretsmanager_secret.db_app.arn}",
+        "${module.db.db_instance_master_user_secret_arn}",
+    ]
+    assert eso["external_secrets_ssm_parameter_arns"] == []
+    assert eso["external_secrets_create_permission"] is False
+    assert eso["associations"]["this"]["namespace"] == "external-secrets"
 
 
 def test_every_checkov_skip_names_a_check_and_gives_a_reason() -> None:

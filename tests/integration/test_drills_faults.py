@@ -43,7 +43,7 @@ SERVICE_VARIABLES = (
 
 
 def service_env(**overrides: str) -> dict[str, str]:
-    """The environment of a drill's server: OWASP-minimum argon2, no login limiter, a fresh secret."""
+    """A drill's server environment: OWASP-minimum argon2, no login or registration limit, a fresh secret."""
     env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
     env.update(
         SECRET_KEY=secrets.token_hex(32),
@@ -51,6 +51,8 @@ def service_env(**overrides: str) -> dict[str, str]:
         ARGON2_MEMORY_KIB="19456",
         ARGON2_PARALLELISM="1",
         AUTH_MAX_FAILURES="0",
+        REGISTER_MAX_PER_ADDRESS="0",
+        ARGON2_CONCURRENCY="64",
         LOG_LEVEL="info",
     )
     env.update(overrides)
@@ -109,7 +111,7 @@ class RegistrationLoad:
             except requests.RequestException as error:
                 with self._lock:
                     self.errors.append(f"{username}: {type(error).__name__}")
-                time.sleep(0.05)
+                time.sleep(0.05)  # pacing of the load while the service is down, not a wait before an assert
                 continue
             with self._lock:
                 self.statuses[response.status_code] += 1
@@ -119,6 +121,11 @@ class RegistrationLoad:
                     self.not_problems.append(f"{username}: {response.status_code} {response.text[:200]}")
             if response.status_code == 503:
                 time.sleep(0.05)
+
+    @property
+    def clients(self) -> int:
+        """How many clients send registrations at once."""
+        return len(self._threads)
 
     def count(self) -> int:
         with self._lock:
@@ -258,8 +265,9 @@ def test_sigkill_of_workers_during_writes_loses_no_acknowledged_user(store_env):
         )
         load.wait_for_more(10)
     assert set(load.statuses) == {201}, load.statuses
-    # Only a request a killed worker held can fail, and it was never acknowledged.
-    assert len(load.errors) <= len(killed), load.errors
+    # Only requests the killed workers held can fail, never acknowledged: with threads, a worker may hold one
+    # request of every client of the load.
+    assert len(load.errors) <= load.clients, load.errors
     if "DATABASE_URL" not in env:
         assert_valid_json_file(Path(env["DATA_FILE_PATH"]))
     assert_all_stored(open_store(), load.acknowledged)
@@ -306,14 +314,15 @@ def test_sigkill_of_the_master_during_writes_leaves_a_valid_file_with_every_ackn
 def test_sigterm_lets_every_request_in_flight_complete(tmp_path):
     path = tmp_path / "data.json"
     graceful_timeout = 20
-    # A costly hash (about a second alone, more when four share the cores) keeps each registration in
-    # flight long enough to send SIGTERM in the middle of it.
+    # A costly hash keeps each registration in flight long enough to send SIGTERM in the middle of it, yet
+    # four of them (which one threaded worker may take together) end well inside the graceful timeout on a
+    # busy machine: time cost 100 took 6 s a hash there, and 20 s for four at once.
     env = service_env(
-        DATA_FILE_PATH=str(path), ARGON2_TIME_COST="100", GUNICORN_GRACEFUL_TIMEOUT=str(graceful_timeout)
+        DATA_FILE_PATH=str(path), ARGON2_TIME_COST="20", GUNICORN_GRACEFUL_TIMEOUT=str(graceful_timeout)
     )
     names = [f"in-flight-{index}" for index in range(4)]
     with running(env) as server, ThreadPoolExecutor(max_workers=len(names)) as pool:
-        # One request per sync worker; SIGTERM once every one is in a worker's hands.
+        # Four requests; SIGTERM once every one is in a worker's hands.
         futures = {name: pool.submit(register, server.url, name) for name in names}
         server.wait_until_workers_hold(len(names))
         assert not any(future.done() for future in futures.values()), "the requests ended before the signal"

@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -87,14 +86,14 @@ def prometheus(tmp_path, service):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
+
+        def ready() -> bool:
             assert process.poll() is None, (tmp_path / "prometheus.log").read_text(errors="replace")[-2000:]
-            assert time.monotonic() < deadline, "Prometheus did not become ready in 30 s"
-            time.sleep(0.2)
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
+            return False
+
+        wait_until(ready, timeout=60, interval=0.2, what="Prometheus to be ready")
         yield url
     finally:
         process.terminate()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +31,8 @@ def service_env(tmp_path: Path, **overrides: str | None) -> dict[str, str | None
         "ARGON2_TIME_COST": "2",
         "ARGON2_MEMORY_KIB": "19456",
         "ARGON2_PARALLELISM": "1",
+        "REGISTER_MAX_PER_ADDRESS": "0",
+        "ARGON2_CONCURRENCY": "64",
         "METRICS_ENABLED": None,
         "METRICS_PORT": None,
         "PROMETHEUS_MULTIPROC_DIR": None,
@@ -81,8 +81,8 @@ def get_many(url: str, count: int, clients: int = 8) -> list[int]:
 def hold_every_worker(server, path: str = "/healthz") -> list[socket.socket]:
     """Half-send one request per worker and wait until every worker has accepted one.
 
-    A sync worker accepts one connection and then blocks reading it, so when all of them hold one, every
-    worker is booted and busy. ``finish`` sends the rest of the requests.
+    A sync worker (``GUNICORN_THREADS=1``) accepts one connection and then blocks reading it, so when all of
+    them hold one, every worker is booted and busy, one request each. ``finish`` sends the rest.
     """
     port = int(urlsplit(server.url).port)
     connections = []
@@ -118,7 +118,8 @@ def register(base_url: str, username: str, password: str = PASSWORD) -> requests
 def test_every_scrape_counts_the_requests_of_all_four_workers(gunicorn_server, tmp_path):
     metrics_dir = tmp_path / "metrics"
     server = gunicorn_server(
-        service_env(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)), workers=WORKERS
+        service_env(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), GUNICORN_THREADS="1"),
+        workers=WORKERS,
     )
     # One /readyz held by each worker: all four booted, and each has served at least one of the requests.
     assert finish(hold_every_worker(server, "/readyz")) == [200] * WORKERS
@@ -138,6 +139,16 @@ def test_every_scrape_counts_the_requests_of_all_four_workers(gunicorn_server, t
     shares = worker_shares(metrics_dir, "/readyz")
     assert sum(shares.values()) == SPREAD_REQUESTS
     assert len(shares) == WORKERS, f"requests per worker pid: {shares}"
+
+
+def test_without_a_configured_folder_the_master_makes_one_that_every_worker_shares(gunicorn_server, tmp_path):
+    # PROMETHEUS_MULTIPROC_DIR unset; sync workers, so that each held connection is in a different worker.
+    server = gunicorn_server(service_env(tmp_path, GUNICORN_THREADS="1"), workers=WORKERS)
+
+    # One /readyz held by each of the four workers, then one scrape: it must count all four.
+    assert finish(hold_every_worker(server, "/readyz")) == [200] * WORKERS
+    assert route_value(scrape(f"{server.url}/metrics"), "http_requests_total", "/readyz") == 4
+    assert "Prometheus multiprocess folder: " in server.output()
 
 
 def test_metrics_port_moves_metrics_to_the_master(gunicorn_server, tmp_path):
@@ -233,7 +244,7 @@ def test_logs_are_json_lines_with_request_ids_and_no_secrets(gunicorn_server, tm
 
 
 def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp_path):
-    server = gunicorn_server(service_env(tmp_path), workers=WORKERS)
+    server = gunicorn_server(service_env(tmp_path, GUNICORN_THREADS="1"), workers=WORKERS)
     assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
 
     # How to see readiness during the drain from outside: requests that reached a worker just before the
@@ -242,9 +253,7 @@ def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp
     # each worker runs its SIGTERM handler (gunicorn.conf.py: start_draining) as soon as it reads again, so
     # the request it finishes after the signal sees the draining state, as a kubelet probe would.
     connections = hold_every_worker(server, "/readyz")
-    os.kill(server.pid, signal.SIGTERM)
-    # The master closes its listener and, in the same call, signals every worker.
-    server.wait_until_master_closes_its_listener()
+    server.begin_graceful_stop()  # SIGTERM; the master closes its listener and signals every worker
     statuses = finish(connections)
 
     assert statuses == [503] * WORKERS

@@ -1,6 +1,5 @@
 """Read the Kubernetes manifests of kube_config/ the way kubectl and kustomize see them (pyyaml only)."""
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,14 +104,3 @@ def container_port(container: dict, port: int | str) -> int | None:
         if port in (declared["containerPort"], declared.get("name")):
             return declared["containerPort"]
     return None
-
-
-def secret_keys_created_by(script: str) -> set[tuple[str, str]]:
-    """(Secret, key) pairs that the `kubectl create secret generic` commands of kube_config/scripts/<script>
-    create."""
-    text = (SCRIPTS / script).read_text(encoding="utf-8").replace("\\\n", " ")
-    created = set()
-    for command in re.finditer(r"create secret generic (\S+)([^\n]*)", text):
-        keys = re.findall(r"--from-(?:literal|file)=([A-Z_][A-Z0-9_]*)=", command.group(2))
-        created.update((command.group(1), key) for key in keys)
-    return created

@@ -14,12 +14,30 @@ from .manifests import (
 
 
 def test_k3d_overlay_takes_every_top_level_manifest():
-    assert sorted(overlay_resources("k3d")) == [p.resolve() for p in top_level_files()]
+    shared = [p for p in overlay_resources("k3d") if p.parent != (KUBE_CONFIG / "overlays" / "k3d").resolve()]
+    assert sorted(shared) == [p.resolve() for p in top_level_files()]
+
+
+def test_k3d_ingress_buffers_whole_requests_up_to_the_body_limit_in_traefik():
+    traefik = load_documents(KUBE_CONFIG / "overlays" / "k3d" / "traefik.yaml")
+    middleware = one(traefik, "Middleware", "buffering")
+    ingress = overlay_patch("k3d", "Ingress", "flask-api")
+    arguments = one(traefik, "HelmChartConfig", "traefik")["spec"]["valuesContent"]
+
+    assert middleware["metadata"]["namespace"] == "flask-api"
+    # The application's MAX_CONTENT_LENGTH default, which the ConfigMap leaves as it is.
+    assert middleware["spec"]["buffering"]["maxRequestBodyBytes"] == 1048576
+    assert "MAX_CONTENT_LENGTH" not in one(base_objects(), "ConfigMap", "flask-api-config")["data"]
+    annotation = ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+    assert annotation == "flask-api-buffering@kubernetescrd"
+    assert "--entryPoints.web.transport.respondingTimeouts.readTimeout=15s" in arguments
 
 
 def test_eks_overlay_takes_every_top_level_manifest_but_postgresql():
     expected = [p.resolve() for p in top_level_files() if p.name != "30-postgres.yaml"]
-    assert sorted(overlay_resources("eks")) == expected
+    taken = overlay_resources("eks")
+    assert sorted(p for p in taken if p.parent == KUBE_CONFIG) == expected
+    assert [p.name for p in taken if p.parent != KUBE_CONFIG] == ["external-secrets.yaml"]
 
 
 def test_postgresql_file_holds_every_object_of_the_database_and_nothing_else():
@@ -35,11 +53,10 @@ def test_no_other_file_holds_database_objects():
     assert "database" not in components
 
 
-def test_overlays_keep_the_image_repository_and_pin_a_version_tag():
-    for overlay in ("k3d", "eks"):
-        (image,) = kustomization(overlay)["images"]
-        assert image["name"] == "ghcr.io/flask-api/flask-api"
-        assert image["newTag"] not in {"latest", ""}
+def test_k3d_overlay_keeps_the_image_repository_and_pins_a_version_tag():
+    (image,) = kustomization("k3d")["images"]
+    assert image["name"] == "ghcr.io/flask-api/flask-api"
+    assert image["newTag"] not in {"latest", ""}
 
 
 def test_eks_ingress_is_an_internet_facing_alb_sending_to_pod_ips_and_checking_readyz():

@@ -415,7 +415,7 @@ def test_forwarded_address_is_ignored_without_trusted_proxies(auth):
 
 
 def test_forwarded_address_from_a_trusted_proxy_keys_the_limit(make_app):
-    client = make_app(TRUSTED_PROXY_COUNT="1").test_client()
+    client = make_app(TRUSTED_PROXY_COUNT="1", TRUSTED_PROXIES="127.0.0.1").test_client()
     client.post("/register", json={"username": "alice", "password": PASSWORD})
     for _ in range(5):
         client.post(
@@ -431,3 +431,22 @@ def test_forwarded_address_from_a_trusted_proxy_keys_the_limit(make_app):
     )
 
     assert other_client.status_code == 200
+
+
+def test_forwarded_address_from_a_peer_outside_trusted_proxies_is_ignored(make_app):
+    client = make_app(TRUSTED_PROXY_COUNT="1", TRUSTED_PROXIES="10.42.0.0/16").test_client()
+    client.post("/register", json={"username": "alice", "password": PASSWORD})
+    for address in ("198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5"):
+        client.post(
+            "/authenticate",
+            json={"username": "alice", "password": "wrong password"},
+            headers={"X-Forwarded-For": address},
+        )
+
+    response = client.post(
+        "/authenticate",
+        json={"username": "alice", "password": PASSWORD},
+        headers={"X-Forwarded-For": "198.51.100.6"},
+    )
+
+    assert response.status_code == 429

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from pathlib import Path
@@ -182,3 +183,39 @@ def test_error_bodies_name_no_internal_path(auth, client):
     for response in responses:
         assert b"/tmp" not in response.data
         assert b"src/" not in response.data
+
+
+BAD_BODIES = {
+    "JSON nested 2,000 deep": (b"[" * 2000 + b"]" * 2000, "application/json"),
+    "password with a lone surrogate": (
+        b'{"username": "alice", "password": "abcdefgh\\ud800"}',
+        "application/json",
+    ),
+    "JSON that is not UTF-8": (b'{"username": "\xff\xfe", "password": "abcdefghij"}', "application/json"),
+    "form that is not UTF-8": (b"username=%ff%fe&password=abcdefghij", "application/x-www-form-urlencoded"),
+    "NaN as password": (b'{"username": "alice", "password": NaN}', "application/json"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BODIES))
+@pytest.mark.parametrize("path", ["/register", "/authenticate"])
+def test_malformed_body_returns_400_problem(client, path, name):
+    body, content_type = BAD_BODIES[name]
+
+    assert_problem(client.post(path, data=body, content_type=content_type), 400)
+
+
+@pytest.mark.parametrize("path", ["/register", "/authenticate"])
+def test_chunked_body_over_the_limit_returns_413_problem(make_app, path):
+    client = make_app(MAX_CONTENT_LENGTH="1024").test_client()
+    body = b'{"username": "alice", "password": "' + b"a" * 2000 + b'"}'
+
+    response = client.post(
+        path,
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert_problem(response, 413)

@@ -46,19 +46,21 @@ def test_readyz_returns_200_when_the_store_is_usable(client):
     assert response.get_json() == {"status": "ready"}
 
 
-def test_readyz_returns_503_with_the_reason_when_the_store_is_unusable(broken_store_app):
-    response = broken_store_app.test_client().get("/readyz")
+def test_readyz_returns_503_with_a_fixed_sentence_and_logs_the_reason(broken_store_app, caplog):
+    response = broken_store_app.test_client().get("/readyz", headers={"X-Request-ID": "probe-42"})
 
     body = assert_problem(response, 503)
-    assert body["detail"].startswith("The user store is not ready: ")
-    assert len(body["detail"]) > len("The user store is not ready: ")
+    assert body["detail"] == "The service is not ready to serve requests."
+    reasons = [record for record in caplog.records if record.getMessage().startswith("not ready: ")]
+    assert len(reasons) == 1
+    assert len(reasons[0].getMessage()) > len("not ready: ")
 
 
 @pytest.mark.usefixtures("draining")
 def test_readyz_returns_503_while_draining(client):
     response = client.get("/readyz")
 
-    assert assert_problem(response, 503)["detail"] == "The process is shutting down."
+    assert assert_problem(response, 503)["detail"] == "The service is not ready to serve requests."
 
 
 @pytest.mark.usefixtures("draining")

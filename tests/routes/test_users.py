@@ -19,6 +19,7 @@ def forge(
     now = int(time.time())
     payload = {
         "sub": "1",
+        "sid": app.extensions["user_store"].store_id(),
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -158,7 +159,7 @@ def test_expired_token_returns_401(app, auth):
     assert "expired" in response.get_json()["detail"]
 
 
-@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "type"])
+@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "type", "sid"])
 def test_token_missing_a_required_claim_returns_401(app, auth, claim):
     auth.register("alice")
 
@@ -247,3 +248,9 @@ def test_token_stays_valid_for_a_new_app_on_the_same_store(make_app):
     response = restarted.get("/hello", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert response.get_json() == {"message": "Hello Alice"}
+
+
+def test_token_of_another_store_returns_401(app, auth):
+    auth.register("alice")
+
+    assert_unauthorized(auth.get("/id", forge(app, {"sid": "0" * 32})))

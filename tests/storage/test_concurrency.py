@@ -35,40 +35,11 @@ def assert_valid_file_holding(path: Path, expected: dict[str, int]) -> dict:
     return doc
 
 
-def race(work, argument_lists: list[tuple]) -> list:
-    """Run ``work(*arguments, barrier)`` in one spawned process per argument list, all released together.
-
-    Every process opens its store and then waits at the barrier: they start their writes at the same
-    moment, so that a missing lock loses writes on every run, not only when the scheduler happens to
-    interleave them. Returns the results in the order of ``argument_lists``.
-    """
-    barrier = SPAWN.Barrier(len(argument_lists))
-    results = SPAWN.Queue()
-    processes = [
-        SPAWN.Process(target=workers.report, args=(results, index, work, *arguments, barrier))
-        for index, arguments in enumerate(argument_lists)
-    ]
-    for process in processes:
-        process.start()
-    reported = {}
-    for _ in processes:
-        index, result = results.get(timeout=180)
-        reported[index] = result
-        if isinstance(result, RuntimeError):
-            barrier.abort()  # the others stop waiting for the failed one and report at once
-    errors = [result for result in reported.values() if isinstance(result, RuntimeError)]
-    assert not errors, errors
-    for process in processes:
-        process.join(30)
-        assert process.exitcode == 0
-    return [reported[index] for index in range(len(argument_lists))]
-
-
 def test_several_processes_writing_at_once_persist_every_user_with_unique_ids(data_file):
     processes, per_process = 4, 50
     created = [
         pair
-        for pairs in race(
+        for pairs in workers.race(
             workers.register_many, [(str(data_file), f"p{n}", per_process) for n in range(processes)]
         )
         for pair in pairs
@@ -85,7 +56,7 @@ def test_several_processes_writing_at_once_persist_every_user_with_unique_ids(da
 def test_one_name_registered_by_several_processes_at_once_succeeds_exactly_once(data_file):
     names = [f"contested-{n}" for n in range(20)]  # 20 rounds, each released by the barrier
 
-    per_process = race(workers.register_each_once, [(str(data_file), names)] * 6)
+    per_process = workers.race(workers.register_each_once, [(str(data_file), names)] * 6)
 
     for round_number, name in enumerate(names):
         results = [ids[round_number] for ids in per_process]

@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -54,7 +55,9 @@ def test_first_write_creates_folder_and_file_readable_by_owner_only(json_store, 
     json_store.create_user("alice", HASH)
 
     assert stat.S_IMODE(data_file.stat().st_mode) == 0o600
-    assert read_doc(data_file) == {
+    doc = read_doc(data_file)
+    assert re.fullmatch("[0-9a-f]{32}", doc.pop("store_id"))
+    assert doc == {
         "version": 1,
         "next_id": 2,
         "users": [{"id": 1, "username": "alice", "password_hash": HASH}],
@@ -192,7 +195,7 @@ def test_a_registration_by_another_worker_is_indexed_without_a_full_parse(json_s
     assert other_worker.create_user("after", HASH).id == 104
     assert parses == ["full", "appended"]
     assert data_file.read_bytes() == json_file_module._encode_users(
-        sorted(other_worker._users().users(), key=lambda u: u.id), 105
+        sorted(other_worker._users().users(), key=lambda u: u.id), 105, json_store.store_id()
     )
 
 
@@ -225,7 +228,46 @@ def test_a_hand_formatted_file_is_read_and_rewritten_in_the_compact_layout(json_
 
     assert json_store.find_by_username("alice").id == 4
     assert json_store.create_user("bob", HASH).id == 5
-    assert data_file.read_bytes().startswith(b'{"version":1,"next_id":6,"users":[{"id":4,')
+    store_id = json_store.store_id().encode()
+    assert data_file.read_bytes().startswith(
+        b'{"version":1,"store_id":"%s","next_id":6,"users":[{"id":4,' % store_id
+    )
+
+
+def test_a_file_without_a_store_id_gets_one_when_a_token_needs_it(json_store, data_file):
+    data_file.parent.mkdir(parents=True)
+    doc = {"version": 1, "next_id": 2, "users": [{"id": 1, "username": "alice", "password_hash": HASH}]}
+    data_file.write_text(json.dumps(doc))
+
+    store_id = json_store.store_id()
+
+    assert re.fullmatch("[0-9a-f]{32}", store_id)
+    assert read_doc(data_file) == {**doc, "store_id": store_id}
+    assert JsonFileStore(data_file).store_id() == store_id
+
+
+def test_a_store_created_afresh_has_another_store_id(json_store, data_file):
+    json_store.create_user("alice", HASH)
+    old = json_store.store_id()
+    data_file.unlink()
+
+    assert json_store.store_id() is None
+    json_store.create_user("mallory", HASH)
+    assert json_store.store_id() not in (None, old)
+
+
+def test_a_symlinked_path_is_resolved_once_and_the_link_stays(tmp_path):
+    target = tmp_path / "volume" / "users.json"
+    target.parent.mkdir()
+    link = tmp_path / "data.json"
+    link.symlink_to(target)
+
+    with JsonFileStore(link) as store:
+        store.create_user("alice", HASH)
+        store.create_user("bob", HASH)
+
+    assert link.is_symlink()
+    assert [user["username"] for user in read_doc(target)["users"]] == ["alice", "bob"]
 
 
 def test_file_removed_by_an_operator_reads_as_empty(json_store, data_file):
@@ -235,12 +277,15 @@ def test_file_removed_by_an_operator_reads_as_empty(json_store, data_file):
     assert json_store.find_by_username("alice") is None
 
 
-def test_empty_file_counts_as_an_empty_store(json_store, data_file):
+def test_empty_file_is_corrupt_and_never_overwritten(json_store, data_file):
     data_file.parent.mkdir(parents=True)
     data_file.write_bytes(b"")
 
-    assert json_store.find_by_username("alice") is None
-    assert json_store.create_user("alice", HASH).id == 1
+    with pytest.raises(StoreUnavailable, match="empty"):
+        json_store.find_by_username("alice")
+    with pytest.raises(StoreUnavailable, match="empty"):
+        json_store.create_user("alice", HASH)
+    assert data_file.read_bytes() == b""
 
 
 CORRUPT_CONTENTS = {

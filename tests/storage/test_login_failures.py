@@ -86,15 +86,7 @@ def test_failures_are_shared_between_store_instances(store, target):
 
 
 def test_failures_recorded_by_several_processes_at_once_are_all_counted(store, target):
-    with SPAWN.Manager() as manager, SPAWN.Pool(3) as pool:
-        start = manager.Event()
-        pending = [
-            pool.apply_async(workers.record_failures, (target, "10.0.0.9|alice", 20, NOW + n, start))
-            for n in range(3)
-        ]
-        start.set()
-        for result in pending:
-            result.get(timeout=120)
+    workers.race(workers.record_failures, [(target, "10.0.0.9|alice", 20, NOW + n) for n in range(3)])
 
     assert store.login_failures("10.0.0.9|alice", NOW + 10, WINDOW) == (60, NOW)
 
@@ -168,3 +160,32 @@ def test_failures_per_key_are_capped_at_the_most_recent(tmp_path, monkeypatch):
         store.record_login_failure("10.0.0.1|alice", NOW + n, WINDOW)
 
     assert store.login_failures("10.0.0.1|alice", NOW + 5, WINDOW) == (3, NOW + 2)
+
+
+def test_concurrent_reservations_never_pass_the_limit(target):
+    """Eight processes reserve at once against a limit of 3: exactly 3 are recorded, in either store."""
+    with SPAWN.Pool(8) as pool:
+        outcomes = pool.starmap(workers.reserve_under_limit, [(target, "pair:10.0.0.1|alice", 3)] * 8)
+
+    assert sorted(outcomes) == [False] * 5 + [True] * 3
+
+
+def test_a_refused_reservation_records_nothing(store):
+    store.record_login_failure("user:alice", NOW, WINDOW)
+
+    recorded, counts = store.reserve_attempt(
+        ["user:alice", "addr:10.0.0.1"], NOW + 1, WINDOW, lambda c: False
+    )
+
+    assert (recorded, counts) == (False, [(1, NOW), (0, None)])
+    assert store.login_failures("addr:10.0.0.1", NOW + 2, WINDOW) == (0, None)
+
+
+def test_release_takes_back_one_attempt_of_each_key(store):
+    store.reserve_attempt(["user:alice", "addr:10.0.0.1"], NOW, WINDOW, lambda c: True)
+    store.reserve_attempt(["user:alice", "addr:10.0.0.1"], NOW + 1, WINDOW, lambda c: True)
+
+    store.release_attempt(["user:alice", "addr:10.0.0.1"], NOW + 1)
+
+    assert store.login_failures("user:alice", NOW + 2, WINDOW) == (1, NOW)
+    assert store.login_failures("addr:10.0.0.1", NOW + 2, WINDOW) == (1, NOW)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from harness import free_port
+from harness.postgres import PostgresServer
 from src import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +23,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     """No DATABASE_* variable and a working directory without .env."""
-    for name in ("DATABASE_URL", "DATABASE_TIMEOUT_SECONDS"):
+    for name in (
+        "DATABASE_URL",
+        "DATABASE_TIMEOUT_SECONDS",
+        "DATABASE_WAIT_SECONDS",
+        "DATABASE_PASSWORD_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -115,3 +124,136 @@ def test_several_migrations_at_once_all_succeed(postgres_url, tmp_path):
     ]
 
     assert [process.wait(timeout=60) for process in processes] == [0, 0, 0, 0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Waiting for a database that is still starting (the init container of a pod started with PostgreSQL)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_migrate_waits_for_a_database_that_starts_late(tmp_path):
+    server = PostgresServer(tempfile.mkdtemp(prefix="flask-api-pg-"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
+    environ.update(
+        DATABASE_URL=server.url,
+        DATABASE_WAIT_SECONDS="60",
+        DATABASE_TIMEOUT_SECONDS="1",
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "src.migrate"],
+            cwd=tmp_path,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            try:
+                first = process.stderr.readline()
+                assert first.startswith("migrate: waiting for the database"), first
+                server.start()
+                assert process.wait(timeout=60) == 0
+                assert "schema is up to date" in process.stdout.read()
+            finally:
+                if process.poll() is None:
+                    process.kill()
+    finally:
+        server.destroy()
+
+
+def test_migrate_gives_up_once_the_wait_is_over(clean_env, capsys):
+    waited = []
+    environ = {
+        "DATABASE_URL": f"postgresql://app@127.0.0.1:{free_port()}/app",
+        "DATABASE_WAIT_SECONDS": "4",
+        "DATABASE_TIMEOUT_SECONDS": "1",
+    }
+
+    code, line = migrate.migrate(environ, sleep=waited.append)
+
+    assert code == 1
+    assert line.startswith("migrate: database unavailable: ")
+    # Back-off 1 s, 2 s, then what is left of the 4 s (the failed attempts themselves take time too).
+    assert waited[:2] == [1.0, 2.0]
+    assert capsys.readouterr().err.count("migrate: waiting for the database") == len(waited)
+
+
+def test_migrate_refuses_a_negative_wait(clean_env):
+    environ = {"DATABASE_URL": "postgresql://app@127.0.0.1/app", "DATABASE_WAIT_SECONDS": "-1"}
+
+    assert migrate.migrate(environ) == (2, "migrate: DATABASE_WAIT_SECONDS must be a number >= 0, got '-1'")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The application's own role: rows of its two tables, nothing else
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_role(postgres_url, tmp_path):
+    role = f"app_{uuid.uuid4().hex[:12]}"
+    app_url = postgres_url.replace("postgres@", f"{role}@", 1)
+    password_file = tmp_path / "password"
+    password_file.write_text("first password\n")
+    yield role, app_url, password_file
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_migrate_creates_the_app_role_with_row_access_only(postgres_url, app_role, clean_env):
+    role, app_url, password_file = app_role
+    environ = {
+        "DATABASE_URL": postgres_url,
+        "DATABASE_APP_URL": app_url,
+        "DATABASE_APP_PASSWORD_FILE": str(password_file),
+    }
+
+    code, line = migrate.migrate(environ)
+
+    assert (code, line) == (
+        0,
+        f"migrate: schema is up to date (tables users, login_failures, role {role} may read and write them)",
+    )
+    with psycopg.connect(app_url, autocommit=True) as conn:
+        assert conn.execute(
+            "INSERT INTO users (username, password_hash) VALUES ('a', 'h') RETURNING id"
+        ).fetchone() == (1,)
+        assert conn.execute("DELETE FROM users WHERE username = 'a'").rowcount == 1
+        for statement in ("CREATE TABLE other (id int)", "TRUNCATE users", "DROP TABLE login_failures"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s", (role,)
+        )
+        assert row.fetchone() == (False, False, False)
+
+
+def test_migrate_leaves_the_password_of_an_existing_app_role_alone(postgres_url, app_role, clean_env):
+    role, app_url, password_file = app_role
+    environ = {
+        "DATABASE_URL": postgres_url,
+        "DATABASE_APP_URL": app_url,
+        "DATABASE_APP_PASSWORD_FILE": str(password_file),
+    }
+    assert migrate.migrate(environ)[0] == 0
+    with psycopg.connect(postgres_url) as conn:
+        before = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()
+    password_file.write_text("second password\n")
+
+    assert migrate.migrate(environ)[0] == 0
+
+    with psycopg.connect(postgres_url) as conn:
+        after = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()
+    assert after == before
+
+
+def test_migrate_wants_the_app_url_and_password_file_together(clean_env):
+    environ = {"DATABASE_URL": "postgresql://app@127.0.0.1/app", "DATABASE_APP_URL": "postgresql://x@h/app"}
+
+    assert migrate.migrate(environ) == (
+        2,
+        "migrate: DATABASE_APP_URL and DATABASE_APP_PASSWORD_FILE go together",
+    )

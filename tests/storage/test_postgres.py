@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -32,7 +31,6 @@ from src.storage.postgres import LISTENER_APPLICATION_NAME, SCHEMA_SQL, create_s
 from . import workers
 
 HASH = workers.HASH
-SPAWN = multiprocessing.get_context("spawn")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,7 +43,7 @@ def tables(url: str) -> set[str]:
 def test_construction_creates_the_schema(postgres_url):
     PostgresStore(postgres_url).close()
 
-    assert tables(postgres_url) == {"users", "login_failures"}
+    assert tables(postgres_url) == {"users", "login_failures", "store_identity"}
 
 
 def test_create_user_returns_user_found_by_name_and_by_id(pg_store):
@@ -144,39 +142,28 @@ def test_check_ready_passes_when_the_database_answers(pg_store):
 
 
 def test_several_processes_creating_the_schema_at_once_all_succeed(postgres_url):
-    with SPAWN.Manager() as manager, SPAWN.Pool(6) as pool:
-        start = manager.Event()
-        pending = [pool.apply_async(workers.create_schema_at_once, (postgres_url, start)) for _ in range(6)]
-        start.set()
-        assert [result.get(timeout=120) for result in pending] == [True] * 6
+    assert workers.race(workers.create_schema_at_once, [(postgres_url,)] * 6) == [True] * 6
 
-    assert tables(postgres_url) == {"users", "login_failures"}
+    assert tables(postgres_url) == {"users", "login_failures", "store_identity"}
 
 
 def test_several_processes_registering_at_once_get_unique_ids(postgres_url, pg_store):
-    with SPAWN.Manager() as manager, SPAWN.Pool(4) as pool:
-        start = manager.Event()
-        pending = [
-            pool.apply_async(workers.register_many, (postgres_url, f"p{n}", 25, start)) for n in range(4)
-        ]
-        start.set()
-        created = [pair for result in pending for pair in result.get(timeout=120)]
+    created = [
+        pair
+        for pairs in workers.race(workers.register_many, [(postgres_url, f"p{n}", 25) for n in range(4)])
+        for pair in pairs
+    ]
 
-    assert len({uid for _, uid in created}) == 100
-    assert all(pg_store.find_by_username(name).id == uid for name, uid in created)
+    assert sorted(uid for _, uid in created) == list(range(1, 101))
+    assert [pg_store.find_by_username(name).id for name, _ in created] == [uid for _, uid in created]
 
 
 def test_one_name_registered_by_several_processes_at_once_succeeds_exactly_once(postgres_url, pg_store):
-    with SPAWN.Manager() as manager, SPAWN.Pool(6) as pool:
-        start = manager.Event()
-        pending = [
-            pool.apply_async(workers.register_once, (postgres_url, "contested", start)) for _ in range(6)
-        ]
-        start.set()
-        results = [result.get(timeout=120) for result in pending]
+    results = workers.race(workers.register_once, [(postgres_url, "contested")] * 6)
 
-    assert len([r for r in results if r is not None]) == 1
-    assert pg_store.find_by_username("contested") is not None
+    (winner,) = [r for r in results if r is not None]  # exactly one
+    assert results.count(None) == 5
+    assert pg_store.find_by_username("contested").id == winner
 
 
 def test_database_error_other_than_a_lost_connection_raises_store_unavailable(pg_store, postgres_url):
@@ -278,7 +265,7 @@ def test_schema_is_created_on_first_use_when_the_database_was_down_at_constructi
     own_server.start()
 
     assert store.create_user("alice", HASH).id == 1
-    assert tables(url) == {"users", "login_failures"}
+    assert tables(url) == {"users", "login_failures", "store_identity"}
     store.close()
 
 
@@ -341,6 +328,7 @@ def test_store_from_settings_picks_postgres_when_a_database_url_is_set(postgres_
         database_pool_min=1,
         database_pool_max=3,
         database_timeout_seconds=4,
+        database_password_file=None,
     )
 
     store = store_from_settings(settings)

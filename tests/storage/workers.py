@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import multiprocessing.connection
 import multiprocessing.queues
 import multiprocessing.synchronize
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -12,6 +14,7 @@ import psycopg
 from src.storage import JsonFileStore, PostgresStore, UsernameTaken, UserStore
 from src.storage.postgres import create_schema
 
+SPAWN = multiprocessing.get_context("spawn")
 HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
 
 
@@ -23,6 +26,35 @@ def report(
         results.put((index, work(*args)))
     except BaseException as error:  # noqa: BLE001 - handed to the test, which fails with it
         results.put((index, RuntimeError(f"child {index}: {error!r}")))
+
+
+def race(work: Callable[..., object], argument_lists: list[tuple]) -> list:
+    """Run ``work(*arguments, barrier)`` in one spawned process per argument list, all released together.
+
+    Every process opens its store and then waits at the barrier: they start their writes at the same
+    moment, so that a missing lock loses writes on every run, not only when the scheduler happens to
+    interleave them. Returns the results in the order of ``argument_lists``.
+    """
+    barrier = SPAWN.Barrier(len(argument_lists))
+    results = SPAWN.Queue()
+    processes = [
+        SPAWN.Process(target=report, args=(results, index, work, *arguments, barrier))
+        for index, arguments in enumerate(argument_lists)
+    ]
+    for process in processes:
+        process.start()
+    reported = {}
+    for _ in processes:
+        index, result = results.get(timeout=180)
+        reported[index] = result
+        if isinstance(result, RuntimeError):
+            barrier.abort()  # the others stop waiting for the failed one and report at once
+    errors = [result for result in reported.values() if isinstance(result, RuntimeError)]
+    assert not errors, errors
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    return [reported[index] for index in range(len(argument_lists))]
 
 
 def open_store(target: str) -> UserStore:
@@ -118,3 +150,12 @@ def rename_unannounced(url: str, user_id: int, username: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute("UPDATE users SET username = %s WHERE id = %s", (username, user_id))
+
+
+def reserve_under_limit(target: str, key: str, limit: int) -> bool:
+    """Reserve one attempt of ``key`` unless it has ``limit`` already; whether this process recorded one."""
+    with open_store(target) as store:
+        recorded, _counts = store.reserve_attempt(
+            [key], time.time(), 300.0, lambda counts: counts[0][0] < limit
+        )
+    return recorded

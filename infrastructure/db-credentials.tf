@@ -1,0 +1,162 @@
+################################################################################
+# Database credentials of the application: its own role, rotated, synced into
+# the cluster by External Secrets Operator through EKS Pod Identity
+################################################################################
+
+# The application logs in as var.db_app_username, a role the migration
+# creates with row access to its two tables only. Its credentials are a
+# Secrets Manager secret in the format of the AWS rotation functions; the
+# first password is generated here as an ephemeral value and written with a
+# write-only argument, so it never lands in the plan or the state. Secrets
+# Manager then rotates it every var.db_app_password_rotation_days days with
+# the AWS-published single-user rotation function for RDS PostgreSQL.
+resource "aws_secretsmanager_secret" "db_app" {
+  #checkov:skip=CKV2_AWS_57:Rotation is configured below (aws_secretsmanager_secret_rotation.db_app), which the check does not follow through the application stack.
+  name_prefix             = "${local.name}-db-app-"
+  description             = "${local.name}: credentials of the application's database role (${var.db_app_username})"
+  kms_key_id              = aws_kms_key.rds.arn
+  recovery_window_in_days = 7
+}
+
+ephemeral "aws_secretsmanager_random_password" "db_app" {
+  password_length     = 40
+  exclude_punctuation = true
+}
+
+resource "aws_secretsmanager_secret_version" "db_app" {
+  secret_id = aws_secretsmanager_secret.db_app.id
+  secret_string_wo = jsonencode({
+    engine   = "postgres"
+    host     = module.db.db_instance_address
+    port     = module.db.db_instance_port
+    dbname   = var.db_name
+    username = var.db_app_username
+    password = ephemeral.aws_secretsmanager_random_password.db_app.random_password
+  })
+  # Bump to write a new first value; rotation replaces it anyway.
+  secret_string_wo_version = 1
+
+  # Rotation writes the next versions; this resource only seeds the first.
+  lifecycle {
+    ignore_changes = [secret_string_wo_version]
+  }
+}
+
+# The rotation function runs in the private subnets: it reaches PostgreSQL on
+# 5432 and the Secrets Manager API on 443 (through the NAT gateway).
+resource "aws_security_group" "db_rotation" {
+  #checkov:skip=CKV2_AWS_5:Attached to the rotation function that the application stack below creates, which the scanner does not read.
+  name_prefix = "${local.name}-db-rotation-"
+  description = "Secrets Manager rotation function of ${local.name}: PostgreSQL and the Secrets Manager API only"
+  vpc_id      = module.vpc.vpc_id
+
+  tags = merge(local.tags, { Name = "${local.name}-db-rotation" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_egress_rule" "db_rotation_to_db" {
+  security_group_id            = aws_security_group.db_rotation.id
+  description                  = "PostgreSQL of ${local.name}"
+  referenced_security_group_id = aws_security_group.db.id
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+}
+
+#trivy:ignore:AVD-AWS-0104 The Secrets Manager API is a public regional endpoint reached through the NAT gateway; HTTPS only.
+resource "aws_vpc_security_group_egress_rule" "db_rotation_to_secrets_manager" {
+  security_group_id = aws_security_group.db_rotation.id
+  description       = "HTTPS to the Secrets Manager API (regional endpoint, through the NAT gateway)"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_vpc_security_group_ingress_rule" "db_from_rotation" {
+  security_group_id            = aws_security_group.db.id
+  description                  = "PostgreSQL from the Secrets Manager rotation function"
+  referenced_security_group_id = aws_security_group.db_rotation.id
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+}
+
+data "aws_serverlessapplicationrepository_application" "db_rotation" {
+  application_id = "arn:${local.partition}:serverlessrepo:us-east-1:297356227824:applications/SecretsManagerRDSPostgreSQLRotationSingleUser"
+}
+
+resource "aws_serverlessapplicationrepository_cloudformation_stack" "db_rotation" {
+  name             = "${local.name}-db-app-rotation"
+  application_id   = data.aws_serverlessapplicationrepository_application.db_rotation.application_id
+  semantic_version = data.aws_serverlessapplicationrepository_application.db_rotation.semantic_version
+  capabilities     = data.aws_serverlessapplicationrepository_application.db_rotation.required_capabilities
+
+  parameters = {
+    functionName        = "${local.name}-db-app-rotation"
+    endpoint            = "https://secretsmanager.${var.region}.${data.aws_partition.current.dns_suffix}"
+    kmsKeyArn           = aws_kms_key.rds.arn
+    vpcSubnetIds        = join(",", module.vpc.private_subnets)
+    vpcSecurityGroupIds = aws_security_group.db_rotation.id
+  }
+
+  tags = local.tags
+}
+
+resource "aws_secretsmanager_secret_rotation" "db_app" {
+  secret_id           = aws_secretsmanager_secret.db_app.id
+  rotation_lambda_arn = aws_serverlessapplicationrepository_cloudformation_stack.db_rotation.outputs["RotationLambdaARN"]
+  # The role exists once the first pod's migration ran: the first rotation waits for the schedule.
+  rotate_immediately = false
+
+  rotation_rules {
+    automatically_after_days = var.db_app_password_rotation_days
+  }
+
+  depends_on = [aws_secretsmanager_secret_version.db_app]
+}
+
+# External Secrets Operator (installed with Helm, readme) reads the two
+# secrets and nothing else: the application's, and the master user's that RDS
+# manages and rotates (for the migration only).
+module "external_secrets_pod_identity" {
+  #checkov:skip=CKV_TF_1:Registry modules are pinned to an exact version; the registry protocol has no commit hash to pin.
+  source  = "terraform-aws-modules/eks-pod-identity/aws"
+  version = "2.9.0"
+
+  # With an existing role (var.external_secrets_iam_role_arn) the module creates nothing: that role is bound to
+  # the service account by the association below instead.
+  create = var.external_secrets_iam_role_arn == null
+
+  name = "${local.name}-eso"
+
+  attach_external_secrets_policy        = true
+  external_secrets_secrets_manager_arns = [aws_secretsmanager_secret.db_app.arn, module.db.db_instance_master_user_secret_arn]
+  external_secrets_kms_key_arns         = [aws_kms_key.rds.arn]
+  external_secrets_ssm_parameter_arns   = []
+  external_secrets_create_permission    = false
+
+  associations = {
+    this = {
+      cluster_name    = module.eks.cluster_name
+      namespace       = "external-secrets"
+      service_account = "external-secrets"
+    }
+  }
+
+  tags = local.tags
+}
+
+resource "aws_eks_pod_identity_association" "external_secrets_existing_role" {
+  count = var.external_secrets_iam_role_arn == null ? 0 : 1
+
+  cluster_name    = module.eks.cluster_name
+  namespace       = "external-secrets"
+  service_account = "external-secrets"
+  role_arn        = var.external_secrets_iam_role_arn
+
+  tags = local.tags
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Pin the image the EKS overlay deploys to one the CI workflow pushed, by digest:
+#   kube_config/scripts/pin-image-eks.sh ghcr.io/<owner>/flask-api@sha256:<digest>
+# The push job prints that reference (and this command) in its summary once the image is signed. A tag is
+# refused: only the digest names the bytes that were scanned. Writes kube_config/overlays/eks/release.env.
+set -euo pipefail
+
+reference="${1:-}"
+if [[ ! "$reference" =~ ^ghcr\.io/[a-z0-9][a-z0-9-]*/flask-api@sha256:[0-9a-f]{64}$ ]]; then
+  echo "usage: $0 ghcr.io/<owner>/flask-api@sha256:<64 hex digits> (a digest, not a tag)" >&2
+  exit 2
+fi
+release_env="${RELEASE_ENV:-$(cd "$(dirname "$0")/../overlays/eks" && pwd)/release.env}"
+printf 'IMAGE=%s\n' "$reference" >"$release_env"
+echo "EKS overlay pinned to $reference ($release_env)."

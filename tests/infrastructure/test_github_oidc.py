@@ -1,0 +1,124 @@
+"""The roles GitHub Actions assumes (infrastructure/bootstrap/github-actions.tf), read from the parsed HCL.
+
+Each trust policy admits one kind of job of one repository, for AWS STS only: pull requests for the plan
+role, the protected environment for the apply role. Anything wider (a wildcard, another repository, a
+branch that anybody can push to) fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.infrastructure.test_invariants import BOOTSTRAP, _labelled, _load_folder, _resource, _resources
+
+HOST = "token.actions.githubusercontent.com"
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> dict[str, list[Any]]:
+    return _load_folder(BOOTSTRAP)
+
+
+def policy_documents(config: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: body for kind, name, body in _resources(config, "data") if kind == "aws_iam_policy_document"
+    }
+
+
+def locals_of(config: dict[str, list[Any]]) -> dict[str, Any]:
+    return {name: value for block in config["locals"] for name, value in block.items()}
+
+
+def test_each_role_trusts_one_kind_of_job_of_this_repository_for_sts_only(bootstrap):
+    trust = policy_documents(bootstrap)["github_trust"]
+    assert trust["for_each"] == "${local.github_subjects}"
+    (statement,) = trust["statement"]
+    assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+    assert statement.get("effect", "Allow") == "Allow"
+    assert statement["principals"] == [
+        {"type": "Federated", "identifiers": ["${local.github_oidc_provider_arn}"]}
+    ]
+    conditions = {
+        c["variable"].replace("${local.github_oidc_host}", HOST): (c["test"], c["values"])
+        for c in statement["condition"]
+    }
+    assert conditions == {
+        f"{HOST}:aud": ("StringEquals", ["sts.amazonaws.com"]),
+        f"{HOST}:sub": ("StringEquals", ["${each.value}"]),
+    }
+    assert locals_of(bootstrap)["github_subjects"] == {
+        "plan": "repo:${var.github_repository}:pull_request",
+        "apply": "repo:${var.github_repository}:environment:${var.github_environment}",
+    }
+
+
+def test_the_roles_use_those_trust_policies(bootstrap):
+    plan = _resource(bootstrap, "aws_iam_role", "github_plan")
+    apply = _resource(bootstrap, "aws_iam_role", "github_apply")
+    assert plan["assume_role_policy"] == '${data.aws_iam_policy_document.github_trust["plan"].json}'
+    assert apply["assume_role_policy"] == '${data.aws_iam_policy_document.github_trust["apply"].json}'
+
+
+def test_the_provider_is_github_for_sts(bootstrap):
+    provider = _resource(bootstrap, "aws_iam_openid_connect_provider", "github")
+    assert provider["url"] == "https://${local.github_oidc_host}"
+    assert provider["client_id_list"] == ["sts.amazonaws.com"]
+    assert locals_of(bootstrap)["github_oidc_host"] == HOST
+
+
+def test_the_repository_has_no_default_and_must_be_owner_slash_name(bootstrap):
+    variable = _labelled(bootstrap, "variable")["github_repository"]
+    assert "default" not in variable
+    (rule,) = variable["validation"]
+    pattern = re.search(r'regex\("(.+)", var\.github_repository\)', rule["condition"]).group(1)
+    assert re.search(pattern, "octo-org/flask-api")
+    for wider in ("*", "octo-org/*", "octo-org", "octo-org/flask-api:*", "octo-org/flask-api/x"):
+        assert not re.search(pattern, wider), wider
+
+
+def test_the_environment_is_production_by_default_and_cannot_be_a_wildcard(bootstrap):
+    variable = _labelled(bootstrap, "variable")["github_environment"]
+    assert variable["default"] == "production"
+    (pattern,) = [
+        match.group(1)
+        for rule in variable["validation"]
+        if (match := re.search(r'regex\("(.+)", var\.github_environment\)', rule["condition"]))
+    ]
+    assert re.search(pattern, "production")
+    assert not re.search(pattern, "*")
+    assert not re.search(pattern, "prod*")
+
+
+def test_the_plan_role_reads_and_only_the_apply_role_writes_the_state(bootstrap):
+    state = policy_documents(bootstrap)["github_state"]
+    assert state["for_each"] == '${toset(["plan", "apply"])}'
+    writes = [
+        s
+        for s in state["statement"]
+        if "s3:PutObject" in s["actions"]
+        and s["resources"] != ["${aws_s3_bucket.state.arn}/${local.state_key}.tflock"]
+    ]
+    assert writes == []
+    (dynamic,) = state["dynamic"]
+    write = dynamic["statement"]
+    assert write["for_each"] == '${each.key == "apply" ? [1] : []}'
+    assert write["content"][0]["actions"] == ["s3:PutObject"]
+    read_only = _resource(bootstrap, "aws_iam_role_policy_attachment", "github_plan_read_only")
+    assert read_only["policy_arn"].endswith(":iam::aws:policy/ReadOnlyAccess")
+
+
+def test_the_apply_role_policies_have_no_default(bootstrap):
+    assert "default" not in _labelled(bootstrap, "variable")["github_apply_policy_arns"]
+
+
+def test_the_roles_are_granted_the_state_of_the_environment_they_provision(bootstrap):
+    backend_config = str(_labelled(bootstrap, "output")["backend_config"]["value"])
+    assert 'key        = "${var.name}/${environment}/terraform.tfstate"' in backend_config
+    assert locals_of(bootstrap)["state_key"] == "${var.name}/${var.github_environment}/terraform.tfstate"
+    conditions = [
+        rule["condition"] for rule in _labelled(bootstrap, "variable")["github_environment"]["validation"]
+    ]
+    assert "${contains(var.environments, var.github_environment)}" in conditions

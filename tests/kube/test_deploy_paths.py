@@ -1,0 +1,262 @@
+"""What a real cluster, an AWS account and a first workflow run depend on, checked on the rendered overlays.
+
+Rendering uses the real ``kubectl kustomize`` (as .ci/check-kube.sh and the workflow do). The secret script
+runs against tests/kube/fake_kubectl.py, a stand-in for a cluster's API, which cannot run here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import in_ci
+
+from .conftest import run_k3d_script, secrets_in
+from .manifests import KUBE_CONFIG, OVERLAYS, find, one, pod_spec
+
+DIGEST_REFERENCE = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/flask-api@sha256:[0-9a-f]{64}$")
+
+
+def render(kube_config: Path, overlay: str) -> list[dict]:
+    """``kubectl kustomize`` of one overlay of a kube_config folder, as objects."""
+    if shutil.which("kubectl") is None:
+        message = "kubectl not found: the overlays cannot be rendered"
+        if in_ci():
+            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+        pytest.skip(message)
+    result = subprocess.run(
+        [
+            "kubectl",
+            "kustomize",
+            "--load-restrictor",
+            "LoadRestrictionsNone",
+            str(kube_config / "overlays" / overlay),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    import yaml
+
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=["k3d", "eks"])
+def rendered(request) -> tuple[str, list[dict]]:
+    return request.param, render(KUBE_CONFIG, request.param)
+
+
+@pytest.fixture(scope="module")
+def eks() -> list[dict]:
+    return render(KUBE_CONFIG, "eks")
+
+
+@pytest.fixture
+def kube_config_copy(tmp_path) -> Path:
+    """A copy of kube_config/ whose overlay files a test may rewrite."""
+    copy = tmp_path / "kube_config"
+    shutil.copytree(KUBE_CONFIG, copy)
+    return copy
+
+
+def images(deployment: dict) -> set[str]:
+    spec = pod_spec(deployment)
+    return {c["image"] for c in [*spec.get("initContainers", []), *spec["containers"]]}
+
+
+# --- 1. EKS pulls an image the workflow pushed, by digest, from a possibly private registry ---------------
+
+
+def test_eks_deploys_a_flask_api_image_from_ghcr_pinned_by_digest(eks):
+    for reference in images(one(eks, "Deployment", "flask-api")):
+        assert DIGEST_REFERENCE.match(reference), reference
+
+
+def test_eks_pods_pull_with_the_ghcr_pull_secret(eks):
+    account = one(eks, "ServiceAccount", "flask-api")
+    assert account["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    assert pod_spec(one(eks, "Deployment", "flask-api"))["serviceAccountName"] == "flask-api"
+
+
+def test_pin_script_puts_the_pushed_digest_into_the_rendered_eks_overlay(kube_config_copy):
+    pushed = "ghcr.io/acme-corp/flask-api@sha256:" + "ab" * 32
+    result = subprocess.run(
+        [str(kube_config_copy / "scripts" / "pin-image-eks.sh"), pushed],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert images(one(render(kube_config_copy, "eks"), "Deployment", "flask-api")) == {pushed}
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "ghcr.io/acme-corp/flask-api:1.0.0",
+        "ghcr.io/acme-corp/flask-api@sha256:abc",
+        "docker.io/x/flask-api@sha256:" + "0" * 64,
+    ],
+)
+def test_pin_script_refuses_anything_but_a_ghcr_digest(kube_config_copy, reference):
+    release = kube_config_copy / "overlays" / "eks" / "release.env"
+    before = release.read_text()
+    result = subprocess.run(
+        [str(kube_config_copy / "scripts" / "pin-image-eks.sh"), reference],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert release.read_text() == before
+
+
+# --- 2. Database credentials follow rotation: files from synced Secrets, the app's own role --------------
+
+
+def test_the_app_reads_its_own_role_password_from_a_secret_volume_that_follows_the_secret(rendered):
+    _, objects = rendered
+    spec = pod_spec(one(objects, "Deployment", "flask-api"))
+    (app,) = spec["containers"]
+    env = {e["name"]: e for e in app["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "flask-api-db", "key": "url"}
+    assert env["DATABASE_PASSWORD_FILE"]["value"] == "/run/secrets/database/password"
+    (mount,) = [m for m in app["volumeMounts"] if m["name"] == "database"]
+    assert mount["mountPath"] == "/run/secrets/database"
+    assert "subPath" not in mount, "a subPath mount never sees a changed Secret"
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "database"]
+    assert volume["secret"]["secretName"] == "flask-api-db"
+    assert "flask-api-db-admin" not in json.dumps(app), "only the migration holds the owner's credentials"
+
+
+def test_eks_secrets_come_from_secrets_manager_refreshed_every_minute(eks):
+    store = one(eks, "SecretStore", "aws-secrets-manager")
+    assert store["spec"]["provider"]["aws"]["service"] == "SecretsManager"
+    assert "auth" not in store["spec"]["provider"]["aws"], "Pod Identity of the controller, no static key"
+    for name in ("flask-api-db", "flask-api-db-admin"):
+        external = one(eks, "ExternalSecret", name)
+        assert external["spec"]["refreshInterval"] == "1m"
+        assert external["spec"]["target"]["name"] == name
+        keys = {ref["remoteRef"]["key"] for ref in external["spec"]["data"]}
+        assert all(key.startswith("arn:aws:secretsmanager:") for key in keys), keys
+
+
+# --- 3. HTTPS on the ALB, HTTP only redirects --------------------------------------------------------------
+
+
+def test_eks_alb_listens_on_https_with_a_certificate_and_redirects_http(eks):
+    annotations = one(eks, "Ingress", "flask-api")["metadata"]["annotations"]
+    assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}, {"HTTPS": 443}]
+    assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
+    assert re.fullmatch(
+        r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+",
+        annotations["alb.ingress.kubernetes.io/certificate-arn"],
+    )
+    assert annotations["alb.ingress.kubernetes.io/ssl-policy"].startswith("ELBSecurityPolicy-TLS13")
+
+
+# --- 4. The autoscaler owns the pod count -------------------------------------------------------------------
+
+
+def test_no_rendered_deployment_carries_replicas_where_an_autoscaler_owns_the_count(rendered):
+    overlay, objects = rendered
+    for autoscaler in find(objects, "HorizontalPodAutoscaler"):
+        target = autoscaler["spec"]["scaleTargetRef"]
+        deployment = one(objects, target["kind"], target["name"])
+        assert "replicas" not in deployment["spec"], f"{overlay}: an apply would reset the autoscaler's count"
+
+
+# --- 7. The EKS NetworkPolicy follows the real subnets ------------------------------------------------------
+
+
+def test_eks_policy_cidrs_follow_infrastructure_env_for_another_vpc_cidr(kube_config_copy):
+    settings = (kube_config_copy / "overlays" / "eks" / "infrastructure.env").read_text()
+    for number in range(1, 4):
+        settings = re.sub(
+            rf"PUBLIC_SUBNET_CIDR_{number}=.*",
+            f"PUBLIC_SUBNET_CIDR_{number}=172.20.{47 + number}.0/24",
+            settings,
+        )
+        settings = re.sub(
+            rf"DATABASE_SUBNET_CIDR_{number}=.*",
+            f"DATABASE_SUBNET_CIDR_{number}=172.20.{51 + number}.0/24",
+            settings,
+        )
+    (kube_config_copy / "overlays" / "eks" / "infrastructure.env").write_text(settings)
+
+    policy = one(render(kube_config_copy, "eks"), "NetworkPolicy", "flask-api")["spec"]
+
+    alb = [peer["ipBlock"]["cidr"] for peer in policy["ingress"][0]["from"]]
+    database = [peer["ipBlock"]["cidr"] for peer in policy["egress"][1]["to"]]
+    assert alb == ["172.20.48.0/24", "172.20.49.0/24", "172.20.50.0/24"]
+    assert database == ["172.20.52.0/24", "172.20.53.0/24", "172.20.54.0/24"]
+
+
+def test_the_eks_policy_patch_holds_no_literal_range():
+    text = (OVERLAYS / "eks" / "networkpolicy.yaml").read_text()
+    assert not re.search(r"cidr:\s*\d", text)
+
+
+# --- 11. The migration waits for PostgreSQL instead of crash-looping ----------------------------------------
+
+
+def test_the_migration_init_container_waits_a_bounded_time_for_the_database(rendered):
+    _, objects = rendered
+    (migrate,) = pod_spec(one(objects, "Deployment", "flask-api"))["initContainers"]
+    wait = {e["name"]: e.get("value") for e in migrate["env"]}["DATABASE_WAIT_SECONDS"]
+    assert 60 <= int(wait) <= 600
+
+
+# --- 12. The k3d secret script completes any partial set ----------------------------------------------------
+
+
+def test_k3d_script_creates_the_four_secrets_with_matching_passwords(k3d_secrets):
+    assert sorted(k3d_secrets) == [
+        "flask-api-db",
+        "flask-api-db-admin",
+        "flask-api-postgres",
+        "flask-api-secrets",
+    ]
+    assert (
+        k3d_secrets["flask-api-db-admin"]["password"]
+        == k3d_secrets["flask-api-postgres"]["POSTGRES_PASSWORD"]
+    )
+    assert (
+        k3d_secrets["flask-api-db-admin"]["url"] == "postgresql://flask_api@flask-api-postgres:5432/flask_api"
+    )
+    assert (
+        k3d_secrets["flask-api-db"]["url"] == "postgresql://flask_api_app@flask-api-postgres:5432/flask_api"
+    )
+    assert k3d_secrets["flask-api-db"]["password"] != k3d_secrets["flask-api-db-admin"]["password"]
+    assert len(k3d_secrets["flask-api-secrets"]["SECRET_KEY"]) == 64
+
+
+def test_k3d_script_run_twice_keeps_every_value(tmp_path):
+    assert run_k3d_script(tmp_path).returncode == 0
+    first = secrets_in(tmp_path)
+    second_run = run_k3d_script(tmp_path)
+    assert second_run.returncode == 0, second_run.stderr
+    assert secrets_in(tmp_path) == first
+
+
+@pytest.mark.parametrize("kept", ["flask-api-secrets", "flask-api-postgres", "flask-api-db"])
+def test_k3d_script_completes_a_partial_set_and_keeps_what_exists(tmp_path, kept):
+    assert run_k3d_script(tmp_path).returncode == 0
+    complete = secrets_in(tmp_path)
+    for path in (tmp_path / "cluster" / "flask-api").glob("*.json"):
+        if path.stem != kept:
+            path.unlink()
+
+    result = run_k3d_script(tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    after = secrets_in(tmp_path)
+    assert sorted(after) == sorted(complete)
+    assert after[kept] == complete[kept]
+    assert after["flask-api-db-admin"]["password"] == after["flask-api-postgres"]["POSTGRES_PASSWORD"]
