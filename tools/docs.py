@@ -539,9 +539,9 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
     "image": ("image.json", "make check-image", image_table),
     "mutants": ("mutants.json", "make mutants", mutants_table),
     "bench": ("bench.md", "make bench", None),
-    "bench-gthread": (
-        "bench-gthread.md",
-        "python bench/run.py --worker-class gthread --output bench/results/gthread.json",
+    "bench-sync": (
+        "bench-sync.md",
+        "python bench/run.py --worker-class sync --output bench/results/sync.json",
         None,
     ),
     "attacks": ("attacks.json", "make drills", attacks_table),
@@ -676,8 +676,8 @@ def collect(root: Path = REPO) -> list[str]:
     for source, target in (
         ("results.md", "bench.md"),
         ("results.json", "bench.json"),
-        ("gthread.md", "bench-gthread.md"),
-        ("gthread.json", "bench-gthread.json"),
+        ("sync.md", "bench-sync.md"),
+        ("sync.json", "bench-sync.json"),
     ):
         if (root / "bench" / "results" / source).is_file():
             write(target, (root / "bench" / "results" / source).read_text(encoding="utf-8"))
