@@ -120,9 +120,11 @@ check-image: $(SCANNERS_STAMP) ## Build the image on a local stand-in base and r
 bench: $(DEV_STAMP) ## Benchmark against two reference apps (wrk, JSON and PostgreSQL, 10 and 100k users)
 	$(BIN)/python bench/run.py
 
-diagram: ## Render Illustrations/architecture.{png,svg} from its Graphviz source (needs dot: graphviz)
-	dot -Tpng -Gdpi=110 Illustrations/architecture.dot -o Illustrations/architecture.png
-	dot -Tsvg Illustrations/architecture.dot -o Illustrations/architecture.svg
+diagram: ## Render Illustrations/{architecture,gitops}.{png,svg} from their Graphviz sources (needs dot: graphviz)
+	for name in architecture gitops; do \
+		dot -Tpng -Gdpi=110 Illustrations/$$name.dot -o Illustrations/$$name.png && \
+		dot -Tsvg Illustrations/$$name.dot -o Illustrations/$$name.svg || exit 1; \
+	done
 
 ci: ## Everything CI runs (as root, like CI: CI=true bash .ci/run)
 	CI=true bash .ci/run

@@ -21,8 +21,9 @@ trap 'rm -rf "$work"' EXIT
 step() { printf '\n== %s\n' "$*"; }
 
 # kubernetes-validate only warns on a kind it has no schema for (a misspelled kind passes): every warning
-# fails here, except the Prometheus Operator kinds, the Traefik and k3s kinds of the k3d overlay and the
-# External Secrets kinds of the EKS overlay, whose fields tests/kube checks instead.
+# fails here, except the custom resources whose fields tests/kube and tests/gitops check instead: the
+# Prometheus Operator's, the Traefik and k3s kinds of the k3d overlay, the External Secrets kinds of the EKS
+# overlay, CloudNativePG's Cluster, Argo CD's Application and AppProject.
 validate() {
   local label="$1"
   shift
@@ -39,7 +40,9 @@ validate() {
     -e 'kind (ExternalSecret|SecretStore) with api version external-secrets\.io/v1 ' \
     -e 'kind Password with api version generators\.external-secrets\.io/v1alpha1 ' \
     -e 'kind Middleware with api version traefik\.io/v1alpha1 ' \
-    -e 'kind HelmChartConfig with api version helm\.cattle\.io/v1 ' || true)"
+    -e 'kind HelmChartConfig with api version helm\.cattle\.io/v1 ' \
+    -e 'kind Cluster with api version postgresql\.cnpg\.io/v1 ' \
+    -e 'kind (Application|AppProject) with api version argoproj\.io/v1alpha1 ' || true)"
   if [ -n "$unexpected" ]; then
     printf '%s\n' "$unexpected"
     echo "check-kube: schema validation warned: $label" >&2
@@ -53,7 +56,8 @@ scan() {
   local label="$1" dir="$2" out passed failed
   out="$work/checkov-$(echo "$label" | tr -c 'a-zA-Z0-9' '_').txt"
   if ! "$SCANNERS_BIN/checkov" --skip-download --quiet --compact --framework kubernetes -d "$dir" \
-    --skip-path overlays --skip-path monitoring >"$out" 2>&1; then
+    --skip-path overlays --skip-path monitoring --skip-path components --skip-path argocd --skip-path platform \
+    --skip-path logging >"$out" 2>&1; then
     cat "$out"
     echo "check-kube: checkov failed: $label" >&2
     return 1
@@ -68,8 +72,11 @@ scan() {
   echo "checkov $label: $(grep '^Passed checks' "$out")"
 }
 
+OVERLAYS=(k3d eks dev staging prod selfhosted)
+ARGOCD_ENVS=(dev staging prod selfhosted)
+
 step "kustomize renders"
-for overlay in k3d eks; do
+for overlay in "${OVERLAYS[@]}"; do
   mkdir -p "$work/$overlay"
   kubectl kustomize --load-restrictor LoadRestrictionsNone "kube_config/overlays/$overlay" >"$work/$overlay/rendered.yaml"
   echo "rendered: overlays/$overlay ($(grep -c '^kind:' "$work/$overlay/rendered.yaml") objects)"
@@ -77,19 +84,38 @@ done
 mkdir -p "$work/monitoring"
 kubectl kustomize kube_config/monitoring >"$work/monitoring/rendered.yaml"
 echo "rendered: monitoring ($(grep -c '^kind:' "$work/monitoring/rendered.yaml") objects)"
+mkdir -p "$work/logging"
+kubectl kustomize kube_config/logging >"$work/logging/rendered.yaml"
+echo "rendered: logging ($(grep -c '^kind:' "$work/logging/rendered.yaml") objects)"
+for env in "${ARGOCD_ENVS[@]}"; do
+  mkdir -p "$work/argocd-$env"
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "kube_config/argocd/envs/$env" >"$work/argocd-$env/rendered.yaml"
+  echo "rendered: argocd/envs/$env ($(grep -c '^kind:' "$work/argocd-$env/rendered.yaml") objects)"
+done
 
 step "kubernetes-validate -k $KUBERNETES_VERSION --strict"
 validate "kube_config/*.yaml" kube_config/*.yaml
-for overlay in k3d eks; do
+for overlay in "${OVERLAYS[@]}"; do
   validate "overlays/$overlay (rendered)" "$work/$overlay/rendered.yaml"
 done
 validate "monitoring (rendered)" "$work/monitoring/rendered.yaml"
+validate "logging (rendered)" "$work/logging/rendered.yaml"
+for env in "${ARGOCD_ENVS[@]}"; do
+  validate "argocd/envs/$env (rendered)" "$work/argocd-$env/rendered.yaml"
+done
+validate "argocd/roots" kube_config/argocd/roots/*.yaml
 
 step "checkov"
 scan "kube_config" kube_config
 for overlay in k3d eks; do
   scan "overlays/$overlay (rendered)" "$work/$overlay"
 done
+# The environments in one checkov run (each start costs about 10 s); a finding names its file.
+mkdir -p "$work/environments"
+for env in "${ARGOCD_ENVS[@]}"; do
+  cp "$work/$env/rendered.yaml" "$work/environments/$env.yaml"
+done
+scan "overlays/${ARGOCD_ENVS[*]} (rendered)" "$work/environments"
 
 step "promtool"
 "$SCANNERS_BIN/python" - kube_config/monitoring/prometheusrule.yaml "$work/monitoring/flask-api.rules.yml" <<'PY'

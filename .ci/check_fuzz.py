@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python .ci/check_fuzz.py` puts .ci/, not the repository, on the path
     sys.path.insert(0, str(REPO))
 
+from fuzz_hooks import LOGOUT_CREDENTIALS  # noqa: E402 - beside this script
+
 from harness.gunicorn import GunicornServer  # noqa: E402
 from harness.postgres import new_server  # noqa: E402
 
@@ -63,11 +65,17 @@ def fuzz(store: str, database_url: str | None, work: Path) -> bool:
     }
     with GunicornServer(env, workers=4).start(timeout=60) as server:
         post(server.url, "/register", CREDENTIALS)
+        post(server.url, "/register", LOGOUT_CREDENTIALS)
         token = post(server.url, "/authenticate", CREDENTIALS)["access_token"]
+        # The hooks sign operations in (fuzz_hooks.before_call): no sign-up of Schemathesis's own.
+        config = work / "schemathesis.toml"
+        config.write_text("[auth]\nauto-signup = false\n")
         # Run in the store's folder: Schemathesis and Hypothesis keep their caches in the working directory.
         result = subprocess.run(  # noqa: S603 - the venv's own schemathesis, arguments of our own
             [
                 str(Path(sys.executable).parent / "schemathesis"),
+                "--config-file",
+                str(config),
                 "run",
                 f"{server.url}/openapi.json",
                 "--url",
@@ -82,11 +90,15 @@ def fuzz(store: str, database_url: str | None, work: Path) -> bool:
                 "7",
                 "--request-timeout",
                 "30",
-                "--header",
-                f"Authorization: Bearer {token}",
             ],
             cwd=work,
-            env={**os.environ, "PYTHONPATH": str(REPO / ".ci"), "SCHEMATHESIS_HOOKS": "fuzz_hooks"},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO / ".ci"),
+                "SCHEMATHESIS_HOOKS": "fuzz_hooks",
+                "FUZZ_BASE_URL": server.url,
+                "FUZZ_ACCESS_TOKEN": token,
+            },
             check=False,
         )
         log = server.output()

@@ -54,6 +54,8 @@ class Settings:
     database_pool_max: int = 4
     database_timeout_seconds: float = 5.0
     jwt_expires_seconds: int = 3600
+    session_absolute_seconds: int = 2_592_000
+    session_idle_seconds: int = 604_800
     max_content_length: int = 1_048_576
     cors_origins: tuple[str, ...] = ()
     auth_max_failures: int = 5
@@ -119,6 +121,8 @@ class Settings:
             database_pool_max=pool_max,
             database_timeout_seconds=env.number("DATABASE_TIMEOUT_SECONDS", float, 5.0, minimum=0.1),
             jwt_expires_seconds=env.number("JWT_EXPIRES_SECONDS", int, 3600, minimum=1),
+            session_absolute_seconds=env.number("SESSION_ABSOLUTE_SECONDS", int, 2_592_000, minimum=60),
+            session_idle_seconds=env.number("SESSION_IDLE_SECONDS", int, 604_800, minimum=60),
             max_content_length=env.number("MAX_CONTENT_LENGTH", int, 1_048_576, minimum=1024),
             cors_origins=_origins(env.text("CORS_ORIGINS")),
             auth_max_failures=env.number("AUTH_MAX_FAILURES", int, 5, minimum=0),

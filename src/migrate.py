@@ -9,7 +9,7 @@ Reads the environment (after loading ``.env`` from the working directory; the re
   start instead of exiting at once and being restarted with the kubelet's growing back-off;
 * ``DATABASE_APP_URL`` and ``DATABASE_APP_PASSWORD_FILE`` (optional): the application's own role. When the
   role does not exist it is created with the password of that file; then it is granted only what the
-  application does (connect, read and write rows of its two tables), never DDL. An existing role's password
+  application does (connect, read and write rows of its tables), never DDL. An existing role's password
   is left alone: after creation, whatever rotates the password owns it.
 
 Idempotent and safe to run from many pods at once: the DDL runs under the same advisory lock the application
@@ -32,7 +32,7 @@ from src.config import load_env_file
 from src.storage.base import StoreUnavailable
 from src.storage.postgres import create_schema, describe_error, password_kwargs
 
-APP_TABLES = ("users", "login_failures")
+APP_TABLES = ("users", "login_failures", "sessions", "refresh_tokens")
 FIRST_RETRY_SECONDS = 1.0
 LONGEST_RETRY_SECONDS = 5.0
 
@@ -126,7 +126,7 @@ def migrate(environ: Mapping[str, str], sleep: Callable[[float], None] = time.sl
             roles = f", role {role} may read and write them"
     except StoreUnavailable as exc:
         return 1, f"migrate: {exc}"
-    return 0, f"migrate: schema is up to date (tables users, login_failures{roles})"
+    return 0, f"migrate: schema is up to date (tables users, login_failures, sessions, refresh_tokens{roles})"
 
 
 def main() -> int:

@@ -1,7 +1,9 @@
 """Password hashing, the JWT signing key, access tokens, security headers and CORS.
 
 Tokens are HS256 JWTs made and checked with PyJWT directly: one ``jwt.decode`` per request (algorithm pinned,
-``exp``/``iat``/``sub`` required), then the user looked up, so that a deleted user's token fails at once.
+``exp``/``iat``/``sub`` required), then the user and the token's session (``sess``) looked up, so that a
+deleted user's or an ended session's token fails at once. Refresh tokens are random and opaque; the store
+keeps only their SHA-256 digest.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import ipaddress
 import logging
+import math
 import os
 import re
 import secrets
@@ -31,13 +35,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import SECRET_KEY_MIN_BYTES, ConfigError, Settings
 from .errors import Overloaded, Unauthorized
-from .storage import User, UserStore
+from .storage import Session, User, UserStore
 
 log = logging.getLogger(__name__)
 
 SECRET_KEY_SUFFIX = ".secret_key"  # noqa: S105 - a file name suffix, not a secret
 # Ids are positive integers; anything else in ``sub`` names no user.
 _USER_ID = re.compile(r"[1-9][0-9]{0,18}")
+# Session ids are what new_session_id makes: 22 URL-safe base64 characters.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
@@ -104,6 +110,13 @@ class Passwords:
     def hash(self, password: str) -> str:
         """The argon2id hash of ``password`` (salted, self-describing)."""
         return self.hasher.hash(password)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether ``password_hash`` was made with other parameters than the configured ones."""
+        try:
+            return self.hasher.check_needs_rehash(password_hash)
+        except (InvalidHashError, ValueError):
+            return False
 
     def verify(self, user: User | None, password: str) -> bool:
         """Whether ``password`` is the user's; always spends one argon2 verification."""
@@ -212,22 +225,31 @@ class AccessTokens:
         self.lifetime_seconds = lifetime_seconds
         self.store = store
 
-    def issue(self, user: User) -> str:
-        """A signed token for ``user``, valid for the configured lifetime, bound to the store it came from."""
+    def issue(self, user: User, session_id: str) -> str:
+        """A signed token for ``user`` in the session ``session_id``, valid for the configured lifetime, bound
+        to the store it came from.
+
+        No ``jti``: the session id names what a token belongs to, and every character costs on each request
+        (PyJWT checks the alphabet of a token one character at a time).
+        """
         now = int(time.time())
         claims = {
             "sub": str(user.id),
             "sid": self.store.store_id(),
+            "sess": session_id,
             "iat": now,
             "nbf": now,
             "exp": now + self.lifetime_seconds,
-            "jti": secrets.token_urlsafe(16),
             "type": self.TYPE,
         }
         return jwt.encode(claims, self.key, algorithm=self.ALGORITHM)
 
-    def user_from(self, authorization: str | None) -> User:
-        """The user named by a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise."""
+    def check(self, authorization: str | None) -> tuple[User, str]:
+        """(user, session id) of a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise.
+
+        The session must be live: ``session_user`` answers from this process's state, kept exact by the
+        store's change detection, so a logout elsewhere is seen here without a round trip per request.
+        """
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token or " " in token:
             raise Unauthorized("A bearer token is required: Authorization: Bearer <token>.")
@@ -244,19 +266,76 @@ class AccessTokens:
         except jwt.InvalidTokenError:
             raise Unauthorized("The bearer token is invalid.") from None
         subject = claims["sub"]  # PyJWT has checked that it is a string
-        if claims.get("type") != self.TYPE or not _USER_ID.fullmatch(subject):
+        session_id = claims.get("sess")
+        if (
+            claims.get("type") != self.TYPE
+            or not _USER_ID.fullmatch(subject)
+            or type(session_id) is not str
+            or not _SESSION_ID.fullmatch(session_id)
+        ):
             raise Unauthorized("The bearer token is invalid.")
-        user = self.store.find_by_id(int(subject))
+        user, live = self.store.find_session_user(int(subject), session_id)
         # After the lookup, which has just refreshed the store's view: a store created afresh hands the same
         # ids out again, and must not take an older store's token for one of its own users.
         if user is None or claims.get("sid") != self.store.store_id():
             raise Unauthorized("The user of this token no longer exists.")
-        return user
+        if not live:
+            raise Unauthorized("The session of this token has ended.")
+        return user, session_id
+
+    def user_from(self, authorization: str | None) -> User:
+        """The user named by a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise."""
+        return self.check(authorization)[0]
 
 
-def issue_token(user: User) -> str:
-    """A signed access token for ``user`` from the current application."""
-    return current_app.extensions["access_tokens"].issue(user)
+def new_session_id() -> str:
+    """A random session id (128 bits), carried by every access token of the session."""
+    return secrets.token_urlsafe(16)
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """(a refresh token of 256 random bits, the SHA-256 hex digest that is all the store keeps of it)."""
+    token = secrets.token_urlsafe(32)
+    return token, refresh_token_hash(token)
+
+
+def refresh_token_hash(token: str) -> str:
+    """What the store keeps of a refresh token: its SHA-256 digest (random tokens need no salt)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_response(
+    user: User, session: Session, refresh_token: str, now: float
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The answer of /authenticate and /token/refresh: an access token of the session, its refresh token."""
+    settings: Settings = current_app.config["SETTINGS"]
+    body = {
+        "access_token": current_app.extensions["access_tokens"].issue(user, session.id),
+        "token_type": "Bearer",
+        "expires_in": settings.jwt_expires_seconds,
+        "refresh_token": refresh_token,
+        "refresh_expires_in": max(0, math.floor(session.expires_at - now)),
+    }
+    return body, 200, {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def start_session(user: User) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Start a session for ``user`` (just verified) and answer with its tokens; 401 when the user's password
+    changed or the user was deleted since it was read."""
+    settings: Settings = current_app.config["SETTINGS"]
+    now = time.time()
+    session = Session(
+        new_session_id(),
+        user.id,
+        now,
+        now + min(settings.session_absolute_seconds, settings.session_idle_seconds),
+    )
+    refresh_token, digest = new_refresh_token()
+    # An ended-by-expiry session is kept while access tokens issued before its expiry may still be used.
+    prune_before = now - settings.jwt_expires_seconds
+    if not current_app.extensions["user_store"].create_session(user, session, digest, prune_before):
+        raise Unauthorized("Invalid username or password.")
+    return token_response(user, session, refresh_token, now)
 
 
 def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -334,7 +413,7 @@ def init_app(app: Flask, settings: Settings, store: UserStore) -> None:
         CORS(
             app,
             origins=list(settings.cors_origins),
-            methods=["GET", "POST"],
+            methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID"],
             supports_credentials=False,

@@ -88,8 +88,21 @@ class AuthActions:
         assert response.status_code == 200, response.get_json()
         return response.get_json()["access_token"]
 
+    def login(self, username: str = "alice", password: str = PASSWORD) -> dict:
+        """Register the user (unless it exists), authenticate, and return the whole token answer."""
+        self.register(username, password)
+        response = self.authenticate(username, password)
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
     def get(self, path: str, token: str) -> TestResponse:
         return self.client.get(path, headers={"Authorization": f"Bearer {token}"})
+
+    def refresh(self, refresh_token: str) -> TestResponse:
+        return self.client.post("/token/refresh", json={"refresh_token": refresh_token})
+
+    def logout(self, token: str) -> TestResponse:
+        return self.client.post("/logout", headers={"Authorization": f"Bearer {token}"})
 
 
 @pytest.fixture

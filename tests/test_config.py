@@ -29,6 +29,7 @@ def test_defaults_without_any_variable():
     assert (settings.database_pool_min, settings.database_pool_max) == (1, 4)
     assert settings.database_timeout_seconds == 5.0
     assert settings.jwt_expires_seconds == 3600
+    assert (settings.session_absolute_seconds, settings.session_idle_seconds) == (2_592_000, 604_800)
     assert settings.max_content_length == 1_048_576
     assert settings.cors_origins == ()
     assert (settings.auth_max_failures, settings.auth_failure_window_seconds) == (5, 300.0)
@@ -52,6 +53,8 @@ def test_defaults_without_any_variable():
         ("DATABASE_POOL_MAX", "10", "database_pool_max", 10),
         ("DATABASE_TIMEOUT_SECONDS", "2.5", "database_timeout_seconds", 2.5),
         ("JWT_EXPIRES_SECONDS", "60", "jwt_expires_seconds", 60),
+        ("SESSION_ABSOLUTE_SECONDS", "86400", "session_absolute_seconds", 86400),
+        ("SESSION_IDLE_SECONDS", "3600", "session_idle_seconds", 3600),
         ("MAX_CONTENT_LENGTH", "4096", "max_content_length", 4096),
         (
             "CORS_ORIGINS",
@@ -150,6 +153,8 @@ def test_database_password_file_problems_stop_startup_naming_the_variable(tmp_pa
         ({"DATABASE_TIMEOUT_SECONDS": "inf"}, "DATABASE_TIMEOUT_SECONDS"),
         ({"JWT_EXPIRES_SECONDS": "0"}, "JWT_EXPIRES_SECONDS"),
         ({"JWT_EXPIRES_SECONDS": "1.5"}, "JWT_EXPIRES_SECONDS"),
+        ({"SESSION_ABSOLUTE_SECONDS": "59"}, "SESSION_ABSOLUTE_SECONDS"),
+        ({"SESSION_IDLE_SECONDS": "week"}, "SESSION_IDLE_SECONDS"),
         ({"MAX_CONTENT_LENGTH": "1MB"}, "MAX_CONTENT_LENGTH"),
         ({"MAX_CONTENT_LENGTH": "100"}, "MAX_CONTENT_LENGTH"),
         ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),

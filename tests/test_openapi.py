@@ -73,6 +73,10 @@ def assert_conforms(path: str, method: str, response) -> None:
     status = str(response.status_code)
     assert status in operation["responses"], f"{method.upper()} {path} answered undocumented {status}"
     declared = resolve(operation["responses"][status])
+    if "content" not in declared:  # 204
+        assert response.data == b"", f"{method.upper()} {path} {status}: a body where none is declared"
+        assert "Content-Type" not in response.headers, f"{method.upper()} {path} {status}: a Content-Type"
+        return
     media_type = response.mimetype
     assert media_type in declared["content"], f"{method.upper()} {path} {status}: {media_type} undocumented"
     for name, reference in declared.get("headers", {}).items():
@@ -135,8 +139,15 @@ def test_bearer_routes_declare_the_security_scheme_and_401():
         "type": "http",
         "scheme": "bearer",
     }
-    for path in ("/id", "/hello"):
-        operation = SPEC["paths"][path]["get"]
+    for path, method in (
+        ("/id", "get"),
+        ("/hello", "get"),
+        ("/logout", "post"),
+        ("/users/me", "get"),
+        ("/users/me", "delete"),
+        ("/users/me/password", "put"),
+    ):
+        operation = SPEC["paths"][path][method]
         assert operation["security"] == [{"bearerAuth": []}]
         assert "401" in operation["responses"]
 
@@ -187,6 +198,47 @@ def test_responses_of_the_app_match_the_document(spec_client):
         response = spec_client.get(path)
         assert response.status_code == 200
         assert_conforms(path, "get", response)
+
+
+def test_responses_of_the_session_routes_match_the_document(spec_client):
+    """Refresh, logout, /users/me, password change and deletion on their success paths and main errors."""
+    credentials = {"username": "spec.user", "password": PASSWORD}
+    spec_client.post("/register", json=credentials)
+
+    def login() -> dict:
+        response = spec_client.post("/authenticate", json=credentials)
+        assert response.status_code == 200
+        return response.get_json()
+
+    def call(method: str, path: str, status: int, token: str | None = None, **kwargs) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = spec_client.open(path, method=method.upper(), headers=headers, **kwargs)
+        assert response.status_code == status
+        assert_conforms(path, method, response)
+
+    session = login()
+    call("post", "/token/refresh", 200, json={"refresh_token": session["refresh_token"]})
+    call("post", "/token/refresh", 401, json={"refresh_token": session["refresh_token"]})
+    call("post", "/token/refresh", 400, json={})
+    call("post", "/token/refresh", 415, data=b"x", content_type="text/plain")
+
+    session = login()
+    call("get", "/users/me", 200, session["access_token"])
+    call("post", "/logout", 204, session["access_token"])
+    call("post", "/logout", 401, session["access_token"])
+    call("get", "/users/me", 401, session["access_token"])
+
+    token = login()["access_token"]
+    change = {"current_password": PASSWORD, "new_password": "another passphrase"}
+    call("put", "/users/me/password", 400, token, json={**change, "new_password": PASSWORD})
+    call("put", "/users/me/password", 401, token, json={**change, "current_password": "wrong password"})
+    call("put", "/users/me/password", 204, token, json=change)
+
+    credentials["password"] = "another passphrase"
+    token = login()["access_token"]
+    call("delete", "/users/me", 401, token, json={"password": "wrong password"})
+    call("delete", "/users/me", 400, token, json={})
+    call("delete", "/users/me", 204, token, json={"password": "another passphrase"})
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke test of a running flask-api: register, authenticate, /id, /hello, /readyz, /metrics.
+# Smoke test of a running flask-api: register, authenticate, /id, /hello, refresh, logout, /readyz, /metrics.
 #
 # Usage: smoke-test.sh BASE_URL [METRICS_URL | --metrics-not-public]
 #   BASE_URL              where the API answers, e.g. http://127.0.0.1:8080 (k3d's load balancer port)
@@ -51,6 +51,7 @@ user_id="$(json_field id)"
 request POST "$base_url/register" 409 --header 'Content-Type: application/json' --data "$credentials"
 
 request POST "$base_url/authenticate" 200 --header 'Content-Type: application/json' --data "$credentials"
+cp "$work/body" "$work/login.json"
 token="$(json_field access_token)"
 [[ -n "$token" ]] || fail "/authenticate gave no access_token"
 # The token goes to curl through a file, so it shows in no process list.
@@ -62,6 +63,21 @@ request GET "$base_url/id" 200 --config "$work/auth.curlrc"
 request GET "$base_url/hello" 200 --config "$work/auth.curlrc"
 message="$(json_field message)"
 [[ "$message" == Hello\ * ]] || fail "/hello said '$message'"
+
+refresh_token="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["refresh_token"])' \
+  "$work/login.json")"
+printf '{"refresh_token": "%s"}' "$refresh_token" >"$work/refresh.json"
+request POST "$base_url/token/refresh" 200 --header 'Content-Type: application/json' --data "@$work/refresh.json"
+[[ "$(json_field refresh_token)" != "$refresh_token" ]] || fail "/token/refresh gave the same refresh token"
+# A spent refresh token is refused.
+request POST "$base_url/token/refresh" 401 --header 'Content-Type: application/json' --data "@$work/refresh.json"
+
+# The refresh token was used twice, which ends the session; log in again to check /logout itself.
+request POST "$base_url/authenticate" 200 --header 'Content-Type: application/json' --data "$credentials"
+printf 'header = "Authorization: Bearer %s"\n' "$(json_field access_token)" >"$work/auth.curlrc"
+request GET "$base_url/hello" 200 --config "$work/auth.curlrc"
+request POST "$base_url/logout" 204 --config "$work/auth.curlrc"
+request GET "$base_url/hello" 401 --config "$work/auth.curlrc"
 
 request GET "$base_url/id" 401
 if [[ "$metrics_url" == "--metrics-not-public" ]]; then

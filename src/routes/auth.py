@@ -1,4 +1,5 @@
-"""Registration and password authentication, with the failed-login and registration limits.
+"""Registration and password authentication (which starts a session), with the failed-login and registration
+limits.
 
 Failed logins are counted in the store, shared by every worker and pod, under three keys: the pair (client
 address, username), the username alone and the address alone. An attempt is counted *before* its password is
@@ -25,12 +26,12 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from ..errors import InvalidRequest, TooManyRequests, Unauthorized, UnsupportedMediaType
-from ..security import issue_token
-from ..storage import UsernameTaken
+from ..security import start_session
+from ..storage import User, UsernameTaken
 from ..storage.base import Counts
 
 bp = Blueprint("auth", __name__)
@@ -58,8 +59,8 @@ def _check_streamed_length() -> None:
         raise RequestEntityTooLarge()
 
 
-def _body() -> Mapping[str, Any]:
-    """The request body as a mapping: a JSON object or a urlencoded form."""
+def read_body() -> Mapping[str, Any]:
+    """The request body as a mapping: a JSON object or a urlencoded form (empty when there is none)."""
     _check_streamed_length()
     mimetype = request.mimetype
     if mimetype == "application/json" or mimetype.endswith("+json"):
@@ -70,7 +71,7 @@ def _body() -> Mapping[str, Any]:
         except RecursionError:
             raise InvalidRequest("The body is nested too deeply.") from None
         if not isinstance(body, dict):
-            raise InvalidRequest("The body must be a JSON object with username and password.")
+            raise InvalidRequest("The body must be a JSON object.")
         return body
     if mimetype == FORM_MIMETYPE:
         return request.form
@@ -79,7 +80,15 @@ def _body() -> Mapping[str, Any]:
     raise UnsupportedMediaType(f"Send the body as application/json or {FORM_MIMETYPE}.")
 
 
-def _text_field(body: Mapping[str, Any], name: str) -> str:
+def no_content() -> Response:
+    """204 with no body and no Content-Type."""
+    response = Response(status=HTTPStatus.NO_CONTENT)
+    del response.headers["Content-Type"]
+    return response
+
+
+def text_field(body: Mapping[str, Any], name: str) -> str:
+    """The string field ``name`` of ``body``; InvalidRequest when it is missing or not a string."""
     if name not in body:
         raise InvalidRequest(f"{name} is required.")
     value = body[name]
@@ -90,21 +99,26 @@ def _text_field(body: Mapping[str, Any], name: str) -> str:
 
 def read_credentials() -> tuple[str, str]:
     """Username and password from the body, validated; InvalidRequest names the first bad field."""
-    body = _body()
-    username = _text_field(body, "username")
-    password = _text_field(body, "password")
+    body = read_body()
+    username = text_field(body, "username")
+    password = text_field(body, "password")
     if not USERNAME_PATTERN.fullmatch(username):
         raise InvalidRequest(
             "username must be 1-64 characters of letters, digits, space, '.', '_' or '-', "
             "and must not start or end with a space."
         )
+    check_new_password(password)
+    return username, password
+
+
+def check_new_password(password: str, name: str = "password") -> None:
+    """InvalidRequest unless ``password`` may be set (the rule of registration): 8-128 characters of text."""
     if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        raise InvalidRequest(f"password must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
+        raise InvalidRequest(f"{name} must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
     try:
         password.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON can spell but UTF-8 cannot
-        raise InvalidRequest("password must be Unicode text (it holds an unpaired surrogate).") from None
-    return username, password
+        raise InvalidRequest(f"{name} must be Unicode text (it holds an unpaired surrogate).") from None
 
 
 def _address() -> str:
@@ -145,30 +159,52 @@ def register():
 
 @bp.post("/authenticate")
 def authenticate():
-    """Exchange a username and password for an access token."""
+    """Exchange a username and password for an access token and a refresh token (a new session)."""
     username, password = read_credentials()
-    settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
     passwords = current_app.extensions["passwords"]
     with passwords.slot():
-        if not settings.auth_max_failures:
-            user = store.find_by_username(username)
-            if not passwords.verify(user, password) or user is None:
-                raise Unauthorized("Invalid username or password.")
-        else:
-            user = _limited_login(settings, store, passwords, username, password)
-    body = {
-        "access_token": issue_token(user),
-        "token_type": "Bearer",
-        "expires_in": settings.jwt_expires_seconds,
-    }
-    return body, HTTPStatus.OK, {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        user = verify_password(username, password, "Invalid username or password.")
+        if passwords.needs_rehash(user.password_hash):
+            # Hashes made with older argon2 parameters are upgraded while the password is at hand.
+            upgraded = User(user.id, user.username, passwords.hash(password))
+            if store.change_password(user.id, user.password_hash, upgraded.password_hash, end_sessions=False):
+                user = upgraded
+    return start_session(user)
 
 
-def _limited_login(settings: Any, store: Any, passwords: Any, username: str, password: str) -> Any:
+def verify_password(username: str, password: str, refusal: str) -> User:
+    """The user ``username`` when ``password`` is theirs, under the failed-login limits (see the module
+    docstring); 401 with ``refusal`` otherwise. The caller holds a hashing slot."""
+    settings = current_app.config["SETTINGS"]
+    store = current_app.extensions["user_store"]
+    passwords = current_app.extensions["passwords"]
+    if not settings.auth_max_failures:
+        user = store.find_by_username(username)
+        if not passwords.verify(user, password) or user is None:
+            raise Unauthorized(refusal)
+        return user
+    return _limited_login(settings, store, passwords, username, password, refusal=refusal)
+
+
+def login_failure_keys(address: str, username: str) -> tuple[str, str, str]:
+    """The keys failed logins are counted under: (address, username) pair, username, address."""
+    return f"pair:{address}|{username}", f"user:{username}", f"addr:{address}"
+
+
+def forget_login_failures_of(username: str) -> None:
+    """Forget every failed login counted for ``username``: its own count and each (address, username) pair's
+    (pair keys end with "|<username>", and neither an address nor a username holds a "|")."""
+    _pair, by_username, _address = login_failure_keys("-", username)
+    current_app.extensions["user_store"].forget_login_failures([by_username], "|" + username)
+
+
+def _limited_login(
+    settings: Any, store: Any, passwords: Any, username: str, password: str, *, refusal: str
+) -> User:
     """The user when the password is right, under the failed-login limits (see the module docstring)."""
     address = _address()
-    pair, by_username, by_address = f"pair:{address}|{username}", f"user:{username}", f"addr:{address}"
+    pair, by_username, by_address = login_failure_keys(address, username)
     per_pair = settings.auth_max_failures
     per_username = settings.auth_max_failures_per_username
     per_address = settings.auth_max_failures_per_address
@@ -194,7 +230,7 @@ def _limited_login(settings: Any, store: Any, passwords: Any, username: str, pas
         )
     user = store.find_by_username(username)
     if not passwords.verify(user, password) or user is None:
-        raise Unauthorized("Invalid username or password.")
+        raise Unauthorized(refusal)
     # The attempt was right: it is no failure, and the pair starts afresh.
     store.release_attempt([by_username, by_address], now)
     store.clear_login_failures(pair)

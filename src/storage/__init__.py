@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import StoreError, StoreUnavailable, User, UsernameTaken, UserStore
+from .base import RefreshRefused, Session, StoreError, StoreUnavailable, User, UsernameTaken, UserStore
 from .json_file import JsonFileStore
 from .postgres import PostgresStore
 
 __all__ = [
     "JsonFileStore",
     "PostgresStore",
+    "RefreshRefused",
+    "Session",
     "StoreError",
     "StoreUnavailable",
     "User",

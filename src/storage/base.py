@@ -17,6 +17,17 @@ class User:
     password_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One login: its random id (carried by its access tokens), its user, when it began, when its refresh
+    token stops working (the sooner of the absolute and the idle limit)."""
+
+    id: str
+    user_id: int
+    created_at: float
+    expires_at: float
+
+
 class StoreError(Exception):
     """Base of every storage error."""
 
@@ -27,6 +38,14 @@ class StoreUnavailable(StoreError):  # noqa: N818 - name fixed by the team contr
 
 class UsernameTaken(StoreError):  # noqa: N818 - name fixed by the team contract
     """The username is already registered: 409."""
+
+
+class RefreshRefused(StoreError):  # noqa: N818 - reads as what happened, like UsernameTaken
+    """A refresh token was not accepted: ``reason`` is "unknown", "expired" or "reused" (401)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 # Failures of each key inside the window: (how many, timestamp of the oldest or None).
@@ -97,8 +116,57 @@ class UserStore(ABC):
         """Release files, connections and pools."""
 
     def delete_user(self, user_id: int) -> bool:
-        """Remove a user; its id is never handed out again. Returns whether the user existed."""
+        """Remove a user and its sessions; its id is never handed out again. Returns whether it existed."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ sessions
+    # A session is one login. Its refresh tokens are kept only as SHA-256 hashes: the current one, and the
+    # spent ones (so that presenting a spent one can end the session). Ending a session deletes it with its
+    # hashes; every access token of it is refused from then on because ``session_user`` no longer finds it.
+
+    @abstractmethod
+    def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
+        """Start ``session`` for ``user`` with its first refresh token hash.
+
+        False (and nothing stored) when the user no longer exists or its password hash is no longer
+        ``user.password_hash``. Sessions whose ``expires_at`` is before ``prune_before`` may be dropped.
+        """
+
+    @abstractmethod
+    def rotate_refresh_token(
+        self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float
+    ) -> Session:
+        """Spend the refresh token ``presented_hash`` and make ``new_hash`` its session's current one.
+
+        Atomic: of concurrent calls with one hash, exactly one succeeds. Returns the session with its new
+        ``expires_at`` (the sooner of created_at + absolute and now + idle); raises RefreshRefused("unknown"),
+        RefreshRefused("expired") or, after ending the session, RefreshRefused("reused") for a spent token.
+        """
+
+    @abstractmethod
+    def session_user(self, session_id: str) -> int | None:
+        """The user id of the live session ``session_id``, or None; answered from this process's state
+        (kept exact by change detection), checked on every authenticated request."""
+
+    def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool]:
+        """(the user with this id or None, whether ``session_id`` is a live session of that user): the check
+        of every authenticated request."""
+        user = self.find_by_id(user_id)
+        return user, user is not None and self.session_user(session_id) == user_id
+
+    @abstractmethod
+    def end_session(self, session_id: str) -> bool:
+        """End one session; returns whether it was live."""
+
+    @abstractmethod
+    def change_password(self, user_id: int, old_hash: str, new_hash: str, *, end_sessions: bool) -> bool:
+        """Replace the user's password hash if it is still ``old_hash``, ending every session of the user
+        in the same step when ``end_sessions``; returns whether the hash was replaced."""
+
+    @abstractmethod
+    def forget_login_failures(self, keys: Sequence[str], suffix: str) -> None:
+        """Forget the failures counted under ``keys`` and under every key ending with ``suffix`` (a deleted
+        user's records, whatever address they came from)."""
 
     def __enter__(self) -> Self:
         return self

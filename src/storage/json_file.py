@@ -15,6 +15,8 @@ Safety rules, in the order a write follows them:
   user to the file's users array, so a writer splices the new entry into the previous bytes, and a reader
   that sees a file grown that way parses only the appended users, not the whole file.
 
+Sessions live in ``<data file>.sessions`` (json_sessions.py).
+
 Login failures live in ``<data file>.failures`` under their own lock (``<data file>.failures.lock``), so a
 burst of wrong passwords never rewrites the user file nor waits for it. They are not fsynced: losing the last
 failures on a power cut is harmless, and an unreadable failures file counts as empty.
@@ -36,7 +38,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from itertools import pairwise, starmap
 
-from .base import Counts, StoreUnavailable, User, UsernameTaken, UserStore
+from .base import Counts, Session, StoreUnavailable, User, UsernameTaken, UserStore
+from .json_sessions import JsonSessions
 
 log = logging.getLogger(__name__)
 
@@ -466,6 +469,7 @@ class JsonFileStore(UserStore):
         self._bad_file: tuple[Signature, str] | None = None
         self._failures_state: tuple[Signature | None, dict[str, list[float]]] = (None, {})
         self._swept_temp_files: set[str] = set()
+        self.sessions = JsonSessions(self)
         # Build the index now rather than on the first request; built in the gunicorn master, it is shared
         # with every forked worker. A file that cannot be read is reported again on every call.
         with suppress(StoreUnavailable):
@@ -596,14 +600,22 @@ class JsonFileStore(UserStore):
         finally:
             os.close(fd)
 
-    def _write_users(self, state: _Users, added: list[User], removed: int | None = None) -> None:
-        """Write ``state`` plus ``added`` minus ``removed``, then update the index in place."""
+    def _write_users(
+        self, state: _Users, added: list[User], removed: int | None = None, replaced: User | None = None
+    ) -> None:
+        """Write ``state`` plus ``added`` minus ``removed``, with ``replaced`` instead of the user of its id,
+        then update the index in place."""
         next_id = added[-1].id + 1 if added else state.next_id
         store_id = state.store_id or _new_store_id()
-        if removed is None:
+        if removed is None and replaced is None:
             new_state = state.appended(added, next_id, store_id)
         else:
-            new_state = _Users.build([u for u in state.users() if u.id != removed] + added, next_id, store_id)
+            users = [
+                replaced if replaced is not None and u.id == replaced.id else u
+                for u in state.users()
+                if u.id != removed
+            ]
+            new_state = _Users.build(users + added, next_id, store_id)
         new_state.signature = self._replace(self.path, new_state.raw, durable=True)
         # Only now, with the file on disk, is the new index published.
         self._users_state = new_state
@@ -638,12 +650,13 @@ class JsonFileStore(UserStore):
         return len(added)
 
     def delete_user(self, user_id: int) -> bool:
-        """Remove a user; ``next_id`` stays, so the id is never handed out again."""
+        """Remove a user and its sessions; ``next_id`` stays, so the id is never handed out again."""
         with self._locked(self.lock_path):
             state = self._users()
             if not state.has_id(user_id):
                 return False
             self._write_users(state, [], removed=user_id)
+            self.sessions.end_all_of(user_id)
         return True
 
     def store_id(self) -> str | None:
@@ -656,6 +669,39 @@ class JsonFileStore(UserStore):
             if state.store_id is None and state.signature is not None:
                 self._write_users(state, [])  # a full rewrite: the file has no store id to splice in
         return self._users_state.store_id
+
+    def change_password(self, user_id: int, old_hash: str, new_hash: str, *, end_sessions: bool) -> bool:
+        """Replace the hash if it is still ``old_hash``; then, still under the user file's lock, end every
+        session of the user when ``end_sessions``."""
+        with self._locked(self.lock_path):
+            state = self._users()
+            user = state.find_by_id(user_id)
+            if user is None or user.password_hash != old_hash:
+                return False
+            self._write_users(state, [], replaced=User(user.id, user.username, new_hash))
+            if end_sessions:
+                self.sessions.end_all_of(user_id)
+        return True
+
+    # ------------------------------------------------------------------ sessions (json_sessions.py)
+
+    def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
+        """Start a session unless the user is gone or its password changed since ``user`` was read."""
+        return self.sessions.create(user, session, refresh_hash, prune_before)
+
+    def rotate_refresh_token(
+        self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float
+    ) -> Session:
+        """Spend a refresh token and make ``new_hash`` current; RefreshRefused when it cannot be."""
+        return self.sessions.rotate(presented_hash, new_hash, now, absolute, idle)
+
+    def session_user(self, session_id: str) -> int | None:
+        """The user id of a live session, from the sessions file as it is now (one stat per call)."""
+        return self.sessions.session_user(session_id)
+
+    def end_session(self, session_id: str) -> bool:
+        """End one session; whether it was live."""
+        return self.sessions.end(session_id)
 
     # ------------------------------------------------------------------ readiness
 
@@ -765,6 +811,17 @@ class JsonFileStore(UserStore):
             failures = dict(self._failures())
             if failures.pop(key, None) is not None:
                 self._write_failures(failures)
+
+    def forget_login_failures(self, keys: Sequence[str], suffix: str) -> None:
+        """Forget the failures counted under ``keys`` and under every key ending with ``suffix``."""
+
+        def forgotten(key: str) -> bool:
+            return key in keys or key.endswith(suffix)
+
+        if not any(forgotten(key) for key in self._failures()):
+            return
+        with self._locked(self.failures_lock_path):
+            self._write_failures({k: v for k, v in self._failures().items() if not forgotten(k)})
 
     def close(self) -> None:
         """Drop the in-memory index (no file stays open between calls)."""

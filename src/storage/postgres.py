@@ -41,7 +41,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import Counts, StoreUnavailable, User, UsernameTaken, UserStore
+from .base import Counts, RefreshRefused, Session, StoreUnavailable, User, UsernameTaken, UserStore
 
 log = logging.getLogger(__name__)
 # psycopg_pool logs every failed reconnection attempt (two lines, twice a second per worker during an
@@ -84,10 +84,51 @@ SCHEMA_SQL = (
     "FOR EACH ROW EXECUTE FUNCTION flask_api_users_changed()",
     "CREATE OR REPLACE TRIGGER users_truncated AFTER TRUNCATE ON users "
     "FOR EACH STATEMENT EXECUTE FUNCTION flask_api_users_changed()",
+    # One row per login. No foreign key to users, so that users can still be truncated or dropped by hand:
+    # a session whose user is gone names no user, and the token check looks the user up as well.
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id text PRIMARY KEY,
+        user_id bigint NOT NULL,
+        created_at double precision NOT NULL,
+        expires_at double precision NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id)",
+    "CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)",
+    # Refresh tokens as SHA-256 hashes only: the current one of each session, and the spent ones.
+    """CREATE TABLE IF NOT EXISTS refresh_tokens (
+        hash text PRIMARY KEY,
+        session_id text NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        spent boolean NOT NULL DEFAULT false
+    )""",
+    "CREATE INDEX IF NOT EXISTS refresh_tokens_session_id ON refresh_tokens (session_id)",
+    # Tells every process which session ended ('*': all of them). A session only ever ends by deletion.
+    """CREATE OR REPLACE FUNCTION flask_api_sessions_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('flask_api_sessions', CASE WHEN TG_OP = 'TRUNCATE' THEN '*' ELSE OLD.id END);
+        RETURN NULL;
+    END
+    $$""",
+    "CREATE OR REPLACE TRIGGER sessions_ended AFTER DELETE ON sessions "
+    "FOR EACH ROW EXECUTE FUNCTION flask_api_sessions_ended()",
+    "CREATE OR REPLACE TRIGGER sessions_truncated AFTER TRUNCATE ON sessions "
+    "FOR EACH STATEMENT EXECUTE FUNCTION flask_api_sessions_ended()",
 )
-SCHEMA_OBJECTS = ("users", "login_failures", "login_failures_key_at", "login_failures_at", "store_identity")
-SCHEMA_TRIGGERS = ("users_changed", "users_truncated")
+SCHEMA_OBJECTS = (
+    "users",
+    "login_failures",
+    "login_failures_key_at",
+    "login_failures_at",
+    "store_identity",
+    "sessions",
+    "sessions_user_id",
+    "sessions_expires_at",
+    "refresh_tokens",
+    "refresh_tokens_session_id",
+)
+SCHEMA_TRIGGERS = ("users_changed", "users_truncated", "sessions_ended", "sessions_truncated")
 USERS_CHANNEL = "flask_api_users"
+SESSIONS_CHANNEL = "flask_api_sessions"
+_SESSIONS_RELNAME = SESSIONS_CHANNEL.encode()
 LISTENER_APPLICATION_NAME = "flask-api-user-cache"
 USER_CACHE_MAX_ENTRIES = 10_000
 # Bounds how long an entry can outlive a change whose notification never came (a connection cut silently,
@@ -173,7 +214,8 @@ def _schema_present(conn: psycopg.Connection) -> bool:
     """Whether every table, index and trigger of the schema exists."""
     row = conn.execute(
         "SELECT bool_and(to_regclass(name) IS NOT NULL) AND (SELECT count(*) FROM pg_trigger "
-        "WHERE tgrelid = to_regclass('users') AND tgname = ANY(%s)) = %s FROM unnest(%s::text[]) AS name",
+        "WHERE tgrelid IN (to_regclass('users'), to_regclass('sessions')) AND tgname = ANY(%s)) = %s "
+        "FROM unnest(%s::text[]) AS name",
         (list(SCHEMA_TRIGGERS), len(SCHEMA_TRIGGERS), list(SCHEMA_OBJECTS)),
     ).fetchone()
     return row is not None and bool(row[0])
@@ -184,13 +226,16 @@ def _user(row: tuple[int, str, str] | None) -> User | None:
 
 
 class UserCache:
-    """Users by id for one process, trusted only while this process listens for changes to ``users``.
+    """Users by id and live sessions by id for one process, trusted only while this process listens for
+    changes to ``users`` and ``sessions``.
 
-    ``lookup`` first reads the notifications that have arrived on the listening connection, without waiting
-    and without a round trip, and forgets the users they name. ``remember`` keeps a user read from the
-    database, unless the listening connection changed since the lookup that missed. Not listening (not yet,
-    or the connection was lost): nothing is served from the cache, and ``remember`` starts listening again
-    (at most every LISTEN_RETRY_SECONDS) once a query has just shown that the database answers.
+    A lookup first reads the notifications that have arrived on the listening connection, without waiting
+    and without a round trip, and forgets the users and sessions they name. ``remember`` keeps what was read
+    from the database, unless a notification was read or the listening connection changed since the lookup
+    that missed (the generation moves on both), so that an answer read before a change is never kept after
+    it. Not listening (not yet, or the connection was lost): nothing is served from the cache, and
+    ``remember`` starts listening again (at most every LISTEN_RETRY_SECONDS) once a query has just shown
+    that the database answers.
     """
 
     def __init__(self, url: str, connect_timeout: float, password_file: str | None = None) -> None:
@@ -201,6 +246,7 @@ class UserCache:
         self._pid: int | None = None
         self._generation = 0
         self._entries: dict[int, tuple[User, float]] = {}
+        self._sessions: dict[str, tuple[int, float]] = {}
         self._next_attempt = 0.0
         self._ending = ""  # why the server is ending the listening session, once it has said so
         self._lock = threading.Lock()
@@ -212,14 +258,39 @@ class UserCache:
 
     def lookup(self, user_id: int) -> tuple[User | None, int | None]:
         """(the cached user or None, the listening generation to pass to ``remember``, or None)."""
+        return self._lookup(self._entries, user_id)
+
+    def lookup_session(self, session_id: str) -> tuple[int | None, int | None]:
+        """(the user id of the cached live session or None, the generation for ``remember_session``)."""
+        return self._lookup(self._sessions, session_id)
+
+    def lookup_session_user(self, user_id: int, session_id: str) -> tuple[User | None, int | None]:
+        """(the cached user, or None unless the session is cached live for that same user), read with one
+        drain of the notifications: the cheap path of every authenticated request."""
         with self._lock:
             if not self._drain():
                 return None, None
-            entry = self._entries.get(user_id)
+            user = self._entries.get(user_id)
+            session = self._sessions.get(session_id)
+            now = time.monotonic()
+            if (
+                user is not None
+                and session is not None
+                and session[0] == user_id
+                and min(user[1], session[1]) > now
+            ):
+                return user[0], self._generation
+            return None, self._generation
+
+    def _lookup(self, entries: dict, key: object) -> tuple:
+        with self._lock:
+            if not self._drain():
+                return None, None
+            entry = entries.get(key)
             if entry is not None:
                 if entry[1] > time.monotonic():
                     return entry[0], self._generation
-                del self._entries[user_id]
+                del entries[key]
             return None, self._generation
 
     def generation(self) -> int | None:
@@ -229,6 +300,14 @@ class UserCache:
 
     def remember(self, user: User, generation: int | None) -> None:
         """Keep ``user``, read after a lookup that returned ``generation``; or start listening."""
+        self._remember(self._entries, user.id, user, generation)
+
+    def remember_session(self, session_id: str, user_id: int, generation: int | None) -> None:
+        """Keep the live session ``session_id`` of ``user_id``, read after a lookup that returned
+        ``generation``; or start listening."""
+        self._remember(self._sessions, session_id, user_id, generation)
+
+    def _remember(self, entries: dict, key: object, value: object, generation: int | None) -> None:
         with self._lock:
             if generation is None:
                 if not self.listening and time.monotonic() >= self._next_attempt:
@@ -236,14 +315,24 @@ class UserCache:
                 return
             if generation != self._generation or not self.listening:
                 return
-            if len(self._entries) >= USER_CACHE_MAX_ENTRIES:
-                del self._entries[next(iter(self._entries))]  # the oldest
-            self._entries[user.id] = (user, time.monotonic() + USER_CACHE_TTL_SECONDS)
+            if len(entries) >= USER_CACHE_MAX_ENTRIES:
+                del entries[next(iter(entries))]  # the oldest
+            entries[key] = (value, time.monotonic() + USER_CACHE_TTL_SECONDS)
 
     def forget(self, user_id: int) -> None:
         """Drop one user at once (changed by this process: its own notification comes a moment later)."""
         with self._lock:
             self._entries.pop(user_id, None)
+            self._generation += 1  # a lookup that read the user before the change must not keep it
+
+    def forget_sessions(self, session_ids: Iterable[str] = (), *, every: bool = False) -> None:
+        """Drop sessions ended by this process at once (its own notifications come a moment later)."""
+        with self._lock:
+            if every:
+                self._sessions.clear()
+            for session_id in session_ids:
+                self._sessions.pop(session_id, None)
+            self._generation += 1
 
     def close(self) -> None:
         """Stop listening (a connection inherited from a parent process is left alone)."""
@@ -259,8 +348,14 @@ class UserCache:
         try:
             pgconn.consume_input()  # reads what has arrived; notifies() parses it
             while (notice := pgconn.notifies()) is not None:
+                self._generation += 1
                 payload = notice.extra.decode()
-                if payload == "*" or not payload.isdigit():
+                if notice.relname == _SESSIONS_RELNAME:
+                    if payload == "*":
+                        self._sessions.clear()
+                    else:
+                        self._sessions.pop(payload, None)
+                elif payload == "*" or not payload.isdigit():
                     self._entries.clear()
                 else:
                     self._entries.pop(int(payload), None)
@@ -292,6 +387,7 @@ class UserCache:
                 # A schema created before the triggers existed: no notifications would ever come.
                 raise psycopg.OperationalError("the users triggers are missing: run python -m src.migrate")
             conn.execute(f"LISTEN {USERS_CHANNEL}")
+            conn.execute(f"LISTEN {SESSIONS_CHANNEL}")
             # A server ending the session (shutdown, pg_terminate_backend) first sends a FATAL message, which
             # libpq hands to the notice handlers of an idle connection when it parses the input; the end of
             # the stream is only read by the next call. Taking the message as the loss leaves no lookup
@@ -307,6 +403,7 @@ class UserCache:
         self._conn, self._pid, self._ending = conn, os.getpid(), ""
         self._generation += 1
         self._entries.clear()
+        self._sessions.clear()
 
     def _on_notice(self, diagnostic: psycopg.errors.Diagnostic) -> None:
         if diagnostic.severity_nonlocalized in ("ERROR", "FATAL", "PANIC"):
@@ -315,6 +412,7 @@ class UserCache:
     def _stop(self) -> None:
         conn, self._conn = self._conn, None
         self._entries.clear()
+        self._sessions.clear()
         if conn is not None and self._pid == os.getpid():
             conn.close()
         # A connection opened by a parent before fork is dropped without a word to the server, which would
@@ -521,15 +619,176 @@ class PostgresStore(UserStore):
         return self._run(copy, idempotent=False)
 
     def delete_user(self, user_id: int) -> bool:
-        """Remove a user; the identity sequence never hands its id out again."""
+        """Remove a user and its sessions; the identity sequence never hands its id out again."""
         if not 0 < user_id <= BIGINT_MAX:
             return False
         if self.user_cache is not None:
             self.user_cache.forget(user_id)
-        return self._run(
-            lambda conn: conn.execute("DELETE FROM users WHERE id = %s", (user_id,)).rowcount > 0,
+
+        def delete(conn: psycopg.Connection) -> bool:
+            # Two statements: the second one's snapshot sees a session started by a login that held the
+            # user's row (FOR SHARE) until the first one could delete it.
+            with conn.transaction():
+                deleted = conn.execute("DELETE FROM users WHERE id = %s", (user_id,)).rowcount > 0
+                conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
+            return deleted
+
+        deleted = self._run(delete, idempotent=False)
+        if self.user_cache is not None:
+            self.user_cache.forget(user_id)
+            self.user_cache.forget_sessions(every=True)
+        return deleted
+
+    def change_password(self, user_id: int, old_hash: str, new_hash: str, *, end_sessions: bool) -> bool:
+        """Replace the hash if it is still ``old_hash``; end the user's sessions in the same transaction."""
+        if not 0 < user_id <= BIGINT_MAX:
+            return False
+
+        def change(conn: psycopg.Connection) -> bool:
+            with conn.transaction():
+                changed = (
+                    conn.execute(
+                        "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
+                        (new_hash, user_id, old_hash),
+                    ).rowcount
+                    > 0
+                )
+                if changed and end_sessions:
+                    # A statement of its own, as in delete_user: it sees every login that committed first.
+                    conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
+            return changed
+
+        changed = self._run(change, idempotent=False)
+        if changed and self.user_cache is not None:
+            self.user_cache.forget(user_id)
+            if end_sessions:
+                self.user_cache.forget_sessions(every=True)
+        return changed
+
+    # ------------------------------------------------------------------ sessions
+
+    def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
+        """Insert the session and its first token hash, only while the user's row still has the hash that
+        was verified (held FOR SHARE, so a concurrent password change or deletion waits or wins); prune."""
+
+        def create(conn: psycopg.Connection) -> bool:
+            with conn.transaction():
+                # Expired sessions go a few at a time; SKIP LOCKED keeps concurrent logins from waiting on
+                # (or deadlocking over) the same rows.
+                conn.execute(
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at < %s "
+                    "LIMIT 100 FOR UPDATE SKIP LOCKED)",
+                    (prune_before,),
+                )
+                row = conn.execute(
+                    "WITH owner AS (SELECT id FROM users WHERE id = %s AND password_hash = %s FOR SHARE) "
+                    "INSERT INTO sessions (id, user_id, created_at, expires_at) "
+                    "SELECT %s, id, %s, %s FROM owner RETURNING id",
+                    (user.id, user.password_hash, session.id, session.created_at, session.expires_at),
+                ).fetchone()
+                if row is None:
+                    return False
+                conn.execute(
+                    "INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)",
+                    (refresh_hash, session.id),
+                )
+            return True
+
+        return self._run(create, idempotent=False)
+
+    def rotate_refresh_token(
+        self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float
+    ) -> Session:
+        """Spend the token, renew its session's expiry and store the new hash, in one transaction that holds
+        the session's row (FOR UPDATE) first: every change to a session's tokens takes that lock before any
+        other, so concurrent calls queue there (exactly one finds the token unspent) and never deadlock."""
+
+        def rotate(conn: psycopg.Connection) -> Session | RefreshRefused:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT s.id, s.user_id, s.created_at, s.expires_at FROM sessions s "
+                    "JOIN refresh_tokens t ON t.session_id = s.id WHERE t.hash = %s FOR UPDATE OF s",
+                    (presented_hash,),
+                ).fetchone()
+                if row is None:
+                    return RefreshRefused("unknown")
+                session = Session(*row)
+                # A new statement, so a new snapshot: it sees what the holder of the lock before us did.
+                token = conn.execute(
+                    "SELECT spent FROM refresh_tokens WHERE hash = %s", (presented_hash,)
+                ).fetchone()
+                if token is None:
+                    return RefreshRefused("unknown")
+                if token[0]:
+                    conn.execute("DELETE FROM sessions WHERE id = %s", (session.id,))
+                    return RefreshRefused("reused")
+                if session.expires_at <= now:
+                    return RefreshRefused("expired")
+                renewed = Session(
+                    session.id,
+                    session.user_id,
+                    session.created_at,
+                    min(session.created_at + absolute, now + idle),
+                )
+                spent = conn.execute(
+                    "UPDATE refresh_tokens SET spent = true WHERE hash = %s AND NOT spent", (presented_hash,)
+                )
+                if spent.rowcount != 1:  # never under the row lock; a second guard against two winners
+                    conn.execute("DELETE FROM sessions WHERE id = %s", (session.id,))
+                    return RefreshRefused("reused")
+                conn.execute(
+                    "UPDATE sessions SET expires_at = %s WHERE id = %s", (renewed.expires_at, session.id)
+                )
+                conn.execute(
+                    "INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)", (new_hash, session.id)
+                )
+            return renewed
+
+        outcome = self._run(rotate, idempotent=False)
+        if isinstance(outcome, RefreshRefused):
+            if outcome.reason == "reused" and self.user_cache is not None:
+                self.user_cache.forget_sessions(every=True)
+            raise outcome
+        return outcome
+
+    def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool]:
+        """The user and whether the session is live for them: both from this process's cache when they are
+        there (one read of the notifications), else the lookups below."""
+        if self.user_cache is not None and 0 < user_id <= BIGINT_MAX:
+            user, _ = self.user_cache.lookup_session_user(user_id, session_id)
+            if user is not None:
+                return user, True
+        return super().find_session_user(user_id, session_id)
+
+    def session_user(self, session_id: str) -> int | None:
+        """The user id of a live session: from this process's cache, else one query."""
+        if "\x00" in session_id:
+            return None
+        generation = None
+        if self.user_cache is not None:
+            user_id, generation = self.user_cache.lookup_session(session_id)
+            if user_id is not None:
+                return user_id
+        row = self._run(
+            lambda conn: conn.execute("SELECT user_id FROM sessions WHERE id = %s", (session_id,)).fetchone()
+        )
+        if row is None:
+            return None
+        if self.user_cache is not None:
+            self.user_cache.remember_session(session_id, row[0], generation)
+        return row[0]
+
+    def end_session(self, session_id: str) -> bool:
+        """Delete the session (its token hashes follow); every process drops it on the notification."""
+        if "\x00" in session_id:
+            return False
+        ended = self._run(
+            lambda conn: conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,)).rowcount > 0,
             idempotent=False,
         )
+        if self.user_cache is not None:
+            self.user_cache.forget_sessions((session_id,))
+        return ended
 
     def check_ready(self) -> None:
         """Raise StoreUnavailable unless the database answers (within a short probe timeout)."""
@@ -609,6 +868,15 @@ class PostgresStore(UserStore):
     def clear_login_failures(self, key: str) -> None:
         """Forget the failures of ``key``."""
         self._run(lambda conn: conn.execute("DELETE FROM login_failures WHERE key = %s", (key,)))
+
+    def forget_login_failures(self, keys: Sequence[str], suffix: str) -> None:
+        """Forget the failures counted under ``keys`` and under every key ending with ``suffix``."""
+        self._run(
+            lambda conn: conn.execute(
+                "DELETE FROM login_failures WHERE key = ANY(%s) OR right(key, %s) = %s",
+                (list(keys), len(suffix), suffix),
+            )
+        )
 
     def close(self) -> None:
         """Close this process's pool and listening connection (a parent's are left alone)."""

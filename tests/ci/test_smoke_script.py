@@ -25,11 +25,15 @@ pytestmark = pytest.mark.system
 
 SCRIPT = Path(__file__).resolve().parents[2] / ".github" / "scripts" / "smoke-test.sh"
 TOKEN = "token-of-the-stand-in"
+REFRESH_TOKENS = ("first-refresh-token", "second-refresh-token")
 
 
 def make_handler(broken: str | None):
     """A handler keeping the HTTP contract, except for the one behaviour named by `broken`."""
     users: dict[str, int] = {}
+    # Sessions of the stand-in: live access tokens, and refresh tokens with whether they were spent.
+    live: set[str] = set()
+    refresh_spent: dict[str, bool] = {}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format, *args):
@@ -44,21 +48,54 @@ def make_handler(broken: str | None):
             self.wfile.write(data)
 
         def do_POST(self):
-            fields = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            name = fields["username"]
+            length = int(self.headers.get("Content-Length") or 0)
+            fields = json.loads(self.rfile.read(length)) if length else {}
             if self.path == "/register":
+                name = fields["username"]
                 if name in users and broken != "duplicate-accepted":
                     self.reply(409, {"title": "Conflict", "status": 409})
                 else:
                     users[name] = len(users) + 1
                     self.reply(201, {"id": 0 if broken == "id-zero" else users[name], "username": name})
             elif self.path == "/authenticate":
-                self.reply(200, {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600})
+                token = f"{TOKEN}-{len(live)}"
+                live.add(token)
+                refresh_spent[REFRESH_TOKENS[0]] = False
+                self.reply(200, self.tokens(token, REFRESH_TOKENS[0]))
+            elif self.path == "/token/refresh":
+                presented = fields.get("refresh_token")
+                if refresh_spent.get(presented, True) and broken != "refresh-reusable":
+                    self.reply(401, {"status": 401})
+                else:
+                    refresh_spent[presented] = True
+                    refresh_spent[REFRESH_TOKENS[1]] = False
+                    self.reply(200, self.tokens(f"{TOKEN}-refreshed", REFRESH_TOKENS[1]))
+            elif self.path == "/logout":
+                token = self.bearer()
+                if token not in live:
+                    self.reply(401, {"status": 401})
+                else:
+                    if broken != "logout-ignored":
+                        live.discard(token)
+                    self.send_response(204)
+                    self.end_headers()
             else:
                 self.reply(404, {"status": 404})
 
+        def tokens(self, access_token: str, refresh_token: str) -> dict:
+            return {
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "refresh_token": refresh_token,
+                "refresh_expires_in": 604800,
+            }
+
+        def bearer(self) -> str:
+            return (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+
         def do_GET(self):
-            authorised = self.headers.get("Authorization") == f"Bearer {TOKEN}" or broken == "no-auth"
+            authorised = self.bearer() in live or broken == "no-auth"
             if self.path == "/readyz":
                 self.reply(503 if broken == "not-ready" else 200, {"status": "ready"})
             elif self.path == "/metrics":
@@ -143,7 +180,17 @@ def test_the_smoke_test_passes_against_the_real_service_with_metrics_on_their_ow
 
 @pytest.mark.parametrize(
     "stand_in",
-    ["not-ready", "duplicate-accepted", "id-zero", "no-auth", "wrong-id", "hello-error", "no-metrics"],
+    [
+        "not-ready",
+        "duplicate-accepted",
+        "id-zero",
+        "no-auth",
+        "wrong-id",
+        "hello-error",
+        "no-metrics",
+        "refresh-reusable",
+        "logout-ignored",
+    ],
     indirect=True,
 )
 def test_the_smoke_test_fails_when_a_behaviour_breaks(stand_in):

@@ -67,13 +67,14 @@ def test_200_concurrent_registrations_are_all_persisted_with_unique_ids(gunicorn
     assert [r.status_code for r in responses] == [201] * 200
     ids = {r.json()["username"]: r.json()["id"] for r in responses}
     assert sorted(ids) == names
-    assert len(set(ids.values())) == 200
+    assert sorted(ids.values()) == list(range(1, 201))
     with open_store(store_env) as store:
         for name, user_id in ids.items():
             assert store.find_by_username(name).id == user_id
     if not store_env.get("DATABASE_URL"):
-        stored = json.loads(Path(store_env["DATA_FILE_PATH"]).read_text())
-        assert stored  # a complete, parseable file
+        stored = json.loads(Path(store_env["DATA_FILE_PATH"]).read_text())  # a complete, parseable file
+        assert {user["username"]: user["id"] for user in stored["users"]} == ids
+        assert stored["next_id"] == 201
 
 
 def test_one_name_registered_by_16_clients_at_once_gives_exactly_one_201(gunicorn_server, store_env):

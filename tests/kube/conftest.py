@@ -15,7 +15,8 @@ from .manifests import SCRIPTS
 FAKE_KUBECTL = Path(__file__).with_name("fake_kubectl.py")
 
 
-def run_k3d_script(state: Path) -> subprocess.CompletedProcess[str]:
+def run_k3d_script(state: Path, script: str = "create-secrets-k3d.sh") -> subprocess.CompletedProcess[str]:
+    """One of kube_config/scripts/*.sh, its kubectl being the stand-in; the Secrets land under ``state``."""
     bin_dir = state / "bin"
     bin_dir.mkdir(exist_ok=True)
     kubectl = bin_dir / "kubectl"
@@ -28,7 +29,7 @@ def run_k3d_script(state: Path) -> subprocess.CompletedProcess[str]:
     }
     (state / "cluster").mkdir(exist_ok=True)
     return subprocess.run(
-        ["bash", str(SCRIPTS / "create-secrets-k3d.sh")],
+        ["bash", str(SCRIPTS / script)],
         capture_output=True,
         text=True,
         env=env,
@@ -37,8 +38,8 @@ def run_k3d_script(state: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def secrets_in(state: Path) -> dict[str, dict[str, str]]:
-    folder = state / "cluster" / "flask-api"
+def secrets_in(state: Path, namespace: str = "flask-api") -> dict[str, dict[str, str]]:
+    folder = state / "cluster" / namespace
     return {
         path.stem: {
             key: base64.b64decode(value).decode() for key, value in json.loads(path.read_text()).items()

@@ -184,7 +184,7 @@ def test_authenticate_returns_a_bearer_token(auth):
 
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"}
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 3600
 

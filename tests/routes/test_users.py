@@ -12,14 +12,26 @@ import pytest
 from tests.conftest import PASSWORD, assert_problem
 
 
+def session_of(token: str) -> str:
+    """The session id an access token carries."""
+    return jwt.decode(token, options={"verify_signature": False})["sess"]
+
+
 def forge(
-    app, claims: dict, key: str | None = None, algorithm: str = "HS256", without: tuple[str, ...] = ()
+    app,
+    claims: dict,
+    key: str | None = None,
+    algorithm: str = "HS256",
+    without: tuple[str, ...] = (),
+    *,
+    sess: object = "A" * 22,
 ) -> str:
     """A token with these claims over a complete set minus ``without``, signed with ``key`` (the app's)."""
     now = int(time.time())
     payload = {
         "sub": "1",
         "sid": app.extensions["user_store"].store_id(),
+        "sess": sess,
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -136,9 +148,11 @@ def test_token_in_the_query_string_is_not_accepted(auth, client):
 
 
 def test_token_signed_with_another_key_returns_401(app, auth):
-    auth.token()
+    sess = session_of(auth.token())
 
-    assert_unauthorized(auth.get("/id", forge(app, {}, key="another-key-that-is-long-enough-0123456789")))
+    assert_unauthorized(
+        auth.get("/id", forge(app, {}, key="another-key-that-is-long-enough-0123456789", sess=sess))
+    )
 
 
 def test_token_with_a_tampered_payload_returns_401(app, auth):
@@ -150,45 +164,70 @@ def test_token_with_a_tampered_payload_returns_401(app, auth):
 
 
 def test_expired_token_returns_401(app, auth):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
     past = int(time.time()) - 100
 
-    response = auth.get("/id", forge(app, {"iat": past - 10, "nbf": past - 10, "exp": past}))
+    response = auth.get("/id", forge(app, {"iat": past - 10, "nbf": past - 10, "exp": past}, sess=sess))
 
     assert_unauthorized(response)
     assert "expired" in response.get_json()["detail"]
 
 
-@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "type", "sid"])
+@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "type", "sid", "sess"])
 def test_token_missing_a_required_claim_returns_401(app, auth, claim):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
 
-    assert auth.get("/id", forge(app, {})).status_code == 200
-    assert_unauthorized(auth.get("/id", forge(app, {}, without=(claim,))))
+    assert auth.get("/id", forge(app, {}, sess=sess)).status_code == 200
+    assert_unauthorized(auth.get("/id", forge(app, {}, sess=sess, without=(claim,))))
+
+
+def test_token_of_a_session_that_never_existed_returns_401(app, auth):
+    auth.token("alice")
+
+    response = auth.get("/id", forge(app, {}, sess="B" * 22))
+
+    assert_unauthorized(response)
+    assert response.get_json()["detail"] == "The session of this token has ended."
+
+
+@pytest.mark.parametrize("sess", [1, None, ["x"], "short", "A" * 21 + "!", "A" * 23])
+def test_token_with_a_malformed_session_id_returns_401(app, auth, sess):
+    auth.token("alice")
+
+    assert_unauthorized(auth.get("/id", forge(app, {}, sess=sess)))
+
+
+def test_token_naming_another_users_session_returns_401(app, auth):
+    alice_sess = session_of(auth.token("alice"))
+    auth.token("bob")
+
+    assert_unauthorized(auth.get("/id", forge(app, {"sub": "2"}, sess=alice_sess)))
 
 
 def test_token_from_a_replica_whose_clock_runs_a_few_seconds_ahead_is_accepted(app, auth):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
     ahead = int(time.time()) + 3
 
-    assert auth.get("/id", forge(app, {"iat": ahead, "nbf": ahead})).status_code == 200
+    assert auth.get("/id", forge(app, {"iat": ahead, "nbf": ahead}, sess=sess)).status_code == 200
 
 
 def test_the_clock_leeway_is_a_few_seconds_not_half_a_minute(app, auth):
     # The leeway tolerates clocks a few seconds apart (5 s): a token expired 30 s ago, or valid only in 30 s,
     # is refused. 30 s leaves room for a slow machine on either side of the 5 s.
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
     now = int(time.time())
 
-    assert_unauthorized(auth.get("/id", forge(app, {"iat": now - 600, "nbf": now - 600, "exp": now - 30})))
-    assert_unauthorized(auth.get("/id", forge(app, {"iat": now + 30, "nbf": now + 30})))
+    assert_unauthorized(
+        auth.get("/id", forge(app, {"iat": now - 600, "nbf": now - 600, "exp": now - 30}, sess=sess))
+    )
+    assert_unauthorized(auth.get("/id", forge(app, {"iat": now + 30, "nbf": now + 30}, sess=sess)))
 
 
 def test_token_not_yet_valid_returns_401(app, auth):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
     future = int(time.time()) + 3600
 
-    assert_unauthorized(auth.get("/id", forge(app, {"nbf": future, "exp": future + 60})))
+    assert_unauthorized(auth.get("/id", forge(app, {"nbf": future, "exp": future + 60}, sess=sess)))
 
 
 def test_alg_none_token_returns_401(auth):
@@ -200,29 +239,29 @@ def test_alg_none_token_returns_401(auth):
 
 
 def test_token_signed_with_another_hmac_algorithm_returns_401(app, auth):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
 
-    assert_unauthorized(auth.get("/id", forge(app, {}, algorithm="HS512")))
+    assert_unauthorized(auth.get("/id", forge(app, {}, algorithm="HS512", sess=sess)))
 
 
 @pytest.mark.parametrize("subject", ["999", "0", "-1", "abc", "1.0", " 1", "1_0", "\u0661"])
 def test_token_naming_no_user_returns_401(app, auth, subject):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
 
-    assert_unauthorized(auth.get("/id", forge(app, {"sub": subject})))
+    assert_unauthorized(auth.get("/id", forge(app, {"sub": subject}, sess=sess)))
 
 
 @pytest.mark.parametrize("subject", [1, None, {"id": 1}, ["1"]])
 def test_token_with_a_non_string_subject_returns_401(app, auth, subject):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
 
-    assert_unauthorized(auth.get("/id", forge(app, {"sub": subject})))
+    assert_unauthorized(auth.get("/id", forge(app, {"sub": subject}, sess=sess)))
 
 
 def test_refresh_token_is_not_accepted_as_an_access_token(app, auth):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
 
-    assert_unauthorized(auth.get("/id", forge(app, {"type": "refresh"})))
+    assert_unauthorized(auth.get("/id", forge(app, {"type": "refresh"}, sess=sess)))
 
 
 def test_token_of_a_deleted_user_returns_401(app, auth):
@@ -251,6 +290,7 @@ def test_token_stays_valid_for_a_new_app_on_the_same_store(make_app):
 
 
 def test_token_of_another_store_returns_401(app, auth):
-    auth.register("alice")
+    sess = session_of(auth.token("alice"))
 
-    assert_unauthorized(auth.get("/id", forge(app, {"sid": "0" * 32})))
+    assert auth.get("/id", forge(app, {}, sess=sess)).status_code == 200
+    assert_unauthorized(auth.get("/id", forge(app, {"sid": "0" * 32}, sess=sess)))

@@ -16,6 +16,7 @@ from psycopg import sql
 from harness import free_port
 from harness.postgres import PostgresServer
 from src import migrate
+from src.storage import PostgresStore, Session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,12 +215,21 @@ def test_migrate_creates_the_app_role_with_row_access_only(postgres_url, app_rol
 
     assert (code, line) == (
         0,
-        f"migrate: schema is up to date (tables users, login_failures, role {role} may read and write them)",
+        f"migrate: schema is up to date (tables users, login_failures, sessions, refresh_tokens, "
+        f"role {role} may read and write them)",
     )
+    with PostgresStore(app_url, min_size=1, max_size=1, timeout=5) as store:  # sessions as the app role
+        user = store.create_user("s", "h")
+        assert store.create_session(user, Session("S" * 22, user.id, 0.0, 10.0**12), "h0", prune_before=0.0)
+        assert (
+            store.rotate_refresh_token("h0", "h1", now=1.0, absolute=10.0**12, idle=10.0**12).id == "S" * 22
+        )
+        assert store.end_session("S" * 22)
+        assert store.delete_user(user.id)
     with psycopg.connect(app_url, autocommit=True) as conn:
         assert conn.execute(
             "INSERT INTO users (username, password_hash) VALUES ('a', 'h') RETURNING id"
-        ).fetchone() == (1,)
+        ).fetchone() == (2,)
         assert conn.execute("DELETE FROM users WHERE username = 'a'").rowcount == 1
         for statement in ("CREATE TABLE other (id int)", "TRUNCATE users", "DROP TABLE login_failures"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

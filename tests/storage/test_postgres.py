@@ -43,7 +43,7 @@ def tables(url: str) -> set[str]:
 def test_construction_creates_the_schema(postgres_url):
     PostgresStore(postgres_url).close()
 
-    assert tables(postgres_url) == {"users", "login_failures", "store_identity"}
+    assert tables(postgres_url) == {"users", "login_failures", "store_identity", "sessions", "refresh_tokens"}
 
 
 def test_create_user_returns_user_found_by_name_and_by_id(pg_store):
@@ -144,7 +144,7 @@ def test_check_ready_passes_when_the_database_answers(pg_store):
 def test_several_processes_creating_the_schema_at_once_all_succeed(postgres_url):
     assert workers.race(workers.create_schema_at_once, [(postgres_url,)] * 6) == [True] * 6
 
-    assert tables(postgres_url) == {"users", "login_failures", "store_identity"}
+    assert tables(postgres_url) == {"users", "login_failures", "store_identity", "sessions", "refresh_tokens"}
 
 
 def test_several_processes_registering_at_once_get_unique_ids(postgres_url, pg_store):
@@ -265,7 +265,7 @@ def test_schema_is_created_on_first_use_when_the_database_was_down_at_constructi
     own_server.start()
 
     assert store.create_user("alice", HASH).id == 1
-    assert tables(url) == {"users", "login_failures", "store_identity"}
+    assert tables(url) == {"users", "login_failures", "store_identity", "sessions", "refresh_tokens"}
     store.close()
 
 

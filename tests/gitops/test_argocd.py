@@ -1,0 +1,192 @@
+"""Argo CD: roots, projects and Applications tied to real paths, pinned charts and the kinds they deploy.
+
+The Application and AppProject CRDs are not in any package installable here: these tests check the fields
+that decide what Argo CD does (source, revision, destination, sync policy, waves, project limits).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.gitops.rendered import ARGOCD, ENVIRONMENTS, REPO_URL, applications, render
+from tests.kube.manifests import REPO, load_documents
+
+PINNED_CHARTS = {
+    "kube-prometheus-stack": ("https://prometheus-community.github.io/helm-charts", "88.5.3"),
+    "cloudnative-pg": ("https://cloudnative-pg.github.io/charts", "0.29.0"),
+    "fluent-bit": ("https://fluent.github.io/helm-charts", "0.58.1"),
+    "opensearch": ("https://opensearch-project.github.io/helm-charts", "3.6.0"),
+    "external-secrets": ("https://charts.external-secrets.io", "2.9.0"),
+    "aws-load-balancer-controller": ("https://aws.github.io/eks-charts", "3.5.0"),
+}
+PLATFORM_BY_ENV = {
+    "dev": {"kube-prometheus-stack", "opensearch", "fluent-bit"},
+    "staging": {
+        "kube-prometheus-stack",
+        "opensearch",
+        "fluent-bit",
+        "external-secrets",
+        "aws-load-balancer-controller",
+    },
+    "prod": {
+        "kube-prometheus-stack",
+        "opensearch",
+        "fluent-bit",
+        "external-secrets",
+        "aws-load-balancer-controller",
+    },
+    "selfhosted": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cloudnative-pg"},
+}
+
+
+def sources(app: dict) -> list[dict]:
+    return app["spec"].get("sources") or [app["spec"]["source"]]
+
+
+def wave(obj: dict) -> int:
+    return int(obj["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+
+
+def projects(env: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in render(f"argocd/envs/{env}") if o["kind"] == "AppProject"}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_root_syncs_its_environment_folder_from_this_repository(env):
+    (root,) = load_documents(ARGOCD / "roots" / f"{env}.yaml")
+    source = root["spec"]["source"]
+    assert (source["repoURL"], source["targetRevision"]) == (REPO_URL, "main")
+    assert source["path"] == f"kube_config/argocd/envs/{env}"
+    assert (REPO / source["path"] / "kustomization.yaml").is_file()
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_environment_has_one_api_application_on_its_own_overlay(env):
+    api = applications(env)[f"flask-api-{env}"]
+    source = api["spec"]["source"]
+    assert source["path"] == f"kube_config/overlays/{env}"
+    assert (REPO / source["path"] / "kustomization.yaml").is_file()
+    assert (source["repoURL"], api["spec"]["project"]) == (REPO_URL, "flask-api")
+    assert api["spec"]["destination"]["namespace"] == "flask-api"
+    assert [a for a in applications(env) if a.startswith("flask-api-")] == [f"flask-api-{env}"]
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "selfhosted"])
+def test_non_production_environments_sync_prune_and_heal_automatically(env):
+    automated = applications(env)[f"flask-api-{env}"]["spec"]["syncPolicy"]["automated"]
+    assert (automated["prune"], automated["selfHeal"]) == (True, True)
+
+
+def test_prod_waits_for_a_manual_sync():
+    assert "automated" not in applications("prod")["flask-api-prod"]["spec"]["syncPolicy"]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_environment_installs_exactly_its_platform_charts_at_pinned_versions(env):
+    charts = {}
+    for app in applications(env).values():
+        for source in sources(app):
+            if "chart" in source:
+                charts[source["chart"]] = (source["repoURL"], source["targetRevision"])
+    assert set(charts) == PLATFORM_BY_ENV[env]
+    assert charts == {name: PINNED_CHARTS[name] for name in PLATFORM_BY_ENV[env]}
+    assert all(re.fullmatch(r"\d+\.\d+\.\d+", version) for _, version in charts.values())
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_values_file_and_path_an_application_names_exists(env):
+    for app in applications(env).values():
+        for source in sources(app):
+            for value_file in source.get("helm", {}).get("valueFiles", []):
+                assert value_file.startswith("$values/")
+                assert (REPO / value_file.removeprefix("$values/")).is_file(), value_file
+            if "path" in source:
+                assert (REPO / source["path"] / "kustomization.yaml").is_file(), source["path"]
+            if source.get("ref") == "values" or "path" in source:
+                assert (source["repoURL"], source["targetRevision"]) == (REPO_URL, "main")
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_projects_allow_each_application_its_sources_and_destination(env):
+    for app in applications(env).values():
+        project = projects(env)[app["spec"]["project"]]["spec"]
+        for source in sources(app):
+            assert source["repoURL"] in project["sourceRepos"]
+        destination = app["spec"]["destination"]
+        assert {"server": destination["server"], "namespace": destination["namespace"]} in project[
+            "destinations"
+        ]
+
+
+def test_the_api_project_takes_this_repository_only():
+    assert projects("dev")["flask-api"]["spec"]["sourceRepos"] == [REPO_URL]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_api_project_whitelists_every_kind_its_applications_render(env):
+    spec = projects(env)["flask-api"]["spec"]
+    allowed = {
+        (k["group"], k["kind"]) for k in spec["namespaceResourceWhitelist"] + spec["clusterResourceWhitelist"]
+    }
+    destinations = {d["namespace"] for d in spec["destinations"]}
+    for folder in (f"overlays/{env}", "monitoring"):
+        for obj in render(folder):
+            group = obj["apiVersion"].rpartition("/")[0]
+            assert (group, obj["kind"]) in allowed, (folder, obj["kind"])
+            if obj["kind"] != "Namespace":
+                assert obj["metadata"]["namespace"] in destinations, (folder, obj["kind"])
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_platform_comes_up_in_an_earlier_wave_than_the_api(env):
+    apps = applications(env)
+    api = apps[f"flask-api-{env}"]
+    for name in PLATFORM_BY_ENV[env]:
+        assert wave(apps[name]) < wave(api), name
+    for project in projects(env).values():
+        assert wave(project) < min(wave(a) for a in apps.values())
+
+
+def test_monitoring_application_deploys_kube_config_monitoring():
+    monitoring = applications("dev")["monitoring"]
+    assert monitoring["spec"]["source"]["path"] == "kube_config/monitoring"
+    assert monitoring["spec"]["destination"]["namespace"] == "monitoring"
+
+
+def test_argo_cd_install_is_pinned_to_a_release_and_builds_overlays_with_files_above_them():
+    kustomization = load_documents(ARGOCD / "install" / "kustomization.yaml")[0]
+    assert kustomization["resources"] == [
+        "https://raw.githubusercontent.com/argoproj/argo-cd/v3.5.1/manifests/install.yaml"
+    ]
+    settings = load_documents(ARGOCD / "install" / "argocd-cm.yaml")[0]["data"]
+    assert settings["kustomize.buildOptions"] == "--load-restrictor LoadRestrictionsNone"
+    assert "obj.status.health.status" in settings["resource.customizations.health.argoproj.io_Application"]
+
+
+@pytest.mark.parametrize(
+    ("app", "level"),
+    [
+        ("cloudnative-pg", "restricted"),
+        ("external-secrets", "restricted"),
+        ("opensearch", "restricted"),
+        ("kube-prometheus-stack", "privileged"),
+        ("fluent-bit", "privileged"),
+    ],
+)
+def test_each_created_platform_namespace_enforces_the_strictest_pod_security_its_chart_allows(app, level):
+    (found,) = load_documents(ARGOCD / "apps" / f"{app}.yaml")
+    sync = found["spec"]["syncPolicy"]
+    assert "CreateNamespace=true" in sync["syncOptions"]
+    labels = sync["managedNamespaceMetadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == level
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_charts_that_make_prometheus_operator_objects_come_after_its_crds(env):
+    apps = applications(env)
+    monitors = {"fluent-bit", "monitoring"} | ({"cloudnative-pg"} & set(apps))
+    for name in monitors:
+        assert wave(apps[name]) > wave(apps["kube-prometheus-stack"]), name

@@ -1,0 +1,154 @@
+"""Fluent Bit's pipeline (kube_config/logging/fluent-bit.yaml) over log lines of a real gunicorn run.
+
+Fluent Bit itself cannot run here. What is reproduced in Python, from the committed configuration:
+- the container runtime's CRI line format and the split the built-in `cri` parser makes of it (its documented
+  regular expression: time, stream, partial flag, log);
+- the tag the tail input gives a file and the `match` pattern that sends the API's namespace to the parser;
+- the `flask-api-json` parser: JSON object, `time_key`, `time_format` (Fluent Bit's %L is the fraction of a
+  second), `time_keep`, and the parser filter's `reserve_data` (other keys kept beside the parsed ones).
+Not reproduced: the kubernetes filter (it asks the API server for pod metadata), the joining of partial (P)
+lines, environment variable substitution, the OpenSearch output, and whether Fluent Bit 5.1 accepts every
+key of the file (no Fluent Bit binary is installable from the registries reachable here).
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import json
+import re
+
+import requests
+
+from tests.conftest import FAST_ARGON2
+from tests.gitops.rendered import LOGGING, fluent_bit_pipeline, values
+from tests.kube.manifests import load_documents
+
+# Fluent Bit's built-in `cri` parser, as documented (named groups in Python's spelling).
+CRI_LINE = re.compile(r"^(?P<time>.+?) (?P<stream>stdout|stderr) (?P<_p>F|P) (?P<log>.*)$")
+API_LOG_FILE = (
+    "/var/log/containers/flask-api-7c9d8f6b5d-x2x4k_flask-api_flask-api-"
+    "4f1c2b3a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708.log"
+)
+UNSET = dict.fromkeys(
+    ("DATABASE_URL", "SECRET_KEY", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "CORS_ORIGINS")
+)
+
+
+def api_parser() -> dict:
+    (parser_filter,) = [f for f in fluent_bit_pipeline()["pipeline"]["filters"] if f["name"] == "parser"]
+    (parser,) = [p for p in fluent_bit_pipeline()["parsers"] if p["name"] == parser_filter["parser"]]
+    return parser_filter | {"rule": parser}
+
+
+def tail_tag(path: str) -> str:
+    """The tag of a tailed file: the input's tag with its * replaced by the path, slashes turned to dots."""
+    (tail,) = fluent_bit_pipeline()["pipeline"]["inputs"]
+    return tail["tag"].replace("*", path.replace("/", ".").lstrip("."))
+
+
+def strptime_fluent_bit(value: str, time_format: str) -> datetime.datetime:
+    """Fluent Bit's strptime, where %L is the fraction of a second (Python's %f)."""
+    # The format ends in a literal Z: the time is UTC, which Fluent Bit assumes as well.
+    return datetime.datetime.strptime(value, time_format.replace("%L", "%f")).replace(tzinfo=datetime.UTC)
+
+
+def through_pipeline(line: str) -> dict:
+    """One stdout line of the API as the kubelet writes it, then as the parser filter leaves the record."""
+    cri = f"2026-11-30T12:00:00.123456789Z stdout F {line}"
+    record = CRI_LINE.fullmatch(cri).groupdict()
+    settings = api_parser()
+    parsed = json.loads(record.pop(settings["key_name"]))
+    assert isinstance(parsed, dict)
+    rule = settings["rule"]
+    timestamp = strptime_fluent_bit(parsed[rule["time_key"]], rule["time_format"])
+    if rule["time_keep"] is not True:
+        parsed.pop(rule["time_key"])
+    kept = record if settings["reserve_data"] is True else {}
+    return {**kept, **parsed, "@timestamp": timestamp}
+
+
+def test_the_api_containers_tag_reaches_the_json_parser_and_other_namespaces_do_not():
+    match = api_parser()["match"]
+    assert fnmatch.fnmatchcase(tail_tag(API_LOG_FILE), match)
+    other = API_LOG_FILE.replace("_flask-api_", "_kube-system_")
+    assert not fnmatch.fnmatchcase(tail_tag(other), match)
+
+
+def test_real_access_lines_keep_request_id_level_route_and_status_as_fields(gunicorn_server, tmp_path):
+    env = {**UNSET, **FAST_ARGON2, "DATA_FILE_PATH": str(tmp_path / "data.json")}
+    server = gunicorn_server(env, workers=2)
+    assert (
+        requests.get(f"{server.url}/healthz", headers={"X-Request-ID": "trace-0001"}, timeout=30).status_code
+        == 200
+    )
+    assert (
+        requests.get(f"{server.url}/nowhere", headers={"X-Request-ID": "trace-0002"}, timeout=30).status_code
+        == 404
+    )
+    assert server.stop() == 0
+
+    lines = [line for line in server.output().splitlines() if line.startswith("{")]
+    records = [through_pipeline(line) for line in lines]
+    by_id = {r.get("request_id"): r for r in records if r.get("logger") == "access"}
+
+    healthz, missing = by_id["trace-0001"], by_id["trace-0002"]
+    assert (healthz["level"], healthz["route"], healthz["status"], healthz["method"]) == (
+        "info",
+        "/healthz",
+        200,
+        "GET",
+    )
+    assert (missing["level"], missing["status"], missing["path"]) == ("info", 404, "/nowhere")
+    assert healthz["stream"] == "stdout"
+    assert healthz["@timestamp"].year >= 2026
+
+
+def test_every_json_line_of_a_real_run_parses_with_its_own_time(gunicorn_server, tmp_path):
+    env = {**UNSET, **FAST_ARGON2, "DATA_FILE_PATH": str(tmp_path / "data.json")}
+    server = gunicorn_server(env, workers=1)
+    requests.get(f"{server.url}/readyz", timeout=30)
+    assert server.stop() == 0
+
+    lines = [line for line in server.output().splitlines() if line.startswith("{")]
+    assert len(lines) >= 2
+    for line in lines:
+        record = through_pipeline(line)
+        assert record["level"] in {"debug", "info", "warning", "error", "critical"}
+        assert record["@timestamp"].tzinfo is datetime.UTC
+
+
+def test_the_chart_runs_the_committed_yaml_configuration():
+    (settings,) = values("fluent-bit")
+    (config_map,) = load_documents(LOGGING / "kustomization.yaml")[0]["configMapGenerator"]
+    assert settings["existingConfigMap"] == config_map["name"] == "fluent-bit-config"
+    assert config_map["files"] == ["fluent-bit.yaml"]
+    assert "--config=/fluent-bit/etc/conf/fluent-bit.yaml" in settings["args"]
+
+
+def test_fluent_bit_runs_without_capabilities_and_reads_the_node_logs_read_only():
+    (settings,) = values("fluent-bit")
+    context = settings["securityContext"]
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert settings["podSecurityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    mounts = {m["name"]: m for m in settings["daemonSetVolumeMounts"]}
+    assert mounts["varlog"]["readOnly"] is True
+    (tail,) = fluent_bit_pipeline()["pipeline"]["inputs"]
+    assert tail["db"].startswith(mounts["state"]["mountPath"] + "/")
+
+
+def test_logs_go_to_the_opensearch_service_of_the_chart_with_a_login_from_the_environment(platform_secrets):
+    (output,) = fluent_bit_pipeline()["pipeline"]["outputs"]
+    assert output["name"] == "opensearch"
+    assert output["host"] == "opensearch-cluster-master.opensearch.svc"
+    assert output["port"] == 9200
+    assert output["tls"] is True
+    assert (output["http_user"], output["http_passwd"]) == ("${OPENSEARCH_USER}", "${OPENSEARCH_PASSWORD}")
+    (settings,) = values("fluent-bit")
+    assert settings["envFrom"] == [{"secretRef": {"name": "opensearch-credentials"}}]
+    login = platform_secrets["logging", "opensearch-credentials"]
+    assert login["OPENSEARCH_USER"] == "admin"
+    # The password OpenSearch's admin starts with, so that Fluent Bit's first login succeeds.
+    assert login["OPENSEARCH_PASSWORD"] == platform_secrets["opensearch", "opensearch-admin"]["password"]

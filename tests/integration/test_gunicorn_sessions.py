@@ -1,0 +1,221 @@
+"""Sessions under a real ``gunicorn -w 4``, with both stores: an ended session is refused by every worker at
+once, concurrent refreshes of one token let exactly one through, and a logout racing /hello calls never lets
+a call that starts after its 204 succeed. Requests go to 127.0.0.1 only, in bounded numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import wait_until
+from harness.gunicorn import GunicornServer
+
+PASSWORD = "correct horse battery"
+NEW_PASSWORD = "a brand new passphrase"
+FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
+UNSET = dict.fromkeys(("DATABASE_URL", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "CORS_ORIGINS"))
+ESTABLISHED = "01"
+
+
+@pytest.fixture(params=["json", "postgresql"])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str | None]:
+    env: dict[str, str | None] = {
+        **UNSET,
+        **FAST_ARGON2,
+        "DATA_FILE_PATH": str(tmp_path / "data.json"),
+        "SECRET_KEY": os.urandom(32).hex(),
+    }
+    if request.param == "postgresql":
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    return env
+
+
+@pytest.fixture
+def server(store_env: dict[str, str | None], gunicorn_server) -> GunicornServer:
+    """The production worker model (gthread), 4 workers."""
+    return gunicorn_server(store_env, workers=4)
+
+
+def login(url: str, username: str) -> dict:
+    body = {"username": username, "password": PASSWORD}
+    assert requests.post(f"{url}/register", json=body, timeout=60).status_code == 201
+    response = requests.post(f"{url}/authenticate", json=body, timeout=60)
+    assert response.status_code == 200
+    return response.json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --------------------------------------------------------------------------------------------- every worker
+
+
+def _client_sockets(port: int) -> set[str]:
+    """Server-side sockets of established connections to ``port`` ("socket:[inode]")."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == ESTABLISHED:
+                inodes.add(f"socket:[{fields[9]}]")
+    return inodes
+
+
+def _workers_holding_clients(server: GunicornServer) -> dict[int, int]:
+    """How many client connections each worker holds (accepted, being read)."""
+    clients = _client_sockets(server.port)
+    held = {}
+    for pid in server.worker_pids():
+        sockets = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                sockets.add(os.readlink(fd))
+            except OSError:
+                continue  # closed meanwhile
+        held[pid] = len(sockets & clients)
+    return held
+
+
+def hello_on_every_worker(server: GunicornServer, token: str) -> list[int]:
+    """Statuses of GET /hello sent at once on connections held by every worker.
+
+    Each connection sends its request but the blank line that ends the headers; once every worker holds at
+    least one of them (seen in /proc), all requests are completed together, so every worker answers one.
+    The server runs sync workers (GUNICORN_THREADS=1), which hold one connection each, so that N held
+    connections are N workers; a threaded worker may accept every connection itself.
+    """
+    partial = (
+        f"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
+    )
+    connections: list[socket.socket] = []
+    try:
+        while True:
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            connections.append(connection)
+            connection.sendall(partial.encode())
+            wait_until(
+                lambda: sum(_workers_holding_clients(server).values()) >= len(connections),
+                timeout=10,
+                interval=0.01,
+                what="the workers to accept the connection",
+            )
+            if all(_workers_holding_clients(server).values()):
+                break
+            assert len(connections) < 64, "the connections never reached every worker"
+        for connection in connections:
+            connection.sendall(b"\r\n")
+        return [int(_read_all(connection).split(b" ", 2)[1]) for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def _read_all(connection: socket.socket) -> bytes:
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_every_worker_refuses_an_ended_session_at_once(store_env, gunicorn_server):
+    server = gunicorn_server({**store_env, "GUNICORN_THREADS": "1"}, workers=4)
+    url = server.url
+    alice, bob, carol = login(url, "alice"), login(url, "bob"), login(url, "carol")
+    for session in (alice, bob, carol):
+        assert set(hello_on_every_worker(server, session["access_token"])) == {200}
+
+    # Logout: the 204 is the moment from which no worker accepts the session.
+    assert (
+        requests.post(f"{url}/logout", headers=bearer(alice["access_token"]), timeout=30).status_code == 204
+    )
+    assert set(hello_on_every_worker(server, alice["access_token"])) == {401}
+
+    change = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+    response = requests.put(
+        f"{url}/users/me/password", json=change, headers=bearer(bob["access_token"]), timeout=60
+    )
+    assert response.status_code == 204
+    assert set(hello_on_every_worker(server, bob["access_token"])) == {401}
+
+    response = requests.delete(
+        f"{url}/users/me", json={"password": PASSWORD}, headers=bearer(carol["access_token"]), timeout=60
+    )
+    assert response.status_code == 204
+    assert set(hello_on_every_worker(server, carol["access_token"])) == {401}
+
+    for session in (alice, bob, carol):
+        refresh = {"refresh_token": session["refresh_token"]}
+        assert requests.post(f"{url}/token/refresh", json=refresh, timeout=30).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------------------- races
+
+
+def test_twenty_concurrent_refreshes_of_one_token_give_exactly_one_200(server):
+    session = login(server.url, "alice")
+    start = threading.Barrier(20)
+    answers: list[requests.Response] = []
+
+    def refresh() -> None:
+        start.wait()
+        answers.append(
+            requests.post(
+                f"{server.url}/token/refresh", json={"refresh_token": session["refresh_token"]}, timeout=60
+            )
+        )
+
+    threads = [threading.Thread(target=refresh) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sorted(answer.status_code for answer in answers) == [200] + [401] * 19
+    # The losers presented a spent token: by design that ends the session, the winner's new tokens included.
+    winner = next(answer.json() for answer in answers if answer.status_code == 200)
+    hello = requests.get(f"{server.url}/hello", headers=bearer(winner["access_token"]), timeout=30)
+    assert hello.status_code == 401
+
+
+def test_no_hello_that_starts_after_the_logout_204_succeeds(server):
+    session = login(server.url, "alice")
+    results: list[tuple[float, int]] = []  # (started, status)
+    logged_out_at: list[float] = []
+    lock = threading.Lock()
+
+    def call_hello() -> None:
+        with requests.Session() as client:
+            for _ in range(40):  # bounded; stops early once enough calls ran after the logout
+                started = time.monotonic()
+                status = client.get(
+                    f"{server.url}/hello", headers=bearer(session["access_token"]), timeout=30
+                )
+                with lock:
+                    results.append((started, status.status_code))
+                    after = [s for s, _ in results if logged_out_at and s > logged_out_at[0]]
+                if len(after) >= 60:
+                    return
+
+    threads = [threading.Thread(target=call_hello) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(results) >= 20, timeout=30, interval=0.01, what="the /hello calls to start")
+    response = requests.post(f"{server.url}/logout", headers=bearer(session["access_token"]), timeout=30)
+    logged_out_at.append(time.monotonic())
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert response.status_code == 204
+    before = [status for started, status in results if started < logged_out_at[0]]
+    after = [status for started, status in results if started > logged_out_at[0]]
+    assert 200 in before
+    assert len(after) >= 20
+    assert set(after) == {401}
