@@ -117,7 +117,7 @@ image: ## Build the image (needs a Docker engine and the base image)
 check-image: $(SCANNERS_STAMP) ## Build the image on a local stand-in base and run it as Kubernetes does (root)
 	.ci/check-image.sh
 
-bench: $(DEV_STAMP) ## Benchmark against the reference app (wrk, JSON and PostgreSQL, 10 and 100k users)
+bench: $(DEV_STAMP) ## Benchmark against two reference apps (wrk, JSON and PostgreSQL, 10 and 100k users)
 	$(BIN)/python bench/run.py
 
 diagram: ## Render Illustrations/{architecture,gitops}.{png,svg} from their Graphviz sources (needs dot: graphviz)

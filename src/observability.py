@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import time
+from bisect import bisect_left
 from json.encoder import encode_basestring_ascii as json_string
 
 from flask import Flask, Response, has_request_context, request
@@ -114,6 +115,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _Outcome:
+    """What is fixed for one (route, method, status): its metric values and the constant parts of its line.
+
+    The metric values are prometheus_client's own (in multiprocess mode, slots in this worker's mmap files),
+    reached once here rather than through ``Counter.inc`` and ``Histogram.observe`` on every request.
+    """
+
+    __slots__ = ("buckets", "count", "line_after_path", "line_after_time", "sum")
+
+    def __init__(self, route: str, method: str, status: int) -> None:
+        labels = (route, method, str(status))
+        histogram = HTTP_REQUEST_DURATION.labels(*labels)
+        self.count = HTTP_REQUESTS.labels(*labels)._value
+        self.sum = histogram._sum
+        # Histogram.observe counts an amount in the first bucket whose bound is >= it (the last is +Inf).
+        self.buckets = histogram._buckets
+        level = "error" if status >= 500 else "info"
+        # Every value a client can influence goes through the JSON string encoder; the rest is fixed here.
+        self.line_after_time = (
+            f'", "level": "{level}", "logger": "access", "method": "{method}", '
+            f'"route": {json_string(route)}, "path": '
+        )
+        self.line_after_path = f', "status": {status}, "duration_ms": '
+
+
+_BUCKET_BOUNDS = (*LATENCY_BUCKETS, float("inf"))
+
+
 class RequestObserver:
     """WSGI middleware: request id in and out, then metrics and one JSON access line per request."""
 
@@ -121,7 +150,7 @@ class RequestObserver:
         self.wsgi_app = wsgi_app
         self.access_log = access_log
         self.metrics = metrics
-        self._label_children: dict[tuple[str, str, int], tuple] = {}
+        self._outcomes: dict[tuple[str, str, int], _Outcome] = {}
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -148,24 +177,20 @@ class RequestObserver:
         method = environ.get("REQUEST_METHOD", "")
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
+        key = (route, method, status)
+        outcome = self._outcomes.get(key)
+        if outcome is None:
+            outcome = self._outcomes[key] = _Outcome(route, method, status)
         if self.metrics:
-            key = (route, method, status)
-            children = self._label_children.get(key)
-            if children is None:
-                labels = (route, method, str(status))
-                children = (HTTP_REQUESTS.labels(*labels), HTTP_REQUEST_DURATION.labels(*labels))
-                self._label_children[key] = children
-            children[0].inc()
-            children[1].observe(elapsed)
+            outcome.count.inc(1)
+            outcome.sum.inc(elapsed)
+            outcome.buckets[bisect_left(_BUCKET_BOUNDS, elapsed)].inc(1)
         if self.access_log:
-            # Built by hand: json.dumps of a dict costs several times more. Every value that a client can
-            # influence goes through the JSON string encoder; method and route come from fixed sets.
-            level = "error" if status >= 500 else "info"
+            # Built by hand: json.dumps of a dict costs several times more.
             line = (
-                f'{{"time": "{utc_timestamp(time.time())}", "level": "{level}", "logger": "access", '
-                f'"method": "{method}", "route": {json_string(route)}, '
-                f'"path": {json_string(environ.get("PATH_INFO", ""))}, "status": {status}, '
-                f'"duration_ms": {elapsed * 1000:.3f}, "request_id": "{environ[REQUEST_ID_ENVIRON]}", '
+                f'{{"time": "{utc_timestamp(time.time())}{outcome.line_after_time}'
+                f"{json_string(environ.get('PATH_INFO', ''))}{outcome.line_after_path}"
+                f'{elapsed * 1000:.3f}, "request_id": "{environ[REQUEST_ID_ENVIRON]}", '
                 f'"remote_addr": {json_string(environ.get("REMOTE_ADDR") or "")}}}\n'
             )
             try:  # noqa: SIM105 - contextlib.suppress costs an object per request
@@ -174,10 +199,25 @@ class RequestObserver:
                 pass  # a closed or full stdout must not fail the request
 
 
-def _remember_route() -> None:
-    """Keep the matched route template where the middleware finds it once the request is done."""
-    rule = request.url_rule
-    request.environ[ROUTE_ENVIRON] = rule.rule if rule is not None else UNMATCHED_ROUTE
+class _RouteRecorder:
+    """``Request.url_rule`` that also leaves the matched route template where the middleware finds it.
+
+    Flask sets ``url_rule`` once, when it matches the URL (before any ``before_request`` function), and never
+    for a path that matches no route: no hook runs per request for this.
+    """
+
+    def __set_name__(self, owner, name) -> None:
+        self.name = name
+
+    def __get__(self, request, owner=None):
+        if request is None:
+            return self
+        return request.__dict__.get(self.name)
+
+    def __set__(self, request, rule) -> None:
+        request.__dict__[self.name] = rule
+        if rule is not None:
+            request.environ[ROUTE_ENVIRON] = rule.rule
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -215,8 +255,8 @@ def init_app(app: Flask) -> None:
     # Flask's own handler would write plain text to stderr next to the JSON lines.
     app.logger.removeHandler(default_handler)
 
-    # First in line, so the route is known even when a later before_request function answers itself.
-    app.before_request_funcs.setdefault(None, []).insert(0, _remember_route)
+    # The route is recorded when Flask matches it, so it is known even when a before_request function answers.
+    app.request_class = type("ObservedRequest", (app.request_class,), {"url_rule": _RouteRecorder()})
 
     if metrics_enabled and metrics_port is None:
         registry = metrics_registry()

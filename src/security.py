@@ -8,6 +8,7 @@ keeps only their SHA-256 digest.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
@@ -27,6 +28,7 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.low_level import ARGON2_VERSION
 from flask import Flask, current_app, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -57,6 +59,11 @@ SECURITY_HEADERS = (
 # ------------------------------------------------------------------------------------------------ passwords
 
 
+def _b64(data: bytes) -> str:
+    """Base64 without padding, as argon2 encodes salts and digests."""
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
 class Passwords:
     """argon2id hashing with the configured cost, and verification that costs the same for unknown users.
 
@@ -77,8 +84,16 @@ class Passwords:
             parallelism=settings.argon2_parallelism,
         )
         # Verified against when the user does not exist, so that "unknown user" and "wrong password" take the
-        # same time and give the same answer.
-        self.dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        # same time and give the same answer. Verifying recomputes the hash with the parameters written in the
+        # string, so random salt and digest bytes cost exactly what a real hash costs to verify, and nobody
+        # knows a password that matches them; making a real hash would cost every worker one argon2 run (and
+        # 64 MiB) at each boot, and workers are recycled every few thousand requests.
+        hasher = self.hasher
+        self.dummy_hash = (
+            f"$argon2id$v={ARGON2_VERSION}$m={hasher.memory_cost},t={hasher.time_cost},"
+            f"p={hasher.parallelism}${_b64(secrets.token_bytes(hasher.salt_len))}"
+            f"${_b64(secrets.token_bytes(hasher.hash_len))}"
+        )
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:

@@ -51,6 +51,14 @@ def test_verify_refuses_an_unknown_user_even_with_the_dummy_password(passwords):
     assert passwords.verify(None, PASSWORD) is False
 
 
+def test_the_dummy_hash_has_the_configured_cost_and_a_fresh_salt_and_digest(passwords):
+    parts = passwords.dummy_hash.split("$")
+
+    assert parts[:4] == ["", "argon2id", "v=19", "m=19456,t=2,p=1"]
+    assert (len(parts[4]), len(parts[5])) == (22, 43)  # 16 and 32 bytes, unpadded base64
+    assert Passwords(FAST_SETTINGS).dummy_hash != passwords.dummy_hash
+
+
 def test_verify_refuses_a_corrupt_stored_hash(passwords):
     assert passwords.verify(User(1, "alice", "not-a-hash"), PASSWORD) is False
 

@@ -540,6 +540,11 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
     "image": ("image.json", "make check-image", image_table),
     "mutants": ("mutants.json", "make mutants", mutants_table),
     "bench": ("bench.md", "make bench", None),
+    "bench-sync": (
+        "bench-sync.md",
+        "python bench/run.py --worker-class sync --output bench/results/sync.json",
+        None,
+    ),
     "attacks": ("attacks.json", "make drills", attacks_table),
 }
 
@@ -668,8 +673,15 @@ def collect(root: Path = REPO) -> list[str]:
         write("mutants.json", (build / "mutants.json").read_text(encoding="utf-8"))
     if (build / "figures" / "image.json").is_file():
         write("image.json", (build / "figures" / "image.json").read_text(encoding="utf-8"))
-    if (root / "bench" / "results" / "results.md").is_file():
-        write("bench.md", (root / "bench" / "results" / "results.md").read_text(encoding="utf-8"))
+    # The tables, and every round behind them.
+    for source, target in (
+        ("results.md", "bench.md"),
+        ("results.json", "bench.json"),
+        ("sync.md", "bench-sync.md"),
+        ("sync.json", "bench-sync.json"),
+    ):
+        if (root / "bench" / "results" / source).is_file():
+            write(target, (root / "bench" / "results" / source).read_text(encoding="utf-8"))
     if (build / "figures" / "attacks.json").is_file():
         # Merged: a plain `make drills` records the after figures, and keeps the before ones recorded with
         # DRILLS_BEFORE=1.

@@ -32,9 +32,11 @@ import os
 import re
 import secrets
 import tempfile
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from itertools import pairwise, starmap
 
 from .base import Counts, Session, StoreUnavailable, User, UsernameTaken, UserStore
 from .json_sessions import JsonSessions
@@ -55,6 +57,7 @@ _REASONS = {
 }
 
 Signature = tuple[int, int, int, int]
+_Columns = tuple[list[int], list[str], list[str]]  # ids, usernames, password hashes, in file order
 
 
 def _describe(exc: OSError) -> str:
@@ -65,20 +68,6 @@ def _signature(st: os.stat_result) -> Signature:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class _Users:
-    signature: Signature | None
-    by_name: dict[str, User]
-    by_id: dict[int, User]
-    next_id: int
-    raw: bytes = b""  # the exact file content the index was built from
-    store_id: str | None = None  # None: no file yet, or a file written before store ids existed
-
-
-def _empty_users(signature: Signature | None = None) -> _Users:
-    return _Users(signature, {}, {}, 1)
-
-
 def _new_store_id() -> str:
     return secrets.token_hex(16)
 
@@ -87,6 +76,9 @@ def _new_store_id() -> str:
 # header's next_id and appends one user, which lets writers splice and readers parse only what was appended.
 _HEADER = re.compile(rb'\{"version":1,"store_id":"([0-9a-f]{32})","next_id":([1-9][0-9]*),"users":\[')
 _TRAILER = b"]}"
+# Between two users of the layout this module writes. A '"' inside a JSON string is always escaped, so this
+# can only be the end of one user object and the start of the next.
+_BETWEEN_USERS = re.compile(rb'\},\{"id":')
 
 
 def _users_span(raw: bytes) -> tuple[bytes, int, int, int] | None:
@@ -112,48 +104,272 @@ def _encode_users(users: Iterable[User], next_id: int, store_id: str) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _encode_appended(state: _Users, added: list[User], next_id: int) -> bytes | None:
-    """The file content of ``state`` plus ``added``, spliced from its bytes without re-encoding every user."""
-    span = _users_span(state.raw)
-    if span is None or state.store_id is None:
+# Users decoded from the bytes, kept per version of the file: the ones that sign in often are decoded once.
+_DECODED_USERS = 4096
+_decode = json.JSONDecoder().decode
+
+
+def _user_of(entry: dict) -> User:
+    return User(entry["id"], entry["username"], entry["password_hash"])
+
+
+# The store id in the header of the bytes of a state that has none yet (no file, or a file from before store
+# ids): never written, every write puts a real one in its place.
+_NO_STORE_ID = "0" * 32
+
+# Appending more users than this (or an eighth of the index) rebuilds the index instead of inserting.
+_MAX_INSERTS = 64
+
+
+class _Users:
+    """One version of the user file and a compact index over it; never changed once published.
+
+    The index holds no Python object per user: ``raw`` is the file content in the layout this module writes,
+    ``starts`` the offset of each user's JSON object in it (file order), and two sorted arrays lead to a row:
+    ids, and hashes of the usernames. A lookup bisects, then decodes that one object from ``raw``; a username
+    is compared in full, so two names with the same hash never answer for each other. About 30 bytes per user
+    on top of the file's own bytes, instead of several hundred for dicts of ``User`` objects.
+    """
+
+    __slots__ = (
+        "_decoded",
+        "_end",
+        "_id_rows",
+        "_ids",
+        "_name_hashes",
+        "_name_rows",
+        "_start",
+        "next_id",
+        "raw",
+        "signature",
+        "starts",
+        "store_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        signature: Signature | None,
+        raw: bytes,
+        next_id: int,
+        starts: array,
+        ids: array,
+        id_rows: array | None,
+        name_hashes: array,
+        name_rows: array,
+        store_id: str | None,
+    ) -> None:
+        self.signature = signature
+        self.raw = raw
+        self.next_id = next_id
+        self.store_id = store_id  # None: no file yet, or a file written before store ids existed
+        span = _users_span(raw)
+        if span is None:  # pragma: no cover - every raw here comes from _encode_users or a splice of it
+            raise AssertionError("index over bytes not in the layout this module writes")
+        self._start, self._end = span[2], span[3]
+        self.starts = starts
+        self._ids = ids
+        self._id_rows = id_rows  # None: rows are in id order, row i holds _ids[i]
+        self._name_hashes = name_hashes
+        self._name_rows = name_rows
+        self._decoded: dict[int, User] = {}
+
+    @classmethod
+    def build(
+        cls, users: list[User], next_id: int, store_id: str | None, signature: Signature | None = None
+    ) -> _Users:
+        """The index of ``users`` (file order); see ``from_columns``."""
+        columns = ([u.id for u in users], [u.username for u in users], [u.password_hash for u in users])
+        return cls.from_columns(columns, next_id, store_id, signature)
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: _Columns,
+        next_id: int,
+        store_id: str | None,
+        signature: Signature | None = None,
+        raw: bytes | None = None,
+    ) -> _Users:
+        """The index of the users given as (ids, usernames, hashes) in file order, over ``raw``.
+
+        ``raw``, the file they were read from, is kept when it is in the layout this module writes with one
+        boundary between each two users (the caller has checked that every user object has exactly its three
+        keys, so none nests another); otherwise, or without ``raw``, the users are encoded afresh.
+        """
+        ids, names, _ = columns
+        starts = cls._starts(raw, columns) if raw is not None and ids else None
+        if starts is None:
+            raw = _encode_users(starmap(User, zip(*columns, strict=True)), next_id, store_id or _NO_STORE_ID)
+            starts = cls._starts(raw, columns)
+            if starts is None:  # pragma: no cover - guaranteed by the encoding
+                raise AssertionError("user boundaries do not match the users")
+        if all(a < b for a, b in pairwise(ids)):
+            id_keys, id_rows = array("q", ids), None
+        else:
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            id_keys, id_rows = array("q", [ids[i] for i in order]), array("I", order)
+        hashes = list(map(hash, names))
+        order = sorted(range(len(hashes)), key=hashes.__getitem__)
+        name_hashes, name_rows = array("q", [hashes[i] for i in order]), array("I", order)
+        return cls(
+            signature=signature,
+            raw=raw,
+            next_id=next_id,
+            starts=starts,
+            ids=id_keys,
+            id_rows=id_rows,
+            name_hashes=name_hashes,
+            name_rows=name_rows,
+            store_id=store_id,
+        )
+
+    @staticmethod
+    def _starts(raw: bytes, columns: _Columns) -> array | None:
+        """Offsets of the users' objects in ``raw``, from its users array; None if they do not fit."""
+        span = _users_span(raw)
+        if span is None:
+            return None
+        _, _, start, end = span
+        count = len(columns[0])
+        starts = array("q", [0] if count else [])
+        starts.extend(m.start() + 2 - start for m in _BETWEEN_USERS.finditer(raw, start, end))
+        if len(starts) != count:
+            return None
+        if count:  # the first and last objects bound the array: they must be exactly the first and last users
+            try:
+                first = _decode(raw[start : start + starts[1] - 1 if len(starts) > 1 else end].decode())
+                last = _decode(raw[start + starts[-1] : end].decode())
+            except ValueError:
+                return None
+            ids, names, hashes = columns
+            if _user_of(first) != User(ids[0], names[0], hashes[0]) or _user_of(last) != User(
+                ids[-1], names[-1], hashes[-1]
+            ):
+                return None
+        return starts
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def _user_at(self, row: int) -> User:
+        user = self._decoded.get(row)
+        if user is None:
+            begin = self._start + self.starts[row]
+            end = self._start + self.starts[row + 1] - 1 if row + 1 < len(self.starts) else self._end
+            user = _user_of(_decode(self.raw[begin:end].decode()))
+            if len(self._decoded) >= _DECODED_USERS:
+                self._decoded.clear()
+            self._decoded[row] = user
+        return user
+
+    def find_by_username(self, username: str) -> User | None:
+        hashes = self._name_hashes
+        key = hash(username)
+        position = bisect_left(hashes, key)
+        while position < len(hashes) and hashes[position] == key:
+            user = self._user_at(self._name_rows[position])
+            if user.username == username:
+                return user
+            position += 1
         return None
-    _, _, start, end = span
-    parts = [
-        b'{"version":%d,"store_id":"%s","next_id":%d,"users":['
-        % (FORMAT_VERSION, state.store_id.encode(), next_id),
-        memoryview(state.raw)[start:end],
-    ]
-    if end > start:
-        parts.append(b",")
-    parts.extend((b",".join(_encode_user(user) for user in added), _TRAILER))
-    return b"".join(parts)
+
+    def find_by_id(self, user_id: int) -> User | None:
+        ids = self._ids
+        position = bisect_left(ids, user_id)
+        if position == len(ids) or ids[position] != user_id:
+            return None
+        return self._user_at(position if self._id_rows is None else self._id_rows[position])
+
+    def has_id(self, user_id: int) -> bool:
+        position = bisect_left(self._ids, user_id)
+        return position < len(self._ids) and self._ids[position] == user_id
+
+    def users(self) -> list[User]:
+        """Every user, in file order."""
+        entries = json.loads(self.raw[self._start - 1 : self._end + 1])
+        return [User(e["id"], e["username"], e["password_hash"]) for e in entries]
+
+    def appended(self, added: list[User], next_id: int, store_id: str) -> _Users:
+        """A new version with these users appended: ``raw`` spliced, the index extended, not rebuilt."""
+        if len(added) > max(_MAX_INSERTS, len(self) // 8):
+            return _Users.build(self.users() + added, next_id, store_id)  # one sort beats many inserts
+        pieces = [_encode_user(user) for user in added]
+        old_length = self._end - self._start
+        raw = b"".join(
+            (
+                b'{"version":%d,"store_id":"%s","next_id":%d,"users":['
+                % (FORMAT_VERSION, store_id.encode(), next_id),
+                memoryview(self.raw)[self._start : self._end],
+                b"," if old_length and pieces else b"",
+                b",".join(pieces),
+                _TRAILER,
+            )
+        )
+        starts, ids = array("q", self.starts), array("q", self._ids)
+        id_rows = None if self._id_rows is None else array("I", self._id_rows)
+        name_hashes, name_rows = array("q", self._name_hashes), array("I", self._name_rows)
+        offset = old_length + 1 if old_length else 0
+        for user, piece in zip(added, pieces, strict=True):
+            row = len(starts)
+            starts.append(offset)
+            offset += len(piece) + 1
+            if id_rows is None and (not ids or user.id > ids[-1]):
+                ids.append(user.id)
+            else:
+                if id_rows is None:
+                    id_rows = array("I", range(len(ids)))
+                position = bisect_left(ids, user.id)
+                ids.insert(position, user.id)
+                id_rows.insert(position, row)
+            key = hash(user.username)
+            position = bisect_right(name_hashes, key)
+            name_hashes.insert(position, key)
+            name_rows.insert(position, row)
+        return _Users(
+            signature=None,
+            raw=raw,
+            next_id=next_id,
+            starts=starts,
+            ids=ids,
+            id_rows=id_rows,
+            name_hashes=name_hashes,
+            name_rows=name_rows,
+            store_id=store_id,
+        )
 
 
-def _check_entries(
-    entries: object, next_id: int, by_name: dict[str, User], by_id: dict[int, User]
-) -> list[User]:
-    """The users of decoded ``entries``, none already in the index; ValueError or TypeError when invalid."""
+def _empty_users(signature: Signature | None = None) -> _Users:
+    return _Users.build([], 1, None, signature)
+
+
+def _check_entries(entries: object, next_id: int, previous: _Users | None = None) -> _Columns:
+    """(ids, usernames, hashes) of decoded ``entries``, none already in ``previous``; ValueError or TypeError
+    if invalid."""
     if not isinstance(entries, list):
         raise TypeError('not a user file (expected an object with a "users" list)')
     # Fast path, a few C-speed passes over 100,000 users; any doubt and the loop below names the culprit.
     try:
-        users = [User(e["id"], e["username"], e["password_hash"]) for e in entries]
-        ids = {u.id for u in users}
-        names = {u.username for u in users}
+        columns = (
+            [e["id"] for e in entries],
+            [e["username"] for e in entries],
+            [e["password_hash"] for e in entries],
+        )
+        ids, names = set(columns[0]), set(columns[1])
         valid = (
-            len(ids) == len(names) == len(users)
-            and all(
-                type(u.id) is int and type(u.username) is str and type(u.password_hash) is str for u in users
-            )
+            len(ids) == len(names) == len(entries)
+            and set(map(type, columns[0])) <= {int}
+            and set(map(type, columns[1])) <= {str}
+            and set(map(type, columns[2])) <= {str}
             and (not ids or (min(ids) >= 1 and max(ids) < next_id))
             # Probe the index with the new keys (few when appending); never iterate the index itself.
-            and not (by_id and any(user_id in by_id for user_id in ids))
-            and not (by_name and any(username in by_name for username in names))
+            and not (previous and any(previous.has_id(user_id) for user_id in ids))
+            and not (previous and any(previous.find_by_username(name) for name in names))
         )
     except (KeyError, TypeError):
         valid = False
     if valid:
-        return users
+        return columns
     names, ids = set(), set()
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -163,7 +379,8 @@ def _check_entries(
             raise ValueError(f"user #{position} has an invalid id {user_id!r}")
         if not isinstance(username, str) or not isinstance(password_hash, str):
             raise TypeError(f"user #{position} lacks a username or password hash")
-        if username in by_name or username in names or user_id in by_id or user_id in ids:
+        taken = previous is not None and (previous.has_id(user_id) or previous.find_by_username(username))
+        if taken or username in names or user_id in ids:
             raise ValueError(f"user #{position} repeats username or id {user_id}")
         names.add(username)
         ids.add(user_id)
@@ -192,21 +409,18 @@ def _parse_users(raw: bytes, signature: Signature) -> _Users:
     store_id = doc.get("store_id")
     if store_id is not None and not (isinstance(store_id, str) and re.fullmatch("[0-9a-f]{32}", store_id)):
         raise ValueError('"store_id" is not 32 hexadecimal digits')
-    users = _check_entries(doc.get("users"), next_id, {}, {})
-    return _Users(
-        signature,
-        {u.username: u for u in users},
-        {u.id: u for u in users},
-        next_id,
-        raw if users else b"",
-        store_id,
-    )
+    entries = doc.get("users")
+    columns = _check_entries(entries, next_id)
+    # Objects with exactly the three keys nest nothing, so the file's own bytes can be indexed as they are.
+    exact = all(len(entry) == 3 for entry in entries)
+    del doc, entries  # the decoded tree is garbage before the index is built: its memory is reused, not kept
+    return _Users.from_columns(columns, next_id, store_id, signature, raw if exact else None)
 
 
 def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _Users | None:
     """When ``raw`` is ``previous.raw`` plus appended users, index only those; None when it is not."""
     old, new = _users_span(previous.raw), _users_span(raw)
-    if old is None or new is None or new[0] != old[0]:
+    if old is None or new is None or not previous or previous.store_id is None or new[0] != old[0]:
         return None  # another layout, or another store
     _, next_id, start, end = new
     old_length = old[3] - old[2]
@@ -216,18 +430,17 @@ def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _User
         return None
     tail = raw[start + old_length : end]
     if old_length and tail:
-        if not tail.startswith(b","):
-            return None
-        tail = tail[1:]
+        tail = tail[1:] if tail.startswith(b",") else b"not appended"  # fails to decode below
     try:
-        users = _check_entries(json.loads(b"[" + tail + b"]"), next_id, previous.by_name, previous.by_id)
+        columns = _check_entries(json.loads(b"[" + tail + b"]"), next_id, previous)
+        users = list(starmap(User, zip(*columns, strict=True)))
     except (ValueError, TypeError):
         return None  # the full parse names what is wrong
-    # Appending to the shared dicts is safe: readers only look keys up, and nothing is ever replaced.
-    for user in users:
-        previous.by_name[user.username] = user
-        previous.by_id[user.id] = user
-    return _Users(signature, previous.by_name, previous.by_id, next_id, raw, previous.store_id)
+    state = previous.appended(users, next_id, previous.store_id)
+    if state.raw != raw:  # appended in another layout (by hand): the full parse indexes it
+        return None
+    state.signature = signature
+    return state
 
 
 def _parse_failures(raw: bytes) -> dict[str, list[float]]:
@@ -313,11 +526,11 @@ class JsonFileStore(UserStore):
 
     def find_by_username(self, username: str) -> User | None:
         """The user with exactly this name, or None."""
-        return self._users().by_name.get(username)
+        return self._users().find_by_username(username)
 
     def find_by_id(self, user_id: int) -> User | None:
         """The user with this id, or None."""
-        return self._users().by_id.get(user_id)
+        return self._users().find_by_id(user_id)
 
     # ------------------------------------------------------------------ writing
 
@@ -393,33 +606,26 @@ class JsonFileStore(UserStore):
         """Write ``state`` plus ``added`` minus ``removed``, with ``replaced`` instead of the user of its id,
         then update the index in place."""
         next_id = added[-1].id + 1 if added else state.next_id
-        data = _encode_appended(state, added, next_id) if removed is None and replaced is None else None
         store_id = state.store_id or _new_store_id()
-        if data is None:
+        if removed is None and replaced is None:
+            new_state = state.appended(added, next_id, store_id)
+        else:
             users = [
                 replaced if replaced is not None and u.id == replaced.id else u
-                for u in state.by_id.values()
+                for u in state.users()
                 if u.id != removed
             ]
-            data = _encode_users(users + added, next_id, store_id)
-        signature = self._replace(self.path, data, durable=True)
-        # Only now, with the file on disk, does the index change.
-        for user in added:
-            state.by_name[user.username] = user
-            state.by_id[user.id] = user
-        gone = state.by_id.pop(removed, None) if removed is not None else None
-        if gone is not None:
-            del state.by_name[gone.username]
-        if replaced is not None:
-            state.by_name[replaced.username] = state.by_id[replaced.id] = replaced
-        self._users_state = _Users(signature, state.by_name, state.by_id, next_id, data, store_id)
+            new_state = _Users.build(users + added, next_id, store_id)
+        new_state.signature = self._replace(self.path, new_state.raw, durable=True)
+        # Only now, with the file on disk, is the new index published.
+        self._users_state = new_state
 
     def create_user(self, username: str, password_hash: str) -> User:
         """Store a new user under the next id; raise UsernameTaken when the name exists."""
         with self._locked(self.lock_path):
             self._sweep_temp_files(self.path)
             state = self._users()
-            if username in state.by_name:
+            if state.find_by_username(username) is not None:
                 raise UsernameTaken(username)
             user = User(state.next_id, username, password_hash)
             self._write_users(state, [user])
@@ -436,7 +642,7 @@ class JsonFileStore(UserStore):
             added: list[User] = []
             names: set[str] = set()
             for offset, (username, password_hash) in enumerate(rows):
-                if username in state.by_name or username in names:
+                if username in names or state.find_by_username(username) is not None:
                     raise UsernameTaken(username)
                 names.add(username)
                 added.append(User(state.next_id + offset, username, password_hash))
@@ -447,7 +653,7 @@ class JsonFileStore(UserStore):
         """Remove a user and its sessions; ``next_id`` stays, so the id is never handed out again."""
         with self._locked(self.lock_path):
             state = self._users()
-            if user_id not in state.by_id:
+            if not state.has_id(user_id):
                 return False
             self._write_users(state, [], removed=user_id)
             self.sessions.end_all_of(user_id)
@@ -469,7 +675,7 @@ class JsonFileStore(UserStore):
         session of the user when ``end_sessions``."""
         with self._locked(self.lock_path):
             state = self._users()
-            user = state.by_id.get(user_id)
+            user = state.find_by_id(user_id)
             if user is None or user.password_hash != old_hash:
                 return False
             self._write_users(state, [], replaced=User(user.id, user.username, new_hash))

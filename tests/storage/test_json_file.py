@@ -195,7 +195,7 @@ def test_a_registration_by_another_worker_is_indexed_without_a_full_parse(json_s
     assert other_worker.create_user("after", HASH).id == 104
     assert parses == ["full", "appended"]
     assert data_file.read_bytes() == json_file_module._encode_users(
-        sorted(other_worker._users().by_id.values(), key=lambda u: u.id), 105, json_store.store_id()
+        sorted(other_worker._users().users(), key=lambda u: u.id), 105, json_store.store_id()
     )
 
 
@@ -527,3 +527,81 @@ def test_data_file_that_is_not_writable_is_not_ready():
         assert message == f"data file {data_file} is not readable and writable"
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_users_written_by_hand_out_of_id_order_are_found_by_id_and_name(json_store, data_file):
+    data_file.parent.mkdir(parents=True)
+    users = [{"id": i, "username": f"user{i}", "password_hash": HASH} for i in (7, 2, 9, 4)]
+    data_file.write_text(json.dumps({"version": 1, "next_id": 10, "users": users}, separators=(",", ":")))
+
+    for i in (7, 2, 9, 4):
+        assert json_store.find_by_id(i) == User(i, f"user{i}", HASH)
+        assert json_store.find_by_username(f"user{i}") == User(i, f"user{i}", HASH)
+    assert json_store.find_by_id(3) is None
+    assert json_store.create_user("next", HASH).id == 10
+    assert json_store.find_by_id(2).username == "user2"
+
+
+def test_spaces_inside_compact_user_objects_are_read_as_written(json_store, data_file):
+    data_file.parent.mkdir(parents=True)
+    data_file.write_bytes(
+        b'{"version":1,"next_id":3,"users":[{"id": 1, "username": "a\\u00efda", "password_hash": "h1"},'
+        b'{"id":2,"username":"bob","password_hash":"h2"}]}'
+    )
+
+    assert json_store.find_by_username("a\u00efda") == User(1, "a\u00efda", "h1")
+    assert json_store.find_by_id(2) == User(2, "bob", "h2")
+    json_store.create_user("carol", HASH)
+    assert [u["username"] for u in read_doc(data_file)["users"]] == ["a\u00efda", "bob", "carol"]
+
+
+def test_user_objects_with_extra_fields_are_found_and_names_that_look_like_json_stay_exact(
+    json_store, data_file
+):
+    data_file.parent.mkdir(parents=True)
+    tricky = 'x"},{"id":9,"username":"mallory'
+    users = [
+        {"id": 1, "username": tricky, "password_hash": "h1", "note": {"id": 5}},
+        {"id": 2, "username": "bob", "password_hash": "h2"},
+    ]
+    data_file.write_text(json.dumps({"version": 1, "next_id": 3, "users": users}, separators=(",", ":")))
+
+    assert json_store.find_by_username(tricky) == User(1, tricky, "h1")
+    assert json_store.find_by_username("mallory") is None
+    assert json_store.find_by_id(9) is None
+    assert json_store.find_by_id(2) == User(2, "bob", "h2")
+
+
+def test_many_registrations_by_another_worker_are_each_found(json_store, data_file):
+    json_store.create_users_bulk((f"user{n}", HASH) for n in range(200))
+    other_worker = JsonFileStore(data_file)
+    assert other_worker.find_by_id(1) is not None
+
+    for n in range(100):
+        json_store.create_user(f"late{n}", HASH)
+        assert other_worker.find_by_username(f"late{n}") == User(201 + n, f"late{n}", HASH)
+    json_store.create_users_bulk((f"bulk{n}", HASH) for n in range(500))
+
+    assert other_worker.find_by_id(800) == User(800, "bulk499", HASH)
+    assert other_worker.find_by_id(801) is None
+    assert all(other_worker.find_by_username(f"user{n}").id == n + 1 for n in range(200))
+    assert other_worker.find_by_username("late") is None
+
+
+class _NameHashedLike(str):
+    """A name whose hash is another name's: what two different names with one hash look like to the index."""
+
+    def __new__(cls, text: str, like: str) -> _NameHashedLike:
+        name = super().__new__(cls, text)
+        name.like = like
+        return name
+
+    def __hash__(self) -> int:
+        return hash(self.like)
+
+
+def test_a_name_with_the_hash_of_a_registered_name_finds_nobody(json_store):
+    json_store.create_users_bulk([("alice", HASH), ("bob", HASH)])
+
+    assert json_store.find_by_username(_NameHashedLike("mallory", like="alice")) is None
+    assert json_store.find_by_username("alice") == User(1, "alice", HASH)
