@@ -25,16 +25,19 @@ _env = GunicornEnv(os.environ)
 _port = _env.integer("PORT", 8888, minimum=1)
 bind = [_env.text("GUNICORN_BIND", f"0.0.0.0:{_port}")]
 workers = _env.integer("WEB_CONCURRENCY", 4, minimum=1)
-# Threads in each worker (docs/serving.md has the figures). argon2-cffi releases the GIL while it hashes, so
-# the other threads keep answering probes and token checks during a login flood, where a sync worker answers
-# nothing for as long as it hashes. Slow clients are the buffering proxy's job (nginx, Traefik, the ALB): no
-# worker class absorbs them. GUNICORN_THREADS=1 gives gunicorn's sync workers back.
+# Each worker is an event loop (src/worker.py, docs/serving.md has the figures): it holds every connection,
+# slow ones included, answers the routes that wait on nothing itself, and runs password hashing, synced writes
+# and database queries on a pool of this many threads. argon2-cffi and psycopg release the GIL, so the loop
+# keeps answering probes and token checks during a login flood. GUNICORN_THREADS=1 gives gunicorn's sync
+# workers back.
 threads = _env.integer("GUNICORN_THREADS", 8, minimum=1)
-worker_class = "gthread" if threads > 1 else "sync"
+worker_class = "src.worker.Worker" if threads > 1 else "sync"
+# Connections one worker holds at once (idle keep-alive and slow clients included); more wait in the backlog.
+worker_connections = _env.integer("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
 timeout = _env.integer("GUNICORN_TIMEOUT", 30, minimum=1)
 # Below the pod's terminationGracePeriodSeconds (45) minus the preStop pause (5).
 graceful_timeout = _env.integer("GUNICORN_GRACEFUL_TIMEOUT", 20, minimum=1)
-# Seconds an idle keep-alive connection is kept (gthread); the proxies' idle time to their upstream stays
+# Seconds an idle keep-alive connection is kept; the proxies' idle time to their upstream stays
 # below it, so that the worker never closes a connection a proxy is about to reuse.
 keepalive = _env.integer("GUNICORN_KEEPALIVE", 5, minimum=0)
 # Recycle workers now and then so a slow leak cannot grow without bound; jitter spreads the restarts.
@@ -143,17 +146,18 @@ def post_fork(server, worker) -> None:
 
 def post_worker_init(worker) -> None:
     """Worker: on SIGTERM, turn /readyz to 503 at once, then let gunicorn finish the request in hand."""
-    from src.lifecycle import start_draining  # noqa: PLC0415 - the master never imports the application
+    if not getattr(worker, "drains_on_sigterm", False):  # src/worker.py does it itself; the sync worker not
+        from src.lifecycle import start_draining  # noqa: PLC0415 - the master never imports the application
 
-    graceful_exit = worker.handle_exit
+        graceful_exit = worker.handle_exit
 
-    def handle_exit(sig, frame) -> None:
-        start_draining()
-        graceful_exit(sig, frame)
+        def handle_exit(sig, frame) -> None:
+            start_draining()
+            graceful_exit(sig, frame)
 
-    worker.handle_exit = handle_exit
-    # gunicorn installed its handler (the bound method) before this hook ran: install ours in its place.
-    signal.signal(signal.SIGTERM, handle_exit)
+        worker.handle_exit = handle_exit
+        # gunicorn installed its handler (the bound method) before this hook ran: install ours in its place.
+        signal.signal(signal.SIGTERM, handle_exit)
     # The application is loaded by now, with the JSON store's user index (about 100 MiB of objects at 100k
     # users). Left to the cyclic garbage collector, every full collection walks all of them: 35-40 ms pauses
     # that dragged /hello's p99 from 19 to 52 ms at 100k users. Frozen objects are never scanned again.

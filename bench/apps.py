@@ -1,8 +1,9 @@
 """The apps under test: the service and its two reference apps, served by gunicorn on 127.0.0.1.
 
 Every app runs under the project's own ``gunicorn.conf.py`` (4 workers, the same timeouts, max-requests and
-logging), through the test suite's launcher, so that the only differences are the application and, for the
-FastAPI reference, the worker class.
+logging), through the test suite's launcher, so that the only differences are the application and its worker
+class: each reference is served the way its users serve it (Flask: gunicorn's gthread worker, 8 threads,
+keep-alive; FastAPI: uvicorn workers), the service by the class gunicorn.conf.py chooses (src/worker.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ class Reference:
     extra_args: tuple[str, ...] = ()
 
 
-FLASK = Reference("flask", "Flask + flask-jwt-extended", "bench.reference_app:application")
+FLASK = Reference(
+    "flask",
+    "Flask + flask-jwt-extended, gthread workers (8 threads)",
+    "bench.reference_app:application",
+    ("-k", "gthread", "--threads", "8"),
+)
 FASTAPI = Reference(
     "fastapi",
     "FastAPI + PyJWT, uvicorn workers",
@@ -74,11 +80,10 @@ def reference_token(reference: Reference, secret: str) -> str:
     return reference_fastapi.token(secret)
 
 
-def start_reference(reference: Reference, worker_args: tuple[str, ...], base_env: dict) -> Running:
-    """Serve a reference app (its own worker class, else the one the run chose) and check its token."""
+def start_reference(reference: Reference, base_env: dict) -> Running:
+    """Serve a reference app with its own worker class and check its token."""
     secret = secrets.token_hex(32)
-    extra_args = reference.extra_args or worker_args
-    server = served(reference.app, {**base_env, "BENCH_REFERENCE_JWT_SECRET": secret}, extra_args)
+    server = served(reference.app, {**base_env, "BENCH_REFERENCE_JWT_SECRET": secret}, reference.extra_args)
     token = reference_token(reference, secret)
     check_token(server.url, token, ("/hello",))
     return Running(server, token)

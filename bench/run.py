@@ -1,11 +1,11 @@
 """Benchmark the service against two reference apps: one command, ``python bench/run.py``.
 
-Starts the service under its production gunicorn config (``gunicorn.conf.py``, 4 workers) and, in the same
-run, the two reference apps (``bench/reference_app.py``: Flask + flask-jwt-extended under the same config;
-``bench/reference_fastapi.py``: FastAPI + PyJWT under uvicorn workers). Drives them with ``wrk`` on
-127.0.0.1 in alternating rounds, for the JSON store and PostgreSQL (a throwaway server from ``harness/``), at
-10 and at 100k users. Writes ``bench/results/results.json``, ``bench/results/results.md`` and
-``Illustrations/benchmark.png``.
+Starts the service under its production gunicorn config (``gunicorn.conf.py``, 4 workers), once per user
+count, and in the same run the two reference apps (``bench/reference_app.py``: Flask + flask-jwt-extended
+under gthread workers; ``bench/reference_fastapi.py``: FastAPI + PyJWT under uvicorn workers). Drives them
+with ``wrk`` on 127.0.0.1 in alternating rounds, for the JSON store and PostgreSQL (a throwaway server from
+``harness/``), the services at 10 and at 100k users side by side. Writes ``bench/results/results.json``,
+``bench/results/results.md`` and ``Illustrations/benchmark.png``.
 
 Modules: ``apps`` (what is served and how), ``load`` (wrk), ``stores`` (seeding), ``report`` (tables, targets,
 plot); this one is the command line and the order of the runs.
@@ -14,6 +14,7 @@ plot); this one is the command line and the order of the runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import runpy
@@ -60,23 +61,37 @@ def configured_worker_class() -> str:
     return runpy.run_path(str(REPO / "gunicorn.conf.py")).get("worker_class", "sync")
 
 
-def bench_configuration(*, store_name, users, store_env, references, args) -> dict:
-    """Every route of one (store, users) configuration, in rounds alternating with the references."""
+def service_key(users: int) -> str:
+    return f"service@{users}"
+
+
+def bench_store(*, store_name, store_envs, references, args) -> tuple[list[dict], dict | None]:
+    """One store at every user count: a service per count, all run in the same rounds as the references.
+
+    Each round drives every contender (the services and the references) back to back, in the opposite order
+    every other round, so that every ratio (to a reference, or of the most users to the fewest) is taken
+    between runs a few seconds apart: a drift in the machine's load cancels out.
+    """
     load = {"threads": args.threads, "connections": args.connections, "duration": args.duration}
-    env = {**store_env, "SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "info"}
-    with apps.served("src:application", env, worker_args(args)) as server:
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for users, store_env in store_envs.items():
+            env = {**store_env, "SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "info"}
+            servers[users] = stack.enter_context(apps.served("src:application", env, worker_args(args)))
         apps.settle()
-        idle = apps.memory(server.worker_pids())
-        token = apps.sign_in(server.url, BENCH_USERNAME, BENCH_PASSWORD)
-        service = apps.Running(server, token)
-        contenders = {"service": service, **references}
+        idle = {users: apps.memory(server.worker_pids()) for users, server in servers.items()}
+        services = {
+            users: apps.Running(server, apps.sign_in(server.url, BENCH_USERNAME, BENCH_PASSWORD))
+            for users, server in servers.items()
+        }
+        contenders = {**{service_key(users): running for users, running in services.items()}, **references}
         for running in contenders.values():  # warm up: first requests pay imports and connection set-up
             wrk(running.url + "/hello", **{**load, "duration": 1}, script="bearer.lua", env=bearer(running))
 
         runs = {route: {name: [] for name in contenders} for route, _ in COMPARED_ROUTES}
-        runs["/id"] = {"service": []}
+        runs["/id"] = {service_key(users): [] for users in services}
         for round_index in range(args.repeats):
-            # Alternate the order each round, so that neither app always runs first after a pause.
+            # Alternate the order each round, so that no app always runs first after a pause.
             order = list(contenders.items())
             if round_index % 2:
                 order.reverse()
@@ -86,15 +101,16 @@ def bench_configuration(*, store_name, users, store_env, references, args) -> di
                         wrk(running.url + route, **load, script=script, env=bearer(running))
                     )
             if "/id" in args.routes:
-                runs["/id"]["service"].append(
-                    wrk(service.url + "/id", **load, script="bearer.lua", env=bearer(service))
-                )
+                for users, running in services.items():
+                    runs["/id"][service_key(users)].append(
+                        wrk(running.url + "/id", **load, script="bearer.lua", env=bearer(running))
+                    )
         if "/authenticate" in args.routes:
             credentials = {"BENCH_USERNAME": BENCH_USERNAME, "BENCH_PASSWORD": BENCH_PASSWORD}
             runs["/authenticate"] = {
-                "service": [
+                service_key(users): [
                     wrk(
-                        service.url + "/authenticate",
+                        running.url + "/authenticate",
                         threads=args.threads,
                         connections=AUTHENTICATE_CONNECTIONS,
                         duration=args.duration * AUTHENTICATE_DURATION_FACTOR,
@@ -102,31 +118,58 @@ def bench_configuration(*, store_name, users, store_env, references, args) -> di
                         env=credentials,
                     )
                 ]
+                for users, running in services.items()
             }
         # wrk stops sending at its deadline, but logins already queued still run (64 MiB of argon2 each):
         # let them finish, so that the figure is what a worker keeps, not a hash in progress.
         apps.settle()
-        after_load = apps.memory(server.worker_pids())
-        master = apps.memory([server.pid])
+        memory = {
+            users: {
+                "idle": idle[users],
+                "after_load": apps.memory(server.worker_pids()),
+                "master": apps.memory([server.pid]),
+            }
+            for users, server in servers.items()
+        }
 
+    configs = [
+        {
+            "store": store_name,
+            "users": users,
+            "routes": summarised(runs, service_key(users)),
+            "memory": memory[users],
+        }
+        for users in services
+    ]
+    scaling = None
+    if len(services) >= 2:
+        low, high = min(services), max(services)
+        hello = runs["/hello"]
+        scaling = {
+            "store": store_name,
+            "low": low,
+            "high": high,
+            "ratio_rps": ratio(hello[service_key(high)], hello[service_key(low)]),
+        }
+    return configs, scaling
+
+
+def summarised(runs: dict, key: str) -> dict:
+    """Per route: the medians of one service's runs, and its ratio to each reference in the same rounds."""
     routes = {}
     for route, by_app in runs.items():
-        if not by_app["service"]:
+        service_runs = by_app.get(key)
+        if not service_runs:
             continue
-        entry = {"service": summarise(by_app["service"]), "references": {}}
+        entry = {"service": summarise(service_runs), "references": {}}
         for name, reference_runs in by_app.items():
-            if name != "service":
+            if not name.startswith("service@"):
                 entry["references"][name] = {
                     **summarise(reference_runs),
-                    "ratio_rps": ratio(by_app["service"], reference_runs),
+                    "ratio_rps": ratio(service_runs, reference_runs),
                 }
         routes[route] = entry
-    return {
-        "store": store_name,
-        "users": users,
-        "routes": routes,
-        "memory": {"idle": idle, "after_load": after_load, "master": master},
-    }
+    return routes
 
 
 def bearer(running: apps.Running) -> dict[str, str]:
@@ -160,12 +203,13 @@ def run(args: argparse.Namespace) -> dict:
         "repeats": args.repeats,
         "references": {ref.key: ref.title for ref in apps.REFERENCES},
         "configurations": [],
+        "scaling": [],
     }
     pg = None
     references: dict[str, apps.Running] = {}
     try:
         for reference in apps.REFERENCES:
-            references[reference.key] = apps.start_reference(reference, worker_args(args), {})
+            references[reference.key] = apps.start_reference(reference, {})
         results["reference_memory"] = {
             key: {"idle": apps.memory(running.server.worker_pids())} for key, running in references.items()
         }
@@ -173,15 +217,19 @@ def run(args: argparse.Namespace) -> dict:
             if store_name == "postgresql":
                 pg = PostgresServer(work / "postgres")
                 pg.start()
+            store_envs, seed_seconds = {}, {}
             for users in args.users:
-                store_env, seconds = store_env_for(store_name, users, work, pg, hashed)
-                print(f"[{store_name} {users} users] seeded in {seconds}s", flush=True)
-                config = bench_configuration(
-                    store_name=store_name, users=users, store_env=store_env, references=references, args=args
-                )
-                config["seed_seconds"] = seconds
+                store_envs[users], seed_seconds[users] = store_env_for(store_name, users, work, pg, hashed)
+                print(f"[{store_name} {users} users] seeded in {seed_seconds[users]}s", flush=True)
+            configs, scaling = bench_store(
+                store_name=store_name, store_envs=store_envs, references=references, args=args
+            )
+            for config in configs:
+                config["seed_seconds"] = seed_seconds[config["users"]]
                 results["configurations"].append(config)
                 print(report.format_configuration(config), flush=True)
+            if scaling is not None:
+                results["scaling"].append(scaling)
             if pg is not None:
                 pg.stop()
         for key, running in references.items():
@@ -224,7 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worker-class",
         choices=["config", "sync", "gthread"],
         default="config",
-        help="gunicorn worker class of the service and the Flask reference (default: gunicorn.conf.py's)",
+        help="gunicorn worker class of the service (default: gunicorn.conf.py's); the references keep theirs",
     )
     parser.add_argument("--gunicorn-threads", type=int, default=8, help="threads per gthread worker")
     parser.add_argument("--note", default="", help="a note about the machine, written into the results")

@@ -1,7 +1,9 @@
 """Slow clients: 64 connections sending one header line every 3 s and 16 sending a body one byte every 3 s.
 
 Through the committed nginx config (Debian's nginx) no probe may fail, on the app port or through the proxy.
-The before variant aims the same connections at gunicorn directly.
+Straight at gunicorn no probe may fail either: each worker's event loop (src/worker.py) holds a slow
+connection as a coroutine, never a thread. The before variants aim the same connections at gunicorn's own
+sync and gthread workers, which a few dozen slow connections take out.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def test_slow_clients_through_the_proxy_never_reach_the_workers(tmp_path, result
         )
     results["slow_clients"] = {
         "attack": f"{SLOW_HEADERS} slow-header + {SLOW_BODIES} slow-body connections for {ATTACK_SECONDS} s",
-        "path": "nginx (deploy/nginx) -> gunicorn 4x8 gthread",
+        "path": "nginx (deploy/nginx) -> gunicorn, 4 event-loop workers",
         **figures,
     }
 
@@ -111,15 +113,30 @@ def test_slow_clients_through_the_proxy_never_reach_the_workers(tmp_path, result
     assert figures["healthz_proxy"]["failed"] == 0
 
 
+def test_slow_clients_straight_at_the_event_loop_workers_never_hold_them(tmp_path, results):
+    with server(tmp_path).start() as app:
+        figures = attack(app.port, {"healthz_app_port": f"{app.url}/healthz"})
+    results["slow_clients_no_proxy"] = {
+        "attack": f"{SLOW_HEADERS} slow-header + {SLOW_BODIES} slow-body connections for {ATTACK_SECONDS} s",
+        "path": "no proxy -> gunicorn, 4 event-loop workers",
+        **figures,
+    }
+
+    assert figures["healthz_app_port"]["failed"] == 0
+    assert figures["healthz_app_port"]["probes"] >= 40  # a probe every 0.5 s for 24 s
+
+
 @pytest.mark.skipif(not run_before_variants(), reason="DRILLS_BEFORE=1 runs the before variants")
-@pytest.mark.parametrize("threads", ["1", "8"])
-def test_slow_clients_straight_at_gunicorn_before(tmp_path, results, threads):
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_slow_clients_straight_at_gunicorn_before(tmp_path, results, worker_class):
     app = server(tmp_path)
-    app.env["GUNICORN_THREADS"] = threads
+    app.env["GUNICORN_THREADS"] = "1" if worker_class == "sync" else "8"
+    if worker_class == "gthread":
+        app.extra_args = ("-k", "gthread")
     with app.start():
         figures = attack(app.port, {"healthz_app_port": f"{app.url}/healthz"})
-    model = "4 sync workers" if threads == "1" else "4x8 gthread"
-    results[f"slow_clients_before_{'sync' if threads == '1' else 'gthread'}"] = {
+    model = "4 sync workers" if worker_class == "sync" else "4x8 gthread"
+    results[f"slow_clients_before_{worker_class}"] = {
         "attack": f"{SLOW_HEADERS} slow-header + {SLOW_BODIES} slow-body connections for {ATTACK_SECONDS} s",
         "path": f"no proxy -> gunicorn {model}",
         **figures,

@@ -16,6 +16,8 @@ from flask import Flask
 
 from . import errors, routes, security
 from .config import ConfigError, Settings, load_env_file
+from .routes import health
+from .routes.waits import place_routes
 from .storage import store_from_settings
 
 __all__ = ["ConfigError", "Settings", "create_app", "load_settings"]
@@ -65,9 +67,11 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     # when it is first imported. Workers import it after that, in create_app.
     from . import observability  # noqa: PLC0415
 
+    health.answer_liveness_first(app, observability.ROUTE_ENVIRON)
     observability.init_app(app)
     security.init_app(app, settings, store)
     routes.init_app(app)
+    place_routes(app)  # last: every route, /metrics included, is registered
     return app
 
 

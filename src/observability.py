@@ -29,6 +29,7 @@ from prometheus_client import (
 )
 
 from .metrics_files import FoldingCollector
+from .routes.waits import waits_on_nothing
 from .serving import StdoutLineHandler
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -265,6 +266,6 @@ def init_app(app: Flask) -> None:
             """Prometheus text exposition of the request counter and latency histogram."""
             return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+        app.add_url_rule("/metrics", "metrics", waits_on_nothing(metrics), methods=["GET"])
 
     app.wsgi_app = RequestObserver(app.wsgi_app, access_log=level <= logging.INFO, metrics=metrics_enabled)

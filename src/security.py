@@ -219,11 +219,19 @@ class AccessTokens:
     # Tolerated clock difference between the replica that issued a token and the one checking it.
     LEEWAY_SECONDS = 5
     TYPE = "access"
+    # Tokens whose signature and claims this process has verified. A client sends the same token on every
+    # request until it expires, and PyJWT's checks (the alphabet scan, three JSON parses, the HMAC) are most
+    # of a token check. Only verified tokens get in, so a flood of forged ones cannot grow it; the oldest
+    # leaves when it is full. The time window and the session are checked on every request all the same.
+    VERIFIED_TOKENS = 4096
 
     def __init__(self, key: str, lifetime_seconds: int, store: UserStore) -> None:
         self.key = key
         self.lifetime_seconds = lifetime_seconds
         self.store = store
+        # token -> (user id, session id, store id, valid from, valid until), bounds with the leeway applied
+        self._verified: dict[str, tuple[int, str, object, float, float]] = {}
+        self._verified_lock = threading.Lock()
 
     def issue(self, user: User, session_id: str) -> str:
         """A signed token for ``user`` in the session ``session_id``, valid for the configured lifetime, bound
@@ -253,6 +261,26 @@ class AccessTokens:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token or " " in token:
             raise Unauthorized("A bearer token is required: Authorization: Bearer <token>.")
+        user_id, session_id, store_id = self._verify(token)
+        user, live = self.store.find_session_user(user_id, session_id)
+        # After the lookup, which has just refreshed the store's view: a store created afresh hands the same
+        # ids out again, and must not take an older store's token for one of its own users.
+        if user is None or store_id != self.store.store_id():
+            raise Unauthorized("The user of this token no longer exists.")
+        if not live:
+            raise Unauthorized("The session of this token has ended.")
+        return user, session_id
+
+    def _verify(self, token: str) -> tuple[int, str, object]:
+        """(user id, session id, store id) of a token whose signature and claims are valid now."""
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None:
+            if now >= known[4]:
+                raise Unauthorized("The bearer token has expired.")
+            if now >= known[3]:
+                return known[0], known[1], known[2]
+            raise Unauthorized("The bearer token is invalid.")  # not valid yet: PyJWT says the same
         try:
             claims = jwt.decode(
                 token,
@@ -274,14 +302,20 @@ class AccessTokens:
             or not _SESSION_ID.fullmatch(session_id)
         ):
             raise Unauthorized("The bearer token is invalid.")
-        user, live = self.store.find_session_user(int(subject), session_id)
-        # After the lookup, which has just refreshed the store's view: a store created afresh hands the same
-        # ids out again, and must not take an older store's token for one of its own users.
-        if user is None or claims.get("sid") != self.store.store_id():
-            raise Unauthorized("The user of this token no longer exists.")
-        if not live:
-            raise Unauthorized("The session of this token has ended.")
-        return user, session_id
+        # PyJWT has checked that exp and iat are numbers, and nbf when present.
+        valid_from = max(claims["iat"], claims.get("nbf", claims["iat"])) - self.LEEWAY_SECONDS
+        verified = (
+            int(subject),
+            session_id,
+            claims.get("sid"),
+            valid_from,
+            claims["exp"] + self.LEEWAY_SECONDS,
+        )
+        with self._verified_lock:
+            if len(self._verified) >= self.VERIFIED_TOKENS:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = verified
+        return verified[0], verified[1], verified[2]
 
     def user_from(self, authorization: str | None) -> User:
         """The user named by a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise."""

@@ -431,6 +431,7 @@ def _serving_rows(data: dict) -> list[str]:
     for key, label in (
         ("slow_clients_before_sync", "slow clients, before"),
         ("slow_clients_before_gthread", "slow clients, before"),
+        ("slow_clients_no_proxy", "slow clients"),
         ("slow_clients", "slow clients"),
     ):
         if key in data:
@@ -540,11 +541,12 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
     "image": ("image.json", "make check-image", image_table),
     "mutants": ("mutants.json", "make mutants", mutants_table),
     "bench": ("bench.md", "make bench", None),
-    "bench-sync": (
-        "bench-sync.md",
-        "python bench/run.py --worker-class sync --output bench/results/sync.json",
+    "bench-gthread": (
+        "bench-gthread.md",
+        "python bench/run.py --worker-class gthread --output bench/results/gthread.json",
         None,
     ),
+    "profile": ("profile.md", "python bench/profile.py", None),
     "attacks": ("attacks.json", "make drills", attacks_table),
 }
 
@@ -677,8 +679,10 @@ def collect(root: Path = REPO) -> list[str]:
     for source, target in (
         ("results.md", "bench.md"),
         ("results.json", "bench.json"),
-        ("sync.md", "bench-sync.md"),
-        ("sync.json", "bench-sync.json"),
+        ("gthread.md", "bench-gthread.md"),
+        ("gthread.json", "bench-gthread.json"),
+        ("profile.md", "profile.md"),
+        ("profile.json", "profile.json"),
     ):
         if (root / "bench" / "results" / source).is_file():
             write(target, (root / "bench" / "results" / source).read_text(encoding="utf-8"))

@@ -5,6 +5,8 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app
 from werkzeug.exceptions import NotFound
 
+from .waits import waits_on_nothing
+
 bp = Blueprint("openapi", __name__)
 
 DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
@@ -20,6 +22,7 @@ def _load_document(state) -> None:
 
 
 @bp.get("/openapi.json")
+@waits_on_nothing
 def openapi_document():
     """The OpenAPI 3.1 description of this API."""
     document = current_app.extensions["openapi_document"]

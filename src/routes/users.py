@@ -13,11 +13,13 @@ from .auth import (
     text_field,
     verify_password,
 )
+from .waits import reads_store
 
 bp = Blueprint("users", __name__)
 
 
 @bp.get("/id")
+@reads_store
 @token_required
 def user_id(user: User):
     """The id of the user the token names."""
@@ -25,6 +27,7 @@ def user_id(user: User):
 
 
 @bp.get("/hello")
+@reads_store
 @token_required
 def hello(user: User):
     """A greeting with the user's name capitalised ("alice" -> "Hello Alice")."""
@@ -32,6 +35,7 @@ def hello(user: User):
 
 
 @bp.get("/users/me")
+@reads_store
 @token_required
 def me(user: User):
     """The user the token names (never its password hash)."""

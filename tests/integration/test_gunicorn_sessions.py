@@ -39,7 +39,7 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str |
 
 @pytest.fixture
 def server(store_env: dict[str, str | None], gunicorn_server) -> GunicornServer:
-    """The production worker model (gthread), 4 workers."""
+    """The production worker model (src/worker.py), 4 workers."""
     return gunicorn_server(store_env, workers=4)
 
 

@@ -243,8 +243,9 @@ def test_logs_are_json_lines_with_request_ids_and_no_secrets(gunicorn_server, tm
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp_path):
-    server = gunicorn_server(service_env(tmp_path, GUNICORN_THREADS="1"), workers=WORKERS)
+@pytest.mark.parametrize("threads", ["8", "1"], ids=["event-loop-workers", "sync-workers"])
+def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp_path, threads):
+    server = gunicorn_server(service_env(tmp_path, GUNICORN_THREADS=threads), workers=WORKERS)
     assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
 
     # How to see readiness during the drain from outside: requests that reached a worker just before the

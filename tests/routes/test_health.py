@@ -35,6 +35,35 @@ def test_healthz_returns_200(client):
     assert response.get_json() == {"status": "ok"}
 
 
+def test_healthz_answers_the_same_before_flask_and_through_it(client):
+    # A probe (no Origin) is answered before Flask's request machinery; a request with an Origin goes through
+    # Flask, for the CORS extension. Both answers are the same bytes.
+    probe = client.get("/healthz")
+    through_flask = client.get("/healthz", headers={"Origin": "https://app.example"})
+
+    for response in (probe, through_flask):
+        assert response.status_code == 200
+        assert response.data == b'{"status":"ok"}\n'
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["Content-Length"] == "16"
+
+
+def test_healthz_head_has_the_headers_and_no_body(client):
+    response = client.head("/healthz")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Length"] == "16"
+    assert response.data == b""
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_healthz_refuses_other_methods_with_405_and_allow(client, method):
+    response = client.open("/healthz", method=method)
+
+    assert_problem(response, 405)
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
 def test_healthz_returns_200_while_the_store_is_unusable(broken_store_app):
     assert broken_store_app.test_client().get("/healthz").status_code == 200
 

@@ -9,6 +9,7 @@ import time
 import jwt
 import pytest
 
+from src import security
 from tests.conftest import PASSWORD, assert_problem
 
 
@@ -221,6 +222,60 @@ def test_the_clock_leeway_is_a_few_seconds_not_half_a_minute(app, auth):
         auth.get("/id", forge(app, {"iat": now - 600, "nbf": now - 600, "exp": now - 30}, sess=sess))
     )
     assert_unauthorized(auth.get("/id", forge(app, {"iat": now + 30, "nbf": now + 30}, sess=sess)))
+
+
+class Clock:
+    """time.time() of the token check, moved by hand (a token lifetime is an hour)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+def test_a_token_already_accepted_is_refused_once_it_expires(app, auth, monkeypatch):
+    # The process remembers tokens it has verified: the memory must not outlive the token (3600 s + 5 s).
+    token = auth.token("alice")
+    assert auth.get("/id", token).status_code == 200
+    assert auth.get("/id", token).status_code == 200
+    clock = Clock()
+    monkeypatch.setattr(security, "time", clock)
+
+    clock.offset = 3600 + 6
+    response = auth.get("/id", token)
+
+    assert_unauthorized(response)
+    assert response.get_json()["detail"] == "The bearer token has expired."
+
+
+def test_a_token_already_accepted_is_refused_before_its_not_before_time(app, auth, monkeypatch):
+    # Seen from a clock that runs behind (a replica whose time was set back), the remembered token is not
+    # valid yet: the same answer as for a token never seen.
+    token = auth.token("alice")
+    assert auth.get("/id", token).status_code == 200
+    clock = Clock()
+    monkeypatch.setattr(security, "time", clock)
+
+    clock.offset = -60
+    response = auth.get("/id", token)
+
+    assert_unauthorized(response)
+    assert response.get_json()["detail"] == "The bearer token is invalid."
+    clock.offset = 0
+    assert auth.get("/id", token).status_code == 200
+
+
+def test_tokens_remembered_by_the_process_are_bounded(app, auth, monkeypatch):
+    # Every token of a busy process is verified once, and the oldest is forgotten when the memory is full:
+    # a forgotten token is verified again and still accepted.
+    monkeypatch.setattr(security.AccessTokens, "VERIFIED_TOKENS", 2)
+    tokens = [auth.token("alice") for _ in range(3)]
+    for token in tokens:
+        assert auth.get("/id", token).status_code == 200
+
+    assert len(app.extensions["access_tokens"]._verified) == 2
+    assert auth.get("/id", tokens[0]).status_code == 200
 
 
 def test_token_not_yet_valid_returns_401(app, auth):

@@ -1,0 +1,124 @@
+"""The worker (src/worker.py) under a real gunicorn: what reaches the application, and what never does.
+
+Raw sockets on 127.0.0.1, so that the bytes on the wire are the test's own: bodies over the limit, a body
+sent in chunks, keep-alive, headers the WSGI mapping would confuse. That probes stay answered while the
+workers hash passwords is the login-flood drill's (drills/test_login_flood.py).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+PASSWORD = "correct horse battery"
+MAX_CONTENT_LENGTH = 4096
+
+
+@pytest.fixture
+def server(gunicorn_server, tmp_path: Path):
+    """One worker, so that every request of a test meets the same event loop."""
+    return gunicorn_server(
+        {
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "MAX_CONTENT_LENGTH": str(MAX_CONTENT_LENGTH),
+            "METRICS_PORT": None,
+            "PROMETHEUS_MULTIPROC_DIR": None,
+            "REGISTER_MAX_PER_ADDRESS": "0",
+        },
+        workers=1,
+    )
+
+
+def exchange(port: int, raw: bytes, *, timeout: float = 10) -> bytes:
+    """Send ``raw`` on a new connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(raw)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def body_of(response: bytes) -> dict:
+    return json.loads(response.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(server):
+    # The client announces 10 MB and sends nothing more: the answer comes anyway, so the worker never
+    # waited for (nor buffered) the body.
+    head = (
+        b"POST /register HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 10000000\r\n\r\n"
+    )
+    response = exchange(server.port, head)
+
+    assert status_of(response) == 413
+    assert b"application/problem+json" in response
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_the_connection_closes(server):
+    chunk = b"x" * 1024
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8))  # 8 KiB, limit 4 KiB
+    raw = (
+        b"POST /register HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    )
+    response = exchange(server.port, raw)
+
+    assert status_of(response) == 413
+    assert response.count(b"HTTP/1.1 ") == 1
+
+
+def test_a_chunked_body_within_the_limit_reaches_the_route_whole(server):
+    body = json.dumps({"username": "chunky", "password": PASSWORD}).encode()
+    pieces = [body[:7], body[7:20], body[20:]]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    raw = (
+        b"POST /register HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    )
+    response = exchange(server.port, raw)
+
+    assert status_of(response) == 201
+    assert body_of(response) == {"id": 1, "username": "chunky"}
+
+
+def test_keep_alive_serves_pipelined_requests_in_order_with_their_ids(server):
+    raw = b"".join(
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-ID: pipelined-%d\r\n%s\r\n"
+        % (number, b"Connection: close\r\n" if number == 3 else b"")
+        for number in (1, 2, 3)
+    )
+    response = exchange(server.port, raw)
+
+    assert response.count(b"HTTP/1.1 200 OK") == 3
+    ids = [line for line in response.split(b"\r\n") if line.lower().startswith(b"x-request-id:")]
+    assert [line.split(b":", 1)[1].strip() for line in ids] == [
+        b"pipelined-1",
+        b"pipelined-2",
+        b"pipelined-3",
+    ]
+
+
+def test_a_header_spelled_with_underscores_never_passes_for_its_dashed_twin(server):
+    # "X_Request_ID" and "X-Request-ID" are one key in the WSGI environ: the underscore spelling is dropped,
+    # so it can neither set the id nor (behind a proxy that checks only the dashed one) spoof a header.
+    raw = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX_Request_ID: spoofed-id\r\nConnection: close\r\n\r\n"
+    response = exchange(server.port, raw)
+
+    assert status_of(response) == 200
+    assert b"spoofed-id" not in response
+
+
+def test_percent_encoded_path_reaches_its_route(server):
+    response = exchange(server.port, b"GET /health%7A HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+
+    assert status_of(response) == 200
+    assert body_of(response) == {"status": "ok"}

@@ -1,0 +1,238 @@
+"""The worker's ASGI adapter (src/worker.py), driven in-process through the ASGI interface gunicorn calls.
+
+What reaches the WSGI application (environ, body), what comes back (status, headers, body), where each route
+runs (the event loop or the thread pool) and the lifespan exchange. The same adapter under a real gunicorn is
+tests/integration/test_worker.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from src.routes.waits import offloaded_routes
+from src.worker import OFFLOADED_ROUTES, WsgiOnLoop
+
+
+def scope(
+    path: str = "/healthz", method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None
+) -> dict:
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"a=1&b=%20",
+        "root_path": "",
+        "headers": headers or [(b"host", b"api.example")],
+        "server": ("10.0.0.5", 8888),
+        "client": ("192.0.2.7", 40123),
+    }
+
+
+class Recorder:
+    """A WSGI application that records the environ and the thread it ran on, and answers ``reply``."""
+
+    def __init__(self, reply: bytes = b"answer") -> None:
+        self.reply = reply
+        self.environ: dict = {}
+        self.body = b""
+        self.thread = None
+
+    def __call__(self, environ, start_response):
+        self.environ = environ
+        self.body = environ["wsgi.input"].read()
+        self.thread = threading.current_thread()
+        write = start_response("201 Created", [("Content-Type", "text/plain"), ("X-Seen", "yes")])
+        write(b"an ")
+        return [self.reply, b""]
+
+
+def run(adapter: WsgiOnLoop, request: dict, body_messages: list[dict] | None = None) -> list[dict]:
+    """One request through the adapter; the messages it sent."""
+    incoming = list(body_messages or [{"type": "http.request", "body": b"", "more_body": False}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(adapter(request, receive, send))
+    return sent
+
+
+def adapter_for(app, *, offloaded=frozenset(), max_body: int | None = 1024) -> WsgiOnLoop:
+    return WsgiOnLoop(app, threads=2, offloaded=offloaded, max_body=max_body)
+
+
+def test_the_environ_carries_the_request_as_pep_3333_names_it():
+    app = Recorder()
+    headers = [
+        (b"host", b"api.example"),
+        (b"content-type", b"application/json"),
+        (b"accept", b"text/plain"),
+        (b"accept", b"application/json"),
+        (b"x_request_id", b"smuggled"),
+    ]
+    run(adapter_for(app), scope("/h\u00e9llo", headers=headers))
+
+    environ = app.environ
+    assert environ["REQUEST_METHOD"] == "GET"
+    assert environ["PATH_INFO"] == "/h\u00c3\u00a9llo"  # UTF-8 bytes as latin-1 code points
+    assert environ["QUERY_STRING"] == "a=1&b=%20"
+    assert environ["SERVER_NAME"] == "10.0.0.5"
+    assert environ["SERVER_PORT"] == "8888"
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert environ["REMOTE_ADDR"] == "192.0.2.7"
+    assert environ["REMOTE_PORT"] == "40123"
+    assert environ["wsgi.url_scheme"] == "https"
+    assert environ["CONTENT_TYPE"] == "application/json"
+    assert "HTTP_CONTENT_TYPE" not in environ
+    assert environ["HTTP_ACCEPT"] == "text/plain,application/json"
+    assert "HTTP_X_REQUEST_ID" not in environ
+
+
+def test_the_response_goes_out_whole_with_its_status_and_headers():
+    sent = run(adapter_for(Recorder(b"here")), scope())
+
+    assert sent == [
+        {
+            "type": "http.response.start",
+            "status": 201,
+            "headers": [(b"Content-Type", b"text/plain"), (b"X-Seen", b"yes")],
+        },
+        {"type": "http.response.body", "body": b"an here"},
+    ]
+
+
+def test_a_body_sent_in_pieces_reaches_the_application_whole():
+    app = Recorder()
+    pieces = [
+        {"type": "http.request", "body": b'{"user', "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b'name": "a"}', "more_body": False},
+    ]
+    run(adapter_for(app), scope(method="POST", headers=[(b"transfer-encoding", b"chunked")]), pieces)
+
+    assert app.body == b'{"username": "a"}'
+
+
+def test_a_chunked_body_stops_being_read_one_byte_past_the_limit():
+    app = Recorder()
+    pieces = [{"type": "http.request", "body": b"x" * 600, "more_body": True} for _ in range(4)]
+    run(
+        adapter_for(app, max_body=1000),
+        scope(method="POST", headers=[(b"transfer-encoding", b"chunked")]),
+        pieces,
+    )
+
+    assert len(app.body) == 1200  # two pieces: past the limit, the other two are never read
+
+
+def test_a_declared_length_over_the_limit_is_not_read():
+    app = Recorder()
+    headers = [(b"content-length", b"5000"), (b"content-type", b"application/json")]
+    pieces = [{"type": "http.request", "body": b"y" * 5000, "more_body": False}]
+    run(adapter_for(app, max_body=1000), scope(method="POST", headers=headers), pieces)
+
+    assert app.body == b""
+    assert app.environ["CONTENT_LENGTH"] == "5000"  # from which Flask answers 413
+
+
+def test_a_client_gone_before_its_body_never_reaches_the_application():
+    app = Recorder()
+    sent = run(
+        adapter_for(app),
+        scope(method="POST", headers=[(b"content-length", b"10")]),
+        [{"type": "http.disconnect"}],
+    )
+
+    assert sent == []
+    assert app.environ == {}
+
+
+def test_listed_routes_run_on_the_pool_and_the_others_on_the_loop():
+    app = Recorder()
+    adapter = adapter_for(app, offloaded=frozenset({("POST", "/register")}))
+
+    run(adapter, scope("/healthz"))
+    assert app.thread is threading.main_thread()
+    run(adapter, scope("/register", method="POST", headers=[(b"content-length", b"0")]))
+    assert app.thread.name.startswith("wsgi")
+
+
+def test_an_application_that_lists_no_routes_runs_everything_on_the_pool():
+    app = Recorder()
+    run(adapter_for(app, offloaded=None), scope("/healthz"))
+
+    assert app.thread.name.startswith("wsgi")
+
+
+def test_an_application_that_never_starts_a_response_is_an_error():
+    with pytest.raises(RuntimeError, match="start_response"):
+        run(adapter_for(lambda environ, start_response: [b"no status"]), scope())
+
+
+def test_lifespan_startup_and_shutdown_complete():
+    adapter = adapter_for(Recorder())
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(adapter({"type": "lifespan"}, receive, send))
+
+    assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+
+
+def test_a_websocket_is_refused_without_a_word():
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(adapter_for(Recorder())({"type": "websocket"}, None, send))
+    assert sent == []
+
+
+def test_the_service_places_hashing_and_writes_on_the_pool_and_reads_by_store(app, app_env):
+    offloaded = app.extensions[OFFLOADED_ROUTES]
+    on_pool = {
+        ("POST", "/register"),
+        ("POST", "/authenticate"),
+        ("POST", "/token/refresh"),
+        ("POST", "/logout"),
+        ("PUT", "/users/me/password"),
+        ("DELETE", "/users/me"),
+    }
+    assert on_pool <= offloaded
+    assert not {("GET", "/healthz"), ("GET", "/openapi.json"), ("GET", "/metrics")} & offloaded
+    reads = {("GET", "/hello"), ("GET", "/id"), ("GET", "/users/me"), ("GET", "/readyz")}
+    if "DATABASE_URL" in app_env:
+        assert reads <= offloaded  # a read may wait on the database
+    else:
+        assert not reads & offloaded  # the JSON store answers from memory
+
+
+def test_a_route_nobody_marked_runs_on_the_pool(app):
+    app.add_url_rule("/unmarked", "unmarked", lambda: "x", methods=["GET"])
+
+    assert ("GET", "/unmarked") in offloaded_routes(app)
+
+
+def test_for_application_takes_the_flask_apps_limit_and_placement(app):
+    adapter = WsgiOnLoop.for_application(app, threads=3)
+
+    assert adapter.max_body == app.config["MAX_CONTENT_LENGTH"]
+    assert adapter.offloaded is app.extensions[OFFLOADED_ROUTES]
+    assert WsgiOnLoop.for_application(Recorder(), threads=3).offloaded is None
