@@ -7,7 +7,8 @@ so that a busy machine inflates it less than wall time. What is measured:
 
 - the token check: PyJWT's ``jwt.decode`` (what every request paid before) against the check of a token this
   process has verified already (``AccessTokens``);
-- the service's WSGI application alone, per route, called in-process with a complete environ;
+- the service's WSGI application alone, per route, called in-process with a complete environ (``/healthz``
+  twice: as a probe sends it, answered before Flask, and with an ``Origin``, which goes through Flask);
 - the same requests through the worker's ASGI adapter (``src/worker.py``), answered on the event loop or
   handed to the thread pool and back, one at a time.
 
@@ -152,7 +153,13 @@ def profile(calls: int) -> dict:
                 calls,
             ),
             "token check: already verified": cpu_per_call(lambda: tokens._verify(token), calls),
-            "WSGI app: /healthz": cpu_per_call(lambda: call_wsgi(app, environ("/healthz")), calls),
+            "WSGI app: /healthz, a probe (answered before Flask)": cpu_per_call(
+                lambda: call_wsgi(app, environ("/healthz")), calls
+            ),
+            "WSGI app: /healthz with an Origin (through Flask)": cpu_per_call(
+                lambda: call_wsgi(app, environ("/healthz", headers={"HTTP_ORIGIN": "https://app.example"})),
+                calls,
+            ),
             "WSGI app: /hello": cpu_per_call(
                 lambda: call_wsgi(app, environ("/hello", headers=bearer)), calls
             ),

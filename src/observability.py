@@ -28,6 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .lifecycle import WouldWait
 from .metrics_files import FoldingCollector
 from .routes.waits import waits_on_nothing
 from .serving import StdoutLineHandler
@@ -169,8 +170,13 @@ class RequestObserver:
 
         try:
             return self.wsgi_app(environ, start_response_with_id)
+        except WouldWait:
+            # Not answered here: the worker runs the request again on its thread pool, counted then.
+            started = None
+            raise
         finally:
-            self.observe(environ, int(status[0][:3]), time.perf_counter() - started)
+            if started is not None:
+                self.observe(environ, int(status[0][:3]), time.perf_counter() - started)
 
     def observe(self, environ, status: int, elapsed: float) -> None:
         """Count the request, observe its latency and write its access line."""

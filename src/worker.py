@@ -7,14 +7,14 @@ request to the WSGI application:
 
 - on the loop itself when the route waits on nothing outside the process (``/healthz``, ``/metrics``, a
   token check answered from memory): no thread hand-off, which costs more than the route itself;
-- on the worker's thread pool (``GUNICORN_THREADS`` threads) when the route hashes a password, syncs the
-  data file or, with PostgreSQL, sends a query (the routes say which in ``src/routes/__init__.py``). argon2
-  and psycopg release the GIL, so the loop keeps answering probes and token checks meanwhile.
+- on the worker's thread pool (``GUNICORN_THREADS`` threads) when the route hashes a password or syncs a
+  write (the routes say which, ``src/routes/waits.py``), and when a read on the loop finds that it must
+  query the database: the store raises ``WouldWait`` before the query (``src/lifecycle.py``) and the request
+  runs again on the pool. argon2 and psycopg release the GIL, so the loop keeps answering meanwhile.
 
 A request the application does not describe (another WSGI application, a path no route matches) runs on the
 pool when the application lists no routes at all, on the loop otherwise (Flask answers 404 or 405 at once).
-Because the loop itself runs the quick routes, an application call stuck for longer than ``timeout`` stops the
-heartbeat and gunicorn replaces the worker.
+A call stuck on the loop for longer than ``timeout`` stops the heartbeat and gunicorn replaces the worker.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 from gunicorn.workers.gasgi import ASGIWorker
 
-from .lifecycle import start_draining
+from .lifecycle import WouldWait, on_event_loop, start_draining
 
 # Where a Flask application keeps the (method, path) pairs that must run on the thread pool.
 OFFLOADED_ROUTES = "flask_api.offloaded_routes"
@@ -126,16 +126,22 @@ class WsgiOnLoop:
 
     async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         environ, framed = self.environ(scope)
+        request_body: bytes | None = b""
         if framed:
-            body = await self.read_body(receive, environ)
-            if body is None:
+            request_body = await self.read_body(receive, environ)
+            if request_body is None:
                 return  # the client went away before its body arrived
-            environ["wsgi.input"] = io.BytesIO(body)
+            environ["wsgi.input"] = io.BytesIO(request_body)
         if self.runs_on_pool(environ["REQUEST_METHOD"], environ["PATH_INFO"]):
-            loop = asyncio.get_running_loop()
-            status, headers, body = await loop.run_in_executor(self.pool, _call_wsgi, self.app, environ)
+            status, headers, body = await self.on_pool(environ)
         else:
-            status, headers, body = _call_wsgi(self.app, environ)
+            untouched = dict(environ)
+            try:
+                with on_event_loop():
+                    status, headers, body = _call_wsgi(self.app, environ)
+            except WouldWait:  # the store was about to query its database: run it where waiting is fine
+                untouched["wsgi.input"] = io.BytesIO(request_body)
+                status, headers, body = await self.on_pool(untouched)
         await send(
             {
                 "type": "http.response.start",
@@ -144,6 +150,10 @@ class WsgiOnLoop:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    async def on_pool(self, environ: dict[str, Any]) -> _Response:
+        """Run the application on the thread pool; the loop serves other connections meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, _call_wsgi, self.app, environ)
 
     async def read_body(self, receive: Any, environ: dict[str, Any]) -> bytes | None:
         """The request body, or at most ``max_body + 1`` bytes of it; None when the client disconnected."""

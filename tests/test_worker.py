@@ -8,12 +8,17 @@ tests/integration/test_worker.py.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import threading
 
 import pytest
 
+from src.lifecycle import WouldWait, must_not_wait, on_event_loop
 from src.routes.waits import offloaded_routes
+from src.storage import JsonFileStore, PostgresStore
 from src.worker import OFFLOADED_ROUTES, WsgiOnLoop
+from tests.storage.workers import HASH
 
 
 def scope(
@@ -205,7 +210,7 @@ def test_a_websocket_is_refused_without_a_word():
     assert sent == []
 
 
-def test_the_service_places_hashing_and_writes_on_the_pool_and_reads_by_store(app, app_env):
+def test_the_service_places_hashing_and_writes_on_the_pool_and_reads_on_the_loop(app):
     offloaded = app.extensions[OFFLOADED_ROUTES]
     on_pool = {
         ("POST", "/register"),
@@ -217,11 +222,8 @@ def test_the_service_places_hashing_and_writes_on_the_pool_and_reads_by_store(ap
     }
     assert on_pool <= offloaded
     assert not {("GET", "/healthz"), ("GET", "/openapi.json"), ("GET", "/metrics")} & offloaded
-    reads = {("GET", "/hello"), ("GET", "/id"), ("GET", "/users/me"), ("GET", "/readyz")}
-    if "DATABASE_URL" in app_env:
-        assert reads <= offloaded  # a read may wait on the database
-    else:
-        assert not reads & offloaded  # the JSON store answers from memory
+    # A read that must query PostgreSQL moves to the pool as it starts (the next tests).
+    assert not {("GET", "/hello"), ("GET", "/id"), ("GET", "/users/me"), ("GET", "/readyz")} & offloaded
 
 
 def test_a_route_nobody_marked_runs_on_the_pool(app):
@@ -236,3 +238,73 @@ def test_for_application_takes_the_flask_apps_limit_and_placement(app):
     assert adapter.max_body == app.config["MAX_CONTENT_LENGTH"]
     assert adapter.offloaded is app.extensions[OFFLOADED_ROUTES]
     assert WsgiOnLoop.for_application(Recorder(), threads=3).offloaded is None
+
+
+# ------------------------------------------------------------------------------------------------ WouldWait
+
+
+class QueriesOnce(Recorder):
+    """Like a route reading PostgreSQL: the first call of each request meets a query (``must_not_wait``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, bytes]] = []
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read()
+        self.calls.append((threading.current_thread().name, body))
+        must_not_wait()  # raises WouldWait on the event loop, before any side effect
+        return super().__call__({**environ, "wsgi.input": io.BytesIO(body)}, start_response)
+
+
+def test_a_read_that_must_query_moves_to_the_pool_with_its_request_intact():
+    app = QueriesOnce()
+    headers = [(b"content-length", b"7"), (b"x-request-id", b"moved-1")]
+    sent = run(
+        adapter_for(app),
+        scope("/hello", method="POST", headers=headers),
+        [{"type": "http.request", "body": b"payload", "more_body": False}],
+    )
+
+    assert [body for _, body in app.calls] == [b"payload", b"payload"]
+    assert app.calls[0][0] == threading.main_thread().name
+    assert app.calls[1][0].startswith("wsgi")
+    assert app.environ["HTTP_X_REQUEST_ID"] == "moved-1"
+    assert sent[0]["status"] == 201
+    assert sent[1]["body"] == b"an answer"
+
+
+@pytest.fixture(params=["json", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path):
+    if request.param == "json":
+        opened = JsonFileStore(tmp_path / "data.json")
+    else:
+        opened = PostgresStore(request.getfixturevalue("postgres_url"), min_size=1, max_size=2, timeout=5)
+    yield opened
+    opened.close()
+
+
+def test_postgresql_refuses_to_query_on_the_event_loop_and_the_json_store_answers(store):
+    user = store.create_user("alice", HASH)
+    with on_event_loop():
+        if isinstance(store, PostgresStore):
+            with pytest.raises(WouldWait):
+                store.find_by_username("alice")
+        else:
+            assert store.find_by_username("alice") == user
+    assert store.find_by_username("alice") == user  # off the loop, both answer
+
+
+def test_a_read_moved_to_the_pool_is_answered_and_logged_once(app, auth, capfd):
+    # With PostgreSQL the first /hello of a session asks the database (the worker's cache is cold), so it
+    # starts on the loop, meets WouldWait and is answered from the pool: one answer, one access line.
+    token = auth.token("alice")
+    capfd.readouterr()
+    request = scope("/hello", headers=[(b"authorization", f"Bearer {token}".encode())])
+
+    sent = run(WsgiOnLoop.for_application(app, threads=2), request)
+
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[1]["body"]) == {"message": "Hello Alice"}
+    access_lines = [line for line in capfd.readouterr().out.splitlines() if '"route": "/hello"' in line]
+    assert len(access_lines) == 1

@@ -1,7 +1,8 @@
 """Where the worker (src/worker.py) runs each route: on its event loop, or on its thread pool.
 
-A route marked ``waits_on_nothing`` runs on the loop; one marked ``reads_store`` too, unless the store's reads
-wait on a database; an unmarked route (password hashing, synced writes) runs on the thread pool.
+A route marked ``waits_on_nothing`` or ``reads_store`` runs on the loop (a read that must query PostgreSQL is
+moved to the pool as it starts: ``WouldWait`` in src/lifecycle.py); an unmarked route (password hashing,
+synced writes) runs on the thread pool.
 """
 
 from collections.abc import Callable
@@ -28,11 +29,9 @@ def reads_store(view: Callable[..., Any]) -> Callable[..., Any]:
 
 def offloaded_routes(app: Flask) -> frozenset[tuple[str, str]]:
     """The (method, path) pairs the worker runs on its thread pool."""
-    store_reads_wait = app.extensions["user_store"].reads_wait
     offloaded = set()
     for rule in app.url_map.iter_rules():
-        waits_on = getattr(app.view_functions[rule.endpoint], _WAITS_ON, None)
-        if waits_on == "nothing" or (waits_on == "store" and not store_reads_wait):
+        if getattr(app.view_functions[rule.endpoint], _WAITS_ON, None) in ("nothing", "store"):
             continue
         # Flask answers an automatic OPTIONS itself, without the view.
         skipped = {"OPTIONS"} if rule.provide_automatic_options else set()

@@ -55,10 +55,6 @@ Counts = list[tuple[int, float | None]]
 class UserStore(ABC):
     """Users and login failures, shared by every worker process of the service."""
 
-    # Whether a read may wait on something outside the process (a database round trip): the worker then
-    # runs the routes that read the store on its thread pool rather than on its event loop (src/worker.py).
-    reads_wait = True
-
     @abstractmethod
     def create_user(self, username: str, password_hash: str) -> User:
         """Store a new user under a fresh id; raise UsernameTaken when the name exists."""

@@ -454,8 +454,6 @@ def _parse_failures(raw: bytes) -> dict[str, list[float]]:
 class JsonFileStore(UserStore):
     """Users in the JSON file ``path`` (created with its folder on first write); see the module docstring."""
 
-    reads_wait = False  # reads answer from memory, after a stat of the file
-
     def __init__(self, path: str | os.PathLike[str]) -> None:
         configured = os.path.abspath(os.fspath(path))
         # Resolved once: writes replace the file by rename, which would replace a symlink by a regular file

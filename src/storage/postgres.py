@@ -41,6 +41,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ..lifecycle import must_not_wait
 from .base import Counts, RefreshRefused, Session, StoreUnavailable, User, UsernameTaken, UserStore
 
 log = logging.getLogger(__name__)
@@ -514,7 +515,12 @@ class PostgresStore(UserStore):
         idempotent: bool = True,
         timeout: float | None = None,
     ) -> T:
-        """Run ``work`` on a pooled connection, mapping every database failure to StoreUnavailable."""
+        """Run ``work`` on a pooled connection, mapping every database failure to StoreUnavailable.
+
+        On a worker's event loop it raises WouldWait instead (src/lifecycle.py): the request is run again on
+        the worker's thread pool, and the loop never waits on the database.
+        """
+        must_not_wait()
         pool = self._get_pool()
         if timeout is None:
             timeout = self.timeout

@@ -139,7 +139,13 @@ class RegistrationLoad:
 
     def wait_for_more(self, more: int, timeout: float = 30) -> None:
         target = self.count() + more
-        wait_until(lambda: self.count() >= target, timeout, what=f"{target} acknowledged registrations")
+        try:
+            wait_until(lambda: self.count() >= target, timeout, what=f"{target} acknowledged registrations")
+        except AssertionError as exc:  # say what the clients got instead
+            with self._lock:
+                seen = f"statuses {dict(self.statuses)}, errors {self.errors[-5:]}, {self.not_problems[-3:]}"
+            alive = sum(thread.is_alive() for thread in self._threads)
+            raise AssertionError(f"{exc}; {seen}; {alive} of {len(self._threads)} clients running") from None
 
     def __enter__(self) -> RegistrationLoad:
         for thread in self._threads:
