@@ -135,13 +135,14 @@ class WsgiOnLoop:
         if self.runs_on_pool(environ["REQUEST_METHOD"], environ["PATH_INFO"]):
             status, headers, body = await self.on_pool(environ)
         else:
-            untouched = dict(environ)
             try:
                 with on_event_loop():
                     status, headers, body = _call_wsgi(self.app, environ)
             except WouldWait:  # the store was about to query its database: run it where waiting is fine
-                untouched["wsgi.input"] = io.BytesIO(request_body)
-                status, headers, body = await self.on_pool(untouched)
+                # The first attempt changed its environ: a fresh one, built again only on this rare path.
+                environ = self.environ(scope)[0]
+                environ["wsgi.input"] = io.BytesIO(request_body)
+                status, headers, body = await self.on_pool(environ)
         await send(
             {
                 "type": "http.response.start",
