@@ -14,7 +14,7 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import free_port
+from harness import free_port, wait_until
 
 USERNAME = "serving-user"
 PASSWORD = "Serving-Passw0rd-42"
@@ -255,6 +255,14 @@ def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp
     # the request it finishes after the signal sees the draining state, as a kubelet probe would.
     connections = hold_every_worker(server, "/readyz")
     server.begin_graceful_stop()  # SIGTERM; the master closes its listener and signals every worker
+    if threads != "1":
+        # An event loop may read a held request before it runs its signal handler: wait until every worker
+        # has taken the signal (it logs "Worker shutting down..." once draining has started).
+        wait_until(
+            lambda: server.output().count("Worker shutting down") >= WORKERS,
+            timeout=30,
+            what="every worker to take SIGTERM",
+        )
     statuses = finish(connections)
 
     assert statuses == [503] * WORKERS
