@@ -12,8 +12,10 @@ request to the WSGI application:
   query the database: the store raises ``WouldWait`` before the query (``src/lifecycle.py``) and the request
   runs again on the pool. argon2 and psycopg release the GIL, so the loop keeps answering meanwhile.
 
-A request the application does not describe (another WSGI application, a path no route matches) runs on the
-pool when the application lists no routes at all, on the loop otherwise (Flask answers 404 or 405 at once).
+Where a request runs is decided from the rule it matches in the Flask application's URL map, the match Flask
+itself makes (``RoutePlacement``), never from the raw path: ``//authenticate`` matches ``/authenticate`` and
+runs where it does. Only a match to a route marked to run on the loop runs there; a 404, a 405, a redirect,
+an unmarked route, or any request to an application with no URL map runs on the pool.
 A call stuck on the loop for longer than ``timeout`` stops the heartbeat and gunicorn replaces the worker.
 """
 
@@ -28,11 +30,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gunicorn.workers.gasgi import ASGIWorker
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, RoutingException
 
 from .lifecycle import WouldWait, on_event_loop, start_draining
 
-# Where a Flask application keeps the (method, path) pairs that must run on the thread pool.
-OFFLOADED_ROUTES = "flask_api.offloaded_routes"
+# Where a Flask application keeps the endpoints that run on the event loop (src/routes/waits.py).
+LOOP_ENDPOINTS = "flask_api.loop_endpoints"
+
+# Decisions remembered per (method, path): the paths a service really serves are few; past this many, a path
+# is matched each time (a scan of random paths must not grow the worker's memory).
+_REMEMBERED_PLACEMENTS = 4096
 
 # The two request headers WSGI names without the HTTP_ prefix.
 _UNPREFIXED = frozenset({"CONTENT_LENGTH", "CONTENT_TYPE"})
@@ -68,6 +76,43 @@ def _call_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> 
     return started[0], started[1], b"".join(chunks)
 
 
+class RoutePlacement:
+    """Whether a request runs on the thread pool, from the rule it matches (loop: ``loop_endpoints``).
+
+    Matching costs microseconds; the answer depends on the method and the path alone (the URL map matches no
+    host), so it is remembered for the paths seen first and a hot route costs one dictionary lookup.
+    """
+
+    def __init__(self, url_map: Map, loop_endpoints: frozenset[str]) -> None:
+        # Bound once, for the loop's thread only; a MapAdapter keeps no state between matches.
+        self.adapter = url_map.bind("localhost")
+        self.loop_endpoints = loop_endpoints
+        self.decided: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, method: str, path: str) -> bool:
+        key = (method, path)
+        on_pool = self.decided.get(key)
+        if on_pool is None:
+            on_pool = self.matches_pool(method, path)
+            if len(self.decided) < _REMEMBERED_PLACEMENTS:
+                self.decided[key] = on_pool
+        return on_pool
+
+    def matches_pool(self, method: str, path: str) -> bool:
+        """Match the request as Flask will: anything but a marked route goes to the pool."""
+        try:
+            rule, _arguments = self.adapter.match(path, method, return_rule=True)
+        except (HTTPException, RoutingException):  # 404, 405, a redirect: not a marked route
+            return True
+        if method == "OPTIONS" and rule.provide_automatic_options:
+            return False  # Flask answers it without calling the view
+        return rule.endpoint not in self.loop_endpoints
+
+
+def _everything_on_pool(method: str, path: str) -> bool:
+    return True
+
+
 class WsgiOnLoop:
     """ASGI application running a WSGI application, on the loop or on a thread pool (module docstring).
 
@@ -81,29 +126,26 @@ class WsgiOnLoop:
         app: Callable[..., Iterable[bytes]],
         *,
         threads: int,
-        offloaded: frozenset[tuple[str, str]] | None,
+        runs_on_pool: Callable[[str, str], bool] = _everything_on_pool,
         max_body: int | None,
     ) -> None:
         self.app = app
-        self.offloaded = offloaded
+        # (method, decoded path) -> whether the request goes to the thread pool.
+        self.runs_on_pool = runs_on_pool
         self.max_body = max_body
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="wsgi")
 
     @classmethod
     def for_application(cls, app: Any, threads: int) -> WsgiOnLoop:
-        """Wrap a WSGI application; a Flask application lends its offloaded routes and its body limit."""
+        """Wrap a WSGI application; a Flask application lends its URL map, loop endpoints and body limit."""
         extensions = getattr(app, "extensions", None) or {}
         config = getattr(app, "config", None) or {}
-        return cls(
-            app,
-            threads=threads,
-            offloaded=extensions.get(OFFLOADED_ROUTES),
-            max_body=config.get("MAX_CONTENT_LENGTH"),
-        )
-
-    def runs_on_pool(self, method: str, path: str) -> bool:
-        """Whether this request goes to the thread pool."""
-        return self.offloaded is None or (method, path) in self.offloaded
+        url_map = getattr(app, "url_map", None)
+        loop_endpoints = extensions.get(LOOP_ENDPOINTS)
+        placement = _everything_on_pool
+        if isinstance(url_map, Map) and loop_endpoints is not None:
+            placement = RoutePlacement(url_map, loop_endpoints)
+        return cls(app, threads=threads, runs_on_pool=placement, max_body=config.get("MAX_CONTENT_LENGTH"))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -132,7 +174,7 @@ class WsgiOnLoop:
             if request_body is None:
                 return  # the client went away before its body arrived
             environ["wsgi.input"] = io.BytesIO(request_body)
-        if self.runs_on_pool(environ["REQUEST_METHOD"], environ["PATH_INFO"]):
+        if self.runs_on_pool(scope["method"], scope["path"]):
             status, headers, body = await self.on_pool(environ)
         else:
             try:

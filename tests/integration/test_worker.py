@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 
 PASSWORD = "correct horse battery"
 MAX_CONTENT_LENGTH = 4096
@@ -122,3 +126,62 @@ def test_percent_encoded_path_reaches_its_route(server):
 
     assert status_of(response) == 200
     assert body_of(response) == {"status": "ok"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Where a request runs: every spelling of a hashing route on the pool
+# ---------------------------------------------------------------------------------------------------------
+
+# Hashes of about a second each: one run on the event loop holds every probe of the worker that long.
+SLOW_HASH = {"ARGON2_TIME_COST": "60", "ARGON2_MEMORY_KIB": "19456", "ARGON2_CONCURRENCY": "8"}
+
+
+def probe_while(port: int, busy: threading.Event) -> list[str]:
+    """GET /healthz on a new connection every 0.1 s while ``busy`` is set; the failed probes."""
+    failures: list[str] = []
+    while busy.is_set():
+        started = time.monotonic()
+        try:
+            status = status_of(
+                exchange(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", timeout=2)
+            )
+            if status != 200:
+                failures.append(f"HTTP {status}")
+        except OSError as exc:
+            failures.append(type(exc).__name__)
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+    return failures
+
+
+def test_probes_stay_answered_while_clients_hash_through_doubled_slashes(gunicorn_server, tmp_path):
+    # Werkzeug matches //authenticate and //register to their routes: they hash there, and must do it on the
+    # thread pool like their plain spellings, or the loop (and every probe of the worker) waits for argon2.
+    server = gunicorn_server(
+        {
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "METRICS_PORT": None,
+            "PROMETHEUS_MULTIPROC_DIR": None,
+            "REGISTER_MAX_PER_ADDRESS": "0",
+            **SLOW_HASH,
+        },
+        workers=1,
+    )
+    credentials = {"username": "alice", "password": PASSWORD}
+    assert requests.post(f"{server.url}/register", json=credentials, timeout=60).status_code == 201
+
+    def client(number: int) -> int:
+        if number % 2:
+            return requests.post(f"{server.url}//authenticate", json=credentials, timeout=60).status_code
+        user = {"username": f"user{number}", "password": PASSWORD}
+        return requests.post(f"{server.url}//register", json=user, timeout=60).status_code
+
+    busy = threading.Event()
+    busy.set()
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        probes = pool.submit(probe_while, server.port, busy)
+        statuses = sorted(pool.map(client, range(8)))
+        busy.clear()
+        failures = probes.result()
+
+    assert statuses == [200] * 4 + [201] * 4  # the doubled slashes reached the hashing routes
+    assert failures == []
