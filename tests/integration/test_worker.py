@@ -185,3 +185,145 @@ def test_probes_stay_answered_while_clients_hash_through_doubled_slashes(gunicor
 
     assert statuses == [200] * 4 + [201] * 4  # the doubled slashes reached the hashing routes
     assert failures == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Connections: at most worker_connections, a header timeout, closed at once on SIGTERM when idle
+# ---------------------------------------------------------------------------------------------------------
+
+HEADER_TIMEOUT = 2
+
+
+@pytest.fixture
+def bounded(gunicorn_server, tmp_path: Path):
+    """One worker holding at most 20 connections, with a 2 s header timeout and a long keep-alive."""
+    return gunicorn_server(
+        {
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "METRICS_PORT": None,
+            "PROMETHEUS_MULTIPROC_DIR": None,
+            "GUNICORN_WORKER_CONNECTIONS": "20",
+            "GUNICORN_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+            "GUNICORN_KEEPALIVE": "60",  # so that only the header timeout can close an idle connection
+        },
+        workers=1,
+    )
+
+
+@pytest.fixture
+def clients():
+    """Open client sockets: ``clients(port)`` connects one; every one is closed at teardown."""
+    opened: list[socket.socket] = []
+
+    def connect(port: int) -> socket.socket:
+        opened.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        return opened[-1]
+
+    yield connect
+    for sock in opened:
+        sock.close()
+
+
+def silent_connections(clients, port: int, count: int) -> list[tuple[socket.socket, float]]:
+    """``count`` connections that never send a byte, each with the time it was opened."""
+    return [(clients(port), time.monotonic()) for _ in range(count)]
+
+
+def seconds_until_closed(sock: socket.socket, opened: float, limit: float) -> float:
+    """Seconds from ``opened`` until the server closed ``sock`` (reads nothing else); ``limit`` at most."""
+    sock.settimeout(max(0.001, opened + limit - time.monotonic()))
+    try:
+        data = sock.recv(1)
+    except TimeoutError:
+        return limit
+    except ConnectionResetError:
+        data = b""
+    assert data == b""
+    return time.monotonic() - opened
+
+
+def test_a_worker_holds_at_most_worker_connections_and_still_answers_probes(bounded, clients):
+    silent_connections(clients, bounded.port, 50)
+    bounded.wait_until_workers_hold(20)
+    held = []
+    probes = []
+    for _ in range(10):
+        held.append(sum(bounded.held_connections().values()))
+        probe = exchange(
+            bounded.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", timeout=2
+        )
+        probes.append(status_of(probe))
+
+    assert max(held) <= 20
+    assert probes == [200] * 10
+
+
+def test_a_silent_connection_is_closed_after_the_header_timeout(bounded, clients):
+    connections = silent_connections(clients, bounded.port, 10)
+
+    lifetimes = [seconds_until_closed(sock, opened, HEADER_TIMEOUT + 5) for sock, opened in connections]
+
+    assert max(lifetimes) <= HEADER_TIMEOUT + 2
+    assert min(lifetimes) >= HEADER_TIMEOUT - 0.5  # closed for its silence, not at once
+
+
+def test_a_kept_alive_connection_sending_half_a_head_is_closed_after_the_header_timeout(bounded, clients):
+    sock = clients(bounded.port)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")  # never finished
+    started = time.monotonic()
+
+    assert seconds_until_closed(sock, started, HEADER_TIMEOUT + 5) <= HEADER_TIMEOUT + 2
+
+
+def test_sigterm_with_100_idle_connections_stops_the_master_within_3_seconds(
+    gunicorn_server, tmp_path, clients
+):
+    server = gunicorn_server(
+        {
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "METRICS_PORT": None,
+            "PROMETHEUS_MULTIPROC_DIR": None,
+        },
+        workers=2,
+    )
+    silent_connections(clients, server.port, 100)
+    server.wait_until_workers_hold(100)
+
+    started = time.monotonic()
+    exit_code = server.stop(timeout=30)
+    stopped_after = time.monotonic() - started
+
+    assert exit_code == 0
+    assert stopped_after <= 3
+
+
+def test_during_a_drain_idle_connections_close_at_once_and_a_request_in_hand_says_connection_close(
+    server, clients
+):
+    idle = clients(server.port)
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+    busy = clients(server.port)
+    busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert busy.recv(65536).startswith(b"HTTP/1.1 200")
+    body = json.dumps({"username": "drained", "password": PASSWORD}).encode()
+    # A request in hand when the signal comes: its head is read, half its body is still to come.
+    busy.sendall(
+        b"POST /register HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10])
+    )
+    server.wait_until_workers_hold(2)
+
+    server.begin_graceful_stop()
+    idle_closed_after = seconds_until_closed(idle, time.monotonic(), 5)
+    busy.sendall(body[10:])
+    response = b""
+    while chunk := busy.recv(65536):
+        response += chunk
+
+    assert idle_closed_after < 1
+    assert status_of(response) == 201
+    assert b"\r\nConnection: close\r\n" in response.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    assert server.stop(timeout=30) == 0
