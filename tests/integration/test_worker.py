@@ -8,6 +8,8 @@ workers hash passwords is the login-flood drill's (drills/test_login_flood.py).
 from __future__ import annotations
 
 import json
+import os
+import resource
 import socket
 import threading
 import time
@@ -327,3 +329,30 @@ def test_during_a_drain_idle_connections_close_at_once_and_a_request_in_hand_say
     assert status_of(response) == 201
     assert b"\r\nConnection: close\r\n" in response.split(b"\r\n\r\n", 1)[0] + b"\r\n"
     assert server.stop(timeout=30) == 0
+
+
+def test_out_of_descriptors_is_logged_once_and_probes_stay_answered(gunicorn_server, tmp_path, clients):
+    server = gunicorn_server(
+        {
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "METRICS_PORT": None,
+            "PROMETHEUS_MULTIPROC_DIR": None,
+        },
+        workers=1,
+    )
+    # The limit drops under the running worker, below what it took at start: accept() meets EMFILE.
+    (worker,) = server.worker_pids()
+    in_use = len(os.listdir(f"/proc/{worker}/fd"))
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (in_use + 10, in_use + 10))
+    silent_connections(clients, server.port, 50)
+
+    probes = [
+        status_of(
+            exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", timeout=2)
+        )
+        for _ in range(10)
+    ]
+
+    assert probes == [200] * 10
+    assert server.output().count("accept() failed") == 1
+    assert "EMFILE" in server.output()
