@@ -130,6 +130,58 @@ def test_percent_encoded_path_reaches_its_route(server):
     assert body_of(response) == {"status": "ok"}
 
 
+# Requests a proxy and the worker could frame differently (request smuggling) or that break the grammar:
+# each is refused and its connection closed, so nothing after it is read as a request. gunicorn's parser
+# (the one gunicorn.conf.py selects) does it; these hold it to that under the worker's own connections.
+HOSTILE = {
+    "Content-Length with Transfer-Encoding": (
+        b"POST /authenticate HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        400,
+    ),
+    "two different Content-Lengths": (
+        b"POST /authenticate HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
+        400,
+    ),
+    "Transfer-Encoding chunked twice": (
+        b"POST /authenticate HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "chunked body in HTTP/1.0": (
+        b"POST /authenticate HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "chunk size that is not hexadecimal": (
+        b"POST /authenticate HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        400,
+    ),
+    "negative Content-Length": (b"POST /authenticate HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
+    "signed Content-Length": (
+        b"POST /authenticate HTTP/1.1\r\nHost: t\r\nContent-Length: +4\r\n\r\nabcd",
+        400,
+    ),
+    "space before the colon": (b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length : 0\r\n\r\n", 400),
+    "obsolete line folding": (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400),
+    "bare LF line endings": (b"GET /healthz HTTP/1.1\nHost: t\n\n", 400),
+    "NUL in a header value": (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n", 400),
+    "header line over 8,190 bytes": (
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n",
+        431,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_an_ambiguous_or_malformed_request_is_refused_and_its_connection_closed(server, case):
+    raw, status = HOSTILE[case]
+
+    response = exchange(server.port, raw, timeout=5)  # reads until the server closes
+
+    assert response.count(b"HTTP/1.1 ") == 1
+    assert status_of(response) == status
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Where a request runs: every spelling of a hashing route on the pool
 # ---------------------------------------------------------------------------------------------------------
