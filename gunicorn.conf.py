@@ -32,7 +32,8 @@ workers = _env.integer("WEB_CONCURRENCY", 4, minimum=1)
 # workers back.
 threads = _env.integer("GUNICORN_THREADS", 8, minimum=1)
 worker_class = "src.worker.Worker" if threads > 1 else "sync"
-# Connections one worker holds at once (idle keep-alive and slow clients included); more wait in the backlog.
+# Connections one worker holds at once (idle keep-alive and slow clients included); at the limit a new one
+# takes the slot of the one waiting longest for a request head, or waits in the backlog (src/worker.py).
 worker_connections = _env.integer("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
 # Seconds a connection may take to send a complete request head, first request or not: a silent connection
 # is closed after it (src/worker.py; event-loop workers only). Handed to each worker by post_fork.

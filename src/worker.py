@@ -544,7 +544,11 @@ class Worker(ASGIWorker):
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue  # the client gave up while in the backlog
-                raise
+                # Anything else: say so and try again shortly, rather than spin on a readable listener.
+                self.log.exception("unexpected error from accept()")
+                self.pause_accepting()
+                self.loop.call_later(0.1, self.resume_accepting)
+                return
             table.held += 1
             if client.family in (socket.AF_INET, socket.AF_INET6):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -605,6 +609,7 @@ class Worker(ASGIWorker):
         # False: the response says Connection: close).
         while table.held and not self._quick_shutdown and self.loop.time() < deadline:
             table.close_expired()  # a head begun before the signal gets the header timeout, no more
+            self.notify()  # the master's timeout still applies to a draining worker
             await asyncio.sleep(0.05)
         if table.held:
             self.log.warning("Forcing close of %d connections", table.held)
