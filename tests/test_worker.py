@@ -18,7 +18,7 @@ from werkzeug.routing import Map, Rule
 from src.lifecycle import WouldWait, must_not_wait, on_event_loop
 from src.routes.waits import loop_endpoints, waits_on_nothing
 from src.storage import JsonFileStore, PostgresStore
-from src.worker import LOOP_ENDPOINTS, RoutePlacement, WsgiOnLoop
+from src.worker import LOOP_ENDPOINTS, ConnectionTable, RoutePlacement, WsgiOnLoop
 from tests.storage.workers import HASH
 
 
@@ -378,3 +378,96 @@ def test_a_read_moved_to_the_pool_is_answered_and_logged_once(app, auth, capfd):
     assert json.loads(sent[1]["body"]) == {"message": "Hello Alice"}
     access_lines = [line for line in capfd.readouterr().out.splitlines() if '"route": "/hello"' in line]
     assert len(access_lines) == 1
+
+
+# ------------------------------------------------------------------------------------------------ connections
+
+
+class Held:
+    """A connection as the table sees it: open until closed, maybe with a request head begun."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.open = True
+        self.next_request_begun = False
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def table_of(*names: str, limit: int = 3, header_timeout: float = 10) -> tuple[ConnectionTable, Clock, list]:
+    clock = Clock()
+    table = ConnectionTable(limit, header_timeout, clock)
+    held = []
+    for name in names:
+        connection = Held(name)
+        table.held += 1
+        table.opened(connection)
+        held.append(connection)
+        clock.now += 1
+    return table, clock, held
+
+
+def test_a_connection_waiting_longer_than_the_header_timeout_is_closed_and_no_other():
+    table, clock, (a, b, c) = table_of("a", "b", "c")
+    table.request_started(b)  # b's head arrived: it is answering, not waiting
+    clock.now = 100 + 10.5  # a waited 10.5 s, c 8.5 s
+
+    assert table.close_expired() == 1
+    assert [a.closed, b.closed, c.closed] == [True, False, False]
+
+
+def test_a_kept_alive_connection_waits_for_its_next_head_from_the_end_of_its_response():
+    table, clock, (a,) = table_of("a")
+    table.request_started(a)
+    clock.now = 200
+    table.request_finished(a)
+    clock.now = 209
+
+    assert table.close_expired() == 0
+    clock.now = 210.5
+    assert table.close_expired() == 1
+    assert a.closed
+
+
+def test_at_the_limit_the_connection_waiting_longest_makes_room_once():
+    table, _clock, (a, b, c) = table_of("a", "b", "c")
+    table.request_started(a)
+
+    assert table.make_room() is True
+    assert table.make_room() is True  # b's slot is coming free: nothing more is closed
+    assert [a.closed, b.closed, c.closed] == [False, True, False]
+    table.lost(b)
+    assert table.held == 2
+
+
+def test_with_every_connection_answering_the_next_to_wait_makes_room():
+    table, _clock, (a, b) = table_of("a", "b", limit=2)
+    table.request_started(a)
+    table.request_started(b)
+
+    assert table.make_room() is False
+    table.request_finished(b)
+    assert b.closed
+
+
+def test_a_drain_closes_the_idle_connections_and_leaves_a_begun_head_its_time():
+    table, _clock, (idle, begun, answering) = table_of("idle", "begun", "answering")
+    begun.next_request_begun = True
+    table.request_started(answering)
+
+    table.close_idle()
+
+    assert [idle.closed, begun.closed, answering.closed] == [True, False, False]
