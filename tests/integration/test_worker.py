@@ -331,6 +331,24 @@ def test_a_kept_alive_connection_sending_half_a_head_is_closed_after_the_header_
     assert seconds_until_closed(sock, started, HEADER_TIMEOUT + 5) <= HEADER_TIMEOUT + 2
 
 
+def test_the_header_timeout_never_cuts_a_request_whose_head_has_come(bounded, clients):
+    sock = clients(bounded.port)
+    body = json.dumps({"username": "patient", "password": PASSWORD}).encode()
+    sock.sendall(
+        b"POST /register HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10])
+    )
+    # Past the header timeout with the body still coming: the request is in hand, not waiting for a head.
+    assert seconds_until_closed(sock, time.monotonic(), HEADER_TIMEOUT + 1) == HEADER_TIMEOUT + 1
+    sock.settimeout(10)
+    sock.sendall(body[10:])
+    response = b""
+    while chunk := sock.recv(65536):
+        response += chunk
+
+    assert status_of(response) == 201
+
+
 def test_sigterm_with_100_idle_connections_stops_the_master_within_3_seconds(
     gunicorn_server, tmp_path, clients
 ):
