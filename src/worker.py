@@ -1,9 +1,9 @@
 """The gunicorn worker: an event loop owns the connections, the Flask application answers on it.
 
-gunicorn's own ``asgi`` worker (uvloop when installed) reads and writes every connection of the worker:
-keep-alive, pipelining, the request line and header limits, slow clients (a coroutine each, never a thread),
-``worker_connections`` as the bound, graceful shutdown and the heartbeat. ``WsgiOnLoop`` hands each complete
-request to the WSGI application:
+gunicorn's own ``asgi`` worker (uvloop when installed) and its HTTP protocol read and write every connection
+of the worker: keep-alive, pipelining, the request line and header limits, slow clients (a coroutine each,
+never a thread), ``Connection: close`` once the worker stops, and the heartbeat. ``WsgiOnLoop`` hands each
+complete request to the WSGI application:
 
 - on the loop itself when the route waits on nothing outside the process (``/healthz``, ``/metrics``, a
   token check answered from memory): no thread hand-off, which costs more than the route itself;
@@ -29,8 +29,8 @@ compares. Here a worker holds at most ``worker_connections`` (fewer when the des
   held connection has a request in hand, the worker stops accepting until one closes, and the other workers
   (or the backlog) take the new ones. Probes thus stay answered under thousands of silent connections;
 - running out of descriptors (EMFILE) is logged at most once a minute and handled as the limit is;
-- SIGTERM closes the connections waiting for a head at once; a request in hand finishes and its response
-  says ``Connection: close``; the worker exits as soon as the last one is answered.
+- SIGTERM closes at once the connections that have not begun a request; a request in hand (or a head begun)
+  finishes and its response says ``Connection: close``; the worker exits as soon as the last one is answered.
 """
 
 from __future__ import annotations
