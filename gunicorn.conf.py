@@ -32,8 +32,12 @@ workers = _env.integer("WEB_CONCURRENCY", 4, minimum=1)
 # workers back.
 threads = _env.integer("GUNICORN_THREADS", 8, minimum=1)
 worker_class = "src.worker.Worker" if threads > 1 else "sync"
-# Connections one worker holds at once (idle keep-alive and slow clients included); more wait in the backlog.
+# Connections one worker holds at once (idle keep-alive and slow clients included); at the limit a new one
+# takes the slot of the one waiting longest for a request head, or waits in the backlog (src/worker.py).
 worker_connections = _env.integer("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
+# Seconds a connection may take to send a complete request head, first request or not: a silent connection
+# is closed after it (src/worker.py; event-loop workers only). Handed to each worker by post_fork.
+_header_timeout = _env.integer("GUNICORN_HEADER_TIMEOUT", 10, minimum=1)
 timeout = _env.integer("GUNICORN_TIMEOUT", 30, minimum=1)
 # Below the pod's terminationGracePeriodSeconds (45) minus the preStop pause (5).
 graceful_timeout = _env.integer("GUNICORN_GRACEFUL_TIMEOUT", 20, minimum=1)
@@ -140,7 +144,8 @@ def when_ready(server) -> None:
 
 
 def post_fork(server, worker) -> None:
-    """Worker: drop its inherited copy of the master's metrics socket."""
+    """Worker: take the header timeout; drop its inherited copy of the master's metrics socket."""
+    worker.header_timeout = _header_timeout
     metrics_server = getattr(server, "flask_api_metrics_server", None)
     if metrics_server is not None:
         metrics_server.socket.close()

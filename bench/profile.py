@@ -126,7 +126,7 @@ def profile(calls: int) -> dict:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(data, "metrics")
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     from src import create_app  # noqa: PLC0415 - after PROMETHEUS_MULTIPROC_DIR, as under gunicorn
-    from src.worker import OFFLOADED_ROUTES, WsgiOnLoop  # noqa: PLC0415
+    from src.worker import RoutePlacement, WsgiOnLoop  # noqa: PLC0415
 
     app = create_app({"SECRET_KEY": secrets.token_hex(32), "DATA_FILE_PATH": os.path.join(data, "data.json")})
     credentials = json.dumps({"username": "alice", "password": PASSWORD}).encode()
@@ -164,9 +164,17 @@ def profile(calls: int) -> dict:
                 lambda: call_wsgi(app, environ("/hello", headers=bearer)), calls
             ),
         }
-        on_loop = WsgiOnLoop(app, threads=8, offloaded=frozenset(), max_body=None)
-        on_pool = WsgiOnLoop(app, threads=8, offloaded=None, max_body=None)
-        expect(("GET", "/healthz") not in app.extensions[OFFLOADED_ROUTES], "/healthz is offloaded")
+        placement = WsgiOnLoop.for_application(app, threads=1).runs_on_pool
+        expect(isinstance(placement, RoutePlacement), "the service's routes are not placed by their rule")
+        expect(not placement("GET", "/healthz"), "/healthz is offloaded")
+        figures["placement: loop or pool, a path seen before"] = cpu_per_call(
+            lambda: placement("GET", "/hello"), calls
+        )
+        figures["placement: loop or pool, matched afresh (a new path)"] = cpu_per_call(
+            lambda: placement.matches_pool("GET", "/hello"), calls
+        )
+        on_loop = WsgiOnLoop(app, threads=8, runs_on_pool=lambda method, path: False, max_body=None)
+        on_pool = WsgiOnLoop(app, threads=8, max_body=None)
         loop = asyncio.new_event_loop()
         statuses: list[int] = []
 

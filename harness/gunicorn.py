@@ -150,13 +150,17 @@ class GunicornServer:
         count.
         """
 
-        def held() -> int:
-            accepted = _established_inodes(self.port)
-            return len(set().union(*(_socket_inodes(pid) for pid in self.worker_pids())) & accepted)
-
         wait_until(
-            lambda: held() >= count, timeout, interval=0.01, what=f"the workers to accept {count} connections"
+            lambda: sum(self.held_connections().values()) >= count,
+            timeout,
+            interval=0.01,
+            what=f"the workers to accept {count} connections",
         )
+
+    def held_connections(self) -> dict[int, int]:
+        """Client connections each worker holds now, by pid (which sockets count: wait_until_workers_hold)."""
+        accepted = _established_inodes(self.port)
+        return {pid: len(_socket_inodes(pid) & accepted) for pid in self.worker_pids()}
 
     def begin_graceful_stop(self, timeout: float = 30) -> None:
         """SIGTERM to the master, then wait until it has closed its listening socket.

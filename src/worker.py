@@ -1,9 +1,9 @@
 """The gunicorn worker: an event loop owns the connections, the Flask application answers on it.
 
-gunicorn's own ``asgi`` worker (uvloop when installed) reads and writes every connection of the worker:
-keep-alive, pipelining, the request line and header limits, slow clients (a coroutine each, never a thread),
-``worker_connections`` as the bound, graceful shutdown and the heartbeat. ``WsgiOnLoop`` hands each complete
-request to the WSGI application:
+gunicorn's own ``asgi`` worker (uvloop when installed) and its HTTP protocol read and write every connection
+of the worker: keep-alive, pipelining, the request line and header limits, slow clients (a coroutine each,
+never a thread), ``Connection: close`` once the worker stops, and the heartbeat. ``WsgiOnLoop`` hands each
+complete request to the WSGI application:
 
 - on the loop itself when the route waits on nothing outside the process (``/healthz``, ``/metrics``, a
   token check answered from memory): no thread hand-off, which costs more than the route itself;
@@ -12,27 +12,57 @@ request to the WSGI application:
   query the database: the store raises ``WouldWait`` before the query (``src/lifecycle.py``) and the request
   runs again on the pool. argon2 and psycopg release the GIL, so the loop keeps answering meanwhile.
 
-A request the application does not describe (another WSGI application, a path no route matches) runs on the
-pool when the application lists no routes at all, on the loop otherwise (Flask answers 404 or 405 at once).
+Where a request runs is decided from the rule it matches in the Flask application's URL map, the match Flask
+itself makes (``RoutePlacement``), never from the raw path: ``//authenticate`` matches ``/authenticate`` and
+runs where it does. Only a match to a route marked to run on the loop runs there; a 404, a 405, a redirect,
+an unmarked route, or any request to an application with no URL map runs on the pool.
 A call stuck on the loop for longer than ``timeout`` stops the heartbeat and gunicorn replaces the worker.
+
+The worker accepts its connections itself (``Worker.accept``) rather than through ``loop.create_server``,
+whose accept loop has no limit and no hook: gunicorn's asyncio worker counts ``worker_connections`` but never
+compares. Here a worker holds at most ``worker_connections`` (fewer when the descriptor limit is lower), and
+``ConnectionTable`` knows which of them wait for a request head, and since when:
+
+- a connection that has not sent a complete request head within ``header_timeout`` is closed, first request
+  or not (a silent connection, a slow-header client, an idle keep-alive one);
+- at the limit, a new connection takes the place of the one that has waited longest for a head; when every
+  held connection has a request in hand, the worker stops accepting until one closes, and the other workers
+  (or the backlog) take the new ones. Probes thus stay answered under thousands of silent connections;
+- running out of descriptors (EMFILE) is logged at most once a minute and handled as the limit is;
+- SIGTERM closes at once the connections that have not begun a request; a request in hand (or a head begun)
+  finishes and its response says ``Connection: close``; the worker exits as soon as the last one is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import errno
 import io
+import os
+import resource
 import signal
+import socket
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers.gasgi import ASGIWorker
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, RoutingException
 
 from .lifecycle import WouldWait, on_event_loop, start_draining
 
-# Where a Flask application keeps the (method, path) pairs that must run on the thread pool.
-OFFLOADED_ROUTES = "flask_api.offloaded_routes"
+# Where a Flask application keeps the endpoints that run on the event loop (src/routes/waits.py).
+LOOP_ENDPOINTS = "flask_api.loop_endpoints"
+
+# Decisions remembered per (method, path): the paths a service really serves are few; past this many, a path
+# is matched each time (a scan of random paths must not grow the worker's memory).
+_REMEMBERED_PLACEMENTS = 4096
 
 # The two request headers WSGI names without the HTTP_ prefix.
 _UNPREFIXED = frozenset({"CONTENT_LENGTH", "CONTENT_TYPE"})
@@ -41,6 +71,23 @@ _UNPREFIXED = frozenset({"CONTENT_LENGTH", "CONTENT_TYPE"})
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
 _Response = tuple[str, list[tuple[str, str]], bytes]
+
+# Seconds a connection may take to send a complete request head (GUNICORN_HEADER_TIMEOUT, gunicorn.conf.py).
+DEFAULT_HEADER_TIMEOUT = 10
+
+# Descriptors kept free for everything but client connections: the thread pool's data files and database
+# connections, the log, the heartbeat file, the event loop's own.
+_RESERVED_DESCRIPTORS = 64
+
+# accept() errors that mean "out of descriptors or memory": the connection stays in the backlog.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_OUT_OF_RESOURCES_LOG_INTERVAL = 60.0
+
+# The connection whose request the application is answering: set for the tasks gunicorn creates per
+# connection, which inherit the context of ``Connection.connection_made``.
+_CONNECTION: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+    "flask_api_connection", default=None
+)
 
 
 def _call_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> _Response:
@@ -68,6 +115,43 @@ def _call_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> 
     return started[0], started[1], b"".join(chunks)
 
 
+class RoutePlacement:
+    """Whether a request runs on the thread pool, from the rule it matches (loop: ``loop_endpoints``).
+
+    Matching costs microseconds; the answer depends on the method and the path alone (the URL map matches no
+    host), so it is remembered for the paths seen first and a hot route costs one dictionary lookup.
+    """
+
+    def __init__(self, url_map: Map, loop_endpoints: frozenset[str]) -> None:
+        # Bound once, for the loop's thread only; a MapAdapter keeps no state between matches.
+        self.adapter = url_map.bind("localhost")
+        self.loop_endpoints = loop_endpoints
+        self.decided: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, method: str, path: str) -> bool:
+        key = (method, path)
+        on_pool = self.decided.get(key)
+        if on_pool is None:
+            on_pool = self.matches_pool(method, path)
+            if len(self.decided) < _REMEMBERED_PLACEMENTS:
+                self.decided[key] = on_pool
+        return on_pool
+
+    def matches_pool(self, method: str, path: str) -> bool:
+        """Match the request as Flask will: anything but a marked route goes to the pool."""
+        try:
+            rule, _arguments = self.adapter.match(path, method, return_rule=True)
+        except (HTTPException, RoutingException):  # 404, 405, a redirect: not a marked route
+            return True
+        if method == "OPTIONS" and rule.provide_automatic_options:
+            return False  # Flask answers it without calling the view
+        return rule.endpoint not in self.loop_endpoints
+
+
+def _everything_on_pool(method: str, path: str) -> bool:
+    return True
+
+
 class WsgiOnLoop:
     """ASGI application running a WSGI application, on the loop or on a thread pool (module docstring).
 
@@ -81,29 +165,26 @@ class WsgiOnLoop:
         app: Callable[..., Iterable[bytes]],
         *,
         threads: int,
-        offloaded: frozenset[tuple[str, str]] | None,
+        runs_on_pool: Callable[[str, str], bool] = _everything_on_pool,
         max_body: int | None,
     ) -> None:
         self.app = app
-        self.offloaded = offloaded
+        # (method, decoded path) -> whether the request goes to the thread pool.
+        self.runs_on_pool = runs_on_pool
         self.max_body = max_body
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="wsgi")
 
     @classmethod
     def for_application(cls, app: Any, threads: int) -> WsgiOnLoop:
-        """Wrap a WSGI application; a Flask application lends its offloaded routes and its body limit."""
+        """Wrap a WSGI application; a Flask application lends its URL map, loop endpoints and body limit."""
         extensions = getattr(app, "extensions", None) or {}
         config = getattr(app, "config", None) or {}
-        return cls(
-            app,
-            threads=threads,
-            offloaded=extensions.get(OFFLOADED_ROUTES),
-            max_body=config.get("MAX_CONTENT_LENGTH"),
-        )
-
-    def runs_on_pool(self, method: str, path: str) -> bool:
-        """Whether this request goes to the thread pool."""
-        return self.offloaded is None or (method, path) in self.offloaded
+        url_map = getattr(app, "url_map", None)
+        loop_endpoints = extensions.get(LOOP_ENDPOINTS)
+        placement = _everything_on_pool
+        if isinstance(url_map, Map) and loop_endpoints is not None:
+            placement = RoutePlacement(url_map, loop_endpoints)
+        return cls(app, threads=threads, runs_on_pool=placement, max_body=config.get("MAX_CONTENT_LENGTH"))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -125,6 +206,20 @@ class WsgiOnLoop:
                 return
 
     async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        connection = _CONNECTION.get()
+        if connection is None:
+            await self.answer(scope, receive, send, None)
+            return
+        connection.table.request_started(connection)
+        try:
+            await self.answer(scope, receive, send, connection)
+        finally:
+            connection.table.request_finished(connection)
+
+    async def answer(
+        self, scope: dict[str, Any], receive: Any, send: Any, connection: Connection | None
+    ) -> None:
+        """Read the body, run the application where its route belongs, send the response."""
         environ, framed = self.environ(scope)
         request_body: bytes | None = b""
         if framed:
@@ -132,7 +227,9 @@ class WsgiOnLoop:
             if request_body is None:
                 return  # the client went away before its body arrived
             environ["wsgi.input"] = io.BytesIO(request_body)
-        if self.runs_on_pool(environ["REQUEST_METHOD"], environ["PATH_INFO"]):
+        if connection is not None:
+            connection.next_request_begun = False  # what comes from now on belongs to the next request
+        if self.runs_on_pool(scope["method"], scope["path"]):
             status, headers, body = await self.on_pool(environ)
         else:
             try:
@@ -226,11 +323,137 @@ class WsgiOnLoop:
         return environ, framed
 
 
+class Connection(ASGIProtocol):
+    """gunicorn's HTTP/1.1 protocol for one connection, known to the worker's ``ConnectionTable``."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(worker)
+        self.table = worker.connections
+        self.open = True
+        # A byte has come since the last request's body was read in full: the next request has begun.
+        self.next_request_begun = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The tasks gunicorn creates here inherit this context: WsgiOnLoop finds the connection in it.
+        contextvars.copy_context().run(self._made, transport)
+
+    def _made(self, transport: asyncio.BaseTransport) -> None:
+        _CONNECTION.set(self)
+        super().connection_made(transport)
+        self.table.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.next_request_begun = True
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.open:
+            self.open = False
+            self.table.lost(self)
+
+    def close(self) -> None:
+        """Close from the server side; what is written already is still sent."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+class ConnectionTable:
+    """The connections one worker holds: how many, and which wait for a request head, since when."""
+
+    def __init__(self, limit: int, header_timeout: float, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.header_timeout = header_timeout
+        self.clock = clock
+        # Accepted and not yet lost (a slot is taken at accept(), before the protocol exists).
+        self.held = 0
+        # Connections waiting for a complete request head, the longest waiting first.
+        self.waiting: OrderedDict[Connection, float] = OrderedDict()
+        # Closed by the worker, not yet lost: their slots are about to come free.
+        self.closing: set[Connection] = set()
+        # The worker is at the limit with new connections in the backlog, and nothing could be closed for them
+        # (the held connections were all starting or answering): the next one to wait for a head makes room.
+        self.wants_room = False
+        self.lost_one: Callable[[], None] = lambda: None
+
+    def opened(self, connection: Connection) -> None:
+        self.waiting[connection] = self.clock()
+        if self.wants_room:
+            self.make_room()
+
+    def request_started(self, connection: Connection) -> None:
+        self.waiting.pop(connection, None)
+
+    def request_finished(self, connection: Connection) -> None:
+        if connection.open and connection not in self.closing:
+            self.waiting[connection] = self.clock()
+            if self.wants_room:
+                self.make_room()
+
+    def lost(self, connection: Connection) -> None:
+        self.waiting.pop(connection, None)
+        self.closing.discard(connection)
+        self.held -= 1
+        self.wants_room = False
+        self.lost_one()
+
+    def close(self, connection: Connection) -> None:
+        self.waiting.pop(connection, None)
+        self.closing.add(connection)
+        connection.close()
+
+    def close_expired(self) -> int:
+        """Close the connections that have waited ``header_timeout`` for a request head; how many."""
+        started_before = self.clock() - self.header_timeout
+        closed = 0
+        while self.waiting:
+            connection, since = next(iter(self.waiting.items()))
+            if since > started_before:
+                break
+            self.close(connection)
+            closed += 1
+        return closed
+
+    def close_idle(self) -> None:
+        """Close every connection waiting for a request head that has not sent a byte of it (a drain)."""
+        for connection in [connection for connection in self.waiting if not connection.next_request_begun]:
+            self.close(connection)
+
+    def make_room(self) -> bool:
+        """At the limit: close the connection that has waited longest for a head; False if none waits.
+
+        Nothing more is closed while a slot is already coming free.
+        """
+        if self.closing:
+            return True
+        if not self.waiting:
+            self.wants_room = True
+            return False
+        self.wants_room = False
+        self.close(next(iter(self.waiting)))
+        return True
+
+
+def connection_limit(worker_connections: int) -> int:
+    """``worker_connections``, lowered to what the descriptor limit leaves for client connections."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return worker_connections
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc (macOS): count nothing, the reserve is generous
+        open_now = 0
+    return max(1, min(worker_connections, soft - open_now - _RESERVED_DESCRIPTORS))
+
+
 class Worker(ASGIWorker):
-    """gunicorn's asyncio worker serving the WSGI application through ``WsgiOnLoop``."""
+    """gunicorn's asyncio worker, accepting its own connections, serving the WSGI application through
+    ``WsgiOnLoop`` (module docstring)."""
 
     # gunicorn.conf.py's post_worker_init leaves SIGTERM to this class.
     drains_on_sigterm = True
+    # Set by gunicorn.conf.py's post_fork from GUNICORN_HEADER_TIMEOUT.
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
@@ -243,15 +466,151 @@ class Worker(ASGIWorker):
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         super().init_process()
 
-    async def _serve(self) -> None:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        await super()._serve()
-
     def load_wsgi(self) -> None:
         self.wsgi = self.app.wsgi()
         self.asgi = WsgiOnLoop.for_application(self.wsgi, self.cfg.threads)
 
+    async def _serve(self) -> None:
+        """Accept, serve and beat until told to stop, then drain."""
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        limit = connection_limit(self.worker_connections)
+        if limit < self.worker_connections:
+            self.log.warning(
+                "worker_connections lowered from %d to %d: the descriptor limit (ulimit -n) leaves no more",
+                self.worker_connections,
+                limit,
+            )
+        self.connections = ConnectionTable(limit, self.header_timeout, loop.time)
+        self.connections.lost_one = self.resume_accepting
+        self.listeners = [listener.sock for listener in self.sockets]
+        self.ssl_context = self._get_ssl_context()
+        self.accepting = False
+        self.out_of_resources = 0
+        self.out_of_resources_logged = -_OUT_OF_RESOURCES_LOG_INTERVAL
+        for listener in self.listeners:
+            listener.setblocking(False)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        self.resume_accepting()
+        self.log.info("Listening on %s, at most %d connections", ", ".join(map(str, self.sockets)), limit)
+        # alive turns False on SIGTERM and at max_requests (gunicorn's protocol); stopping wakes the loop.
+        while self.alive and not self.stopping.is_set():
+            self.notify()
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                break
+            self.connections.close_expired()
+            # A second between beats; SIGTERM wakes it at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+        await self.drain()
+
+    # ------------------------------------------------------------------------------------------ accepting
+
+    def resume_accepting(self) -> None:
+        """Watch the listeners again, unless stopping or still at the limit."""
+        table = self.connections
+        if self.accepting or not self.alive or table.held >= table.limit:
+            return
+        self.accepting = True
+        for listener in self.listeners:
+            self.loop.add_reader(listener.fileno(), self.accept, listener)
+
+    def pause_accepting(self) -> None:
+        """Leave new connections in the backlog, for another worker or for later."""
+        if not self.accepting:
+            return
+        self.accepting = False
+        for listener in self.listeners:
+            self.loop.remove_reader(listener.fileno())
+
+    def accept(self, listener: socket.socket) -> None:
+        """The listener is readable: accept while there is room (the backlog keeps the rest)."""
+        table = self.connections
+        if table.held >= table.limit:
+            # Readable at the limit: a connection waits in the backlog. Make room for it, and accept nothing
+            # until a slot is free (Connection.connection_lost resumes).
+            self.pause_accepting()
+            table.make_room()
+            return
+        while table.held < table.limit:
+            try:
+                client, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self.ran_out_of_resources(exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the client gave up while in the backlog
+                # Anything else: say so and try again shortly, rather than spin on a readable listener.
+                self.log.exception("unexpected error from accept()")
+                self.pause_accepting()
+                self.loop.call_later(0.1, self.resume_accepting)
+                return
+            table.held += 1
+            if client.family in (socket.AF_INET, socket.AF_INET6):
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.loop.create_task(self.connect(client))
+
+    def ran_out_of_resources(self, exc: OSError) -> None:
+        """accept() failed for want of descriptors: log it now and then, and free a slot as at the limit."""
+        self.out_of_resources += 1
+        now = self.loop.time()
+        if now - self.out_of_resources_logged >= _OUT_OF_RESOURCES_LOG_INTERVAL:
+            self.log.warning(
+                "accept() failed %d times since the last message (%s); holding %d connections",
+                self.out_of_resources,
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+                self.connections.held,
+            )
+            self.out_of_resources_logged = now
+            self.out_of_resources = 0
+        self.pause_accepting()
+        if not self.connections.make_room():
+            # Every connection has a request in hand: try again shortly.
+            self.loop.call_later(0.1, self.resume_accepting)
+
+    async def connect(self, client: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: Connection(self), client, ssl=self.ssl_context)
+        except OSError as exc:  # the client went away during the handshake
+            self.log.debug("connection dropped before it started: %s", exc)
+            client.close()
+            self.connections.held -= 1
+            self.resume_accepting()
+
+    # ------------------------------------------------------------------------------------------- stopping
+
     def handle_exit_signal(self) -> None:
-        """SIGTERM: /readyz answers 503 from now on, then gunicorn's graceful stop."""
+        """SIGTERM: /readyz answers 503 from now on, then the graceful stop (``drain``)."""
         start_draining()
         super().handle_exit_signal()
+        self.stop_now()
+
+    def handle_quit_signal(self) -> None:
+        super().handle_quit_signal()
+        self.stop_now()
+
+    def stop_now(self) -> None:
+        """Stop accepting, close the idle connections, wake the main loop."""
+        self.pause_accepting()
+        self.connections.close_idle()
+        self.stopping.set()
+
+    async def drain(self) -> None:
+        """Let the requests in hand finish (their responses say ``Connection: close``), then exit."""
+        self.log.info("Worker shutting down...")
+        self.stop_now()
+        table = self.connections
+        deadline = self.loop.time() + self.cfg.graceful_timeout
+        # A connection answered during the drain is closed by gunicorn's protocol after its response (alive is
+        # False: the response says Connection: close).
+        while table.held and not self._quick_shutdown and self.loop.time() < deadline:
+            table.close_expired()  # a head begun before the signal gets the header timeout, no more
+            self.notify()  # the master's timeout still applies to a draining worker
+            await asyncio.sleep(0.05)
+        if table.held:
+            self.log.warning("Forcing close of %d connections", table.held)
+        self.asgi.pool.shutdown(wait=False)

@@ -13,11 +13,12 @@ import json
 import threading
 
 import pytest
+from werkzeug.routing import Map, Rule
 
 from src.lifecycle import WouldWait, must_not_wait, on_event_loop
-from src.routes.waits import offloaded_routes
+from src.routes.waits import loop_endpoints, waits_on_nothing
 from src.storage import JsonFileStore, PostgresStore
-from src.worker import OFFLOADED_ROUTES, WsgiOnLoop
+from src.worker import LOOP_ENDPOINTS, ConnectionTable, RoutePlacement, WsgiOnLoop
 from tests.storage.workers import HASH
 
 
@@ -72,8 +73,12 @@ def run(adapter: WsgiOnLoop, request: dict, body_messages: list[dict] | None = N
     return sent
 
 
-def adapter_for(app, *, offloaded=frozenset(), max_body: int | None = 1024) -> WsgiOnLoop:
-    return WsgiOnLoop(app, threads=2, offloaded=offloaded, max_body=max_body)
+def on_loop(method: str, path: str) -> bool:
+    return False
+
+
+def adapter_for(app, *, runs_on_pool=on_loop, max_body: int | None = 1024) -> WsgiOnLoop:
+    return WsgiOnLoop(app, threads=2, runs_on_pool=runs_on_pool, max_body=max_body)
 
 
 def test_the_environ_carries_the_request_as_pep_3333_names_it():
@@ -162,9 +167,12 @@ def test_a_client_gone_before_its_body_never_reaches_the_application():
     assert app.environ == {}
 
 
-def test_listed_routes_run_on_the_pool_and_the_others_on_the_loop():
+def test_marked_routes_run_on_the_loop_and_the_others_on_the_pool():
     app = Recorder()
-    adapter = adapter_for(app, offloaded=frozenset({("POST", "/register")}))
+    url_map = Map(
+        [Rule("/healthz", endpoint="healthz"), Rule("/register", endpoint="register", methods=["POST"])]
+    )
+    adapter = adapter_for(app, runs_on_pool=RoutePlacement(url_map, frozenset({"healthz"})))
 
     run(adapter, scope("/healthz"))
     assert app.thread is threading.main_thread()
@@ -172,9 +180,9 @@ def test_listed_routes_run_on_the_pool_and_the_others_on_the_loop():
     assert app.thread.name.startswith("wsgi")
 
 
-def test_an_application_that_lists_no_routes_runs_everything_on_the_pool():
+def test_an_application_without_a_url_map_runs_everything_on_the_pool():
     app = Recorder()
-    run(adapter_for(app, offloaded=None), scope("/healthz"))
+    run(WsgiOnLoop.for_application(app, threads=2), scope("/healthz"))
 
     assert app.thread.name.startswith("wsgi")
 
@@ -210,34 +218,96 @@ def test_a_websocket_is_refused_without_a_word():
     assert sent == []
 
 
-def test_the_service_places_hashing_and_writes_on_the_pool_and_reads_on_the_loop(app):
-    offloaded = app.extensions[OFFLOADED_ROUTES]
-    on_pool = {
-        ("POST", "/register"),
-        ("POST", "/authenticate"),
-        ("POST", "/token/refresh"),
-        ("POST", "/logout"),
-        ("PUT", "/users/me/password"),
-        ("DELETE", "/users/me"),
-    }
-    assert on_pool <= offloaded
-    assert not {("GET", "/healthz"), ("GET", "/openapi.json"), ("GET", "/metrics")} & offloaded
-    # A read that must query PostgreSQL moves to the pool as it starts (the next tests).
-    assert not {("GET", "/hello"), ("GET", "/id"), ("GET", "/users/me"), ("GET", "/readyz")} & offloaded
+OFFLOADED = [
+    ("POST", "/register"),
+    ("POST", "/authenticate"),
+    ("POST", "/token/refresh"),
+    ("POST", "/logout"),
+    ("PUT", "/users/me/password"),
+    ("DELETE", "/users/me"),
+]
+ON_LOOP = [
+    ("GET", "/healthz"),
+    ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    # A read that must query PostgreSQL moves to the pool as it starts (the WouldWait tests below).
+    ("GET", "/hello"),
+    ("GET", "/id"),
+    ("GET", "/users/me"),
+    ("GET", "/readyz"),
+]
+
+
+def spellings(path: str) -> list[str]:
+    """Ways to write ``path`` that Werkzeug may match to the same rule, or to none."""
+    head, _, tail = path[1:].partition("/")
+    return [
+        path,
+        "/" + path,
+        "//" + path,
+        path + "/",
+        "/." + path,
+        path.replace("/", "//"),
+        path.replace("/", "/./"),
+        path.upper(),
+        "/" + head + "%2F" + tail if tail else path + "%2F",
+        "/" + head + ";x" + ("/" + tail if tail else ""),
+    ]
+
+
+@pytest.mark.parametrize(("method", "path"), OFFLOADED)
+def test_every_spelling_of_a_hashing_or_writing_route_runs_on_the_pool(app, method, path):
+    runs_on_pool = WsgiOnLoop.for_application(app, threads=1).runs_on_pool
+
+    assert [spelling for spelling in spellings(path) if not runs_on_pool(method, spelling)] == []
+
+
+@pytest.mark.parametrize(("method", "path"), ON_LOOP)
+def test_the_service_runs_reads_and_probes_on_the_loop(app, method, path):
+    runs_on_pool = WsgiOnLoop.for_application(app, threads=1).runs_on_pool
+
+    assert runs_on_pool(method, path) is False
+    assert runs_on_pool("HEAD" if method == "GET" else method, path) is False
+
+
+def test_unmatched_requests_run_on_the_pool(app):
+    runs_on_pool = WsgiOnLoop.for_application(app, threads=1).runs_on_pool
+
+    assert runs_on_pool("GET", "/no-such-route") is True  # 404
+    assert runs_on_pool("POST", "/healthz") is True  # 405
+    assert runs_on_pool("GET", "/users//me") is True  # a redirect to /users/me
 
 
 def test_a_route_nobody_marked_runs_on_the_pool(app):
-    app.add_url_rule("/unmarked", "unmarked", lambda: "x", methods=["GET"])
+    app.add_url_rule("/items/<int:item>", "item", lambda item: "x", methods=["GET"])
 
-    assert ("GET", "/unmarked") in offloaded_routes(app)
+    assert "item" not in loop_endpoints(app)
+    placement = RoutePlacement(app.url_map, loop_endpoints(app))
+    assert placement("GET", "/items/7") is True
+
+
+def test_a_marked_route_with_a_path_variable_runs_on_the_loop(app):
+    app.add_url_rule("/items/<int:item>", "item", waits_on_nothing(lambda item: "x"), methods=["GET"])
+
+    placement = RoutePlacement(app.url_map, loop_endpoints(app))
+    assert placement("GET", "/items/7") is False
+    assert placement("GET", "/items/x") is True  # no match: 404
+
+
+def test_placements_remembered_stay_bounded(app):
+    placement = RoutePlacement(app.url_map, app.extensions[LOOP_ENDPOINTS])
+    for number in range(5000):
+        assert placement("GET", f"/scan/{number}") is True
+
+    assert len(placement.decided) == 4096
 
 
 def test_for_application_takes_the_flask_apps_limit_and_placement(app):
     adapter = WsgiOnLoop.for_application(app, threads=3)
 
     assert adapter.max_body == app.config["MAX_CONTENT_LENGTH"]
-    assert adapter.offloaded is app.extensions[OFFLOADED_ROUTES]
-    assert WsgiOnLoop.for_application(Recorder(), threads=3).offloaded is None
+    assert isinstance(adapter.runs_on_pool, RoutePlacement)
+    assert adapter.runs_on_pool.loop_endpoints is app.extensions[LOOP_ENDPOINTS]
 
 
 # ------------------------------------------------------------------------------------------------ WouldWait
@@ -308,3 +378,96 @@ def test_a_read_moved_to_the_pool_is_answered_and_logged_once(app, auth, capfd):
     assert json.loads(sent[1]["body"]) == {"message": "Hello Alice"}
     access_lines = [line for line in capfd.readouterr().out.splitlines() if '"route": "/hello"' in line]
     assert len(access_lines) == 1
+
+
+# ------------------------------------------------------------------------------------------------ connections
+
+
+class Held:
+    """A connection as the table sees it: open until closed, maybe with a request head begun."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.open = True
+        self.next_request_begun = False
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def table_of(*names: str, limit: int = 3, header_timeout: float = 10) -> tuple[ConnectionTable, Clock, list]:
+    clock = Clock()
+    table = ConnectionTable(limit, header_timeout, clock)
+    held = []
+    for name in names:
+        connection = Held(name)
+        table.held += 1
+        table.opened(connection)
+        held.append(connection)
+        clock.now += 1
+    return table, clock, held
+
+
+def test_a_connection_waiting_longer_than_the_header_timeout_is_closed_and_no_other():
+    table, clock, (a, b, c) = table_of("a", "b", "c")
+    table.request_started(b)  # b's head arrived: it is answering, not waiting
+    clock.now = 100 + 10.5  # a waited 10.5 s, c 8.5 s
+
+    assert table.close_expired() == 1
+    assert [a.closed, b.closed, c.closed] == [True, False, False]
+
+
+def test_a_kept_alive_connection_waits_for_its_next_head_from_the_end_of_its_response():
+    table, clock, (a,) = table_of("a")
+    table.request_started(a)
+    clock.now = 200
+    table.request_finished(a)
+    clock.now = 209
+
+    assert table.close_expired() == 0
+    clock.now = 210.5
+    assert table.close_expired() == 1
+    assert a.closed
+
+
+def test_at_the_limit_the_connection_waiting_longest_makes_room_once():
+    table, _clock, (a, b, c) = table_of("a", "b", "c")
+    table.request_started(a)
+
+    assert table.make_room() is True
+    assert table.make_room() is True  # b's slot is coming free: nothing more is closed
+    assert [a.closed, b.closed, c.closed] == [False, True, False]
+    table.lost(b)
+    assert table.held == 2
+
+
+def test_with_every_connection_answering_the_next_to_wait_makes_room():
+    table, _clock, (a, b) = table_of("a", "b", limit=2)
+    table.request_started(a)
+    table.request_started(b)
+
+    assert table.make_room() is False
+    table.request_finished(b)
+    assert b.closed
+
+
+def test_a_drain_closes_the_idle_connections_and_leaves_a_begun_head_its_time():
+    table, _clock, (idle, begun, answering) = table_of("idle", "begun", "answering")
+    begun.next_request_begun = True
+    table.request_started(answering)
+
+    table.close_idle()
+
+    assert [idle.closed, begun.closed, answering.closed] == [True, False, False]

@@ -442,6 +442,14 @@ def _serving_rows(data: dict) -> list[str]:
                 if name in run
             )
             rows.append(f"| {label}: {run['attack']} | {run['path']} | {probes} |")
+    if "silent_connections" in data:
+        run = data["silent_connections"]
+        rows.append(
+            f"| silent connections: {run['attack']} | {run['path']} | {run['opened']:,} opened in "
+            f"{run['opening_seconds']} s, the longest lived {run['longest_lifetime_s']} s, "
+            f"{run['still_open']} left open; at most {run['most_held_by_a_worker']} held by a worker; "
+            f"`/healthz`: {_probes(run['healthz_app_port'])} |"
+        )
     return rows
 
 

@@ -2,7 +2,8 @@
 
 A route marked ``waits_on_nothing`` or ``reads_store`` runs on the loop (a read that must query PostgreSQL is
 moved to the pool as it starts: ``WouldWait`` in src/lifecycle.py); an unmarked route (password hashing,
-synced writes) runs on the thread pool.
+synced writes) runs on the thread pool. The worker decides from the rule a request matches, as Flask
+matches it, so every spelling of a path (``//authenticate``, ``/health%7A``) lands where its route does.
 """
 
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..worker import OFFLOADED_ROUTES
+from ..worker import LOOP_ENDPOINTS
 
 _WAITS_ON = "flask_api_waits_on"
 
@@ -27,18 +28,15 @@ def reads_store(view: Callable[..., Any]) -> Callable[..., Any]:
     return view
 
 
-def offloaded_routes(app: Flask) -> frozenset[tuple[str, str]]:
-    """The (method, path) pairs the worker runs on its thread pool."""
-    offloaded = set()
-    for rule in app.url_map.iter_rules():
-        if getattr(app.view_functions[rule.endpoint], _WAITS_ON, None) in ("nothing", "store"):
-            continue
-        # Flask answers an automatic OPTIONS itself, without the view.
-        skipped = {"OPTIONS"} if rule.provide_automatic_options else set()
-        offloaded.update((method, rule.rule) for method in (rule.methods or set()) - skipped)
-    return frozenset(offloaded)
+def loop_endpoints(app: Flask) -> frozenset[str]:
+    """The endpoints the worker runs on its event loop: the marked ones."""
+    return frozenset(
+        endpoint
+        for endpoint, view in app.view_functions.items()
+        if getattr(view, _WAITS_ON, None) in ("nothing", "store")
+    )
 
 
 def place_routes(app: Flask) -> None:
-    """Leave the offloaded routes where the worker looks for them (after every route is registered)."""
-    app.extensions[OFFLOADED_ROUTES] = offloaded_routes(app)
+    """Leave the loop's endpoints where the worker looks for them (after every route is registered)."""
+    app.extensions[LOOP_ENDPOINTS] = loop_endpoints(app)
