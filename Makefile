@@ -90,15 +90,15 @@ check-alerts: $(DEV_STAMP) ## amtool routes for every alert; Prometheus -> Alert
 
 # Debian packages of the tests marked `system`, installed only when missing (apt-get: root); the package
 # is named like the command.
-SYSTEM_TOOLS := prometheus strace curl
+SYSTEM_TOOLS := prometheus strace curl chromium
 
-system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace), if missing
+system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace, chromium), if missing
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-test-system: $(DEV_STAMP) system-tools ## As root: the tests marked system (Prometheus, strace, tmpfs mounts)
+test-system: $(DEV_STAMP) system-tools ## As root: the tests marked system (Prometheus, strace, chromium, tmpfs mounts)
 	mkdir -p build
 	$(BIN)/python -m pytest -m system -p no:cacheprovider --junitxml=build/junit-system.xml tests
 
