@@ -17,7 +17,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 .DEFAULT_GOAL := help
 .PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
 	check-kube check-infra \
-	check-workflows check-alerts fuzz drills image check-image bench diagram ci
+	check-workflows check-alerts fuzz drills image check-image bench diagram ci dev-postgres
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,10 @@ docs: $(DEV_STAMP) ## Copy the figures the tools wrote (build/, bench/results/) 
 
 migrate: $(RUNTIME_STAMP) ## Create the PostgreSQL schema (DATABASE_URL) under an advisory lock
 	$(BIN)/python -m src.migrate
+
+PG_PORT ?= 5433
+dev-postgres: $(DEV_STAMP) ## A local PostgreSQL (data in .dev-postgres/, port PG_PORT): prints DATABASE_URL, migrates; Ctrl-C stops it
+	$(BIN)/python -m tools.dev_postgres --port $(PG_PORT)
 
 # ---------------------------------------------------------------------------------------------------------
 # Heavier checks (each is one gate of .ci/run)
