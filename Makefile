@@ -17,7 +17,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 .DEFAULT_GOAL := help
 .PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
 	check-kube check-infra \
-	check-workflows check-alerts fuzz drills image check-image bench diagram ci
+	check-workflows check-alerts fuzz drills image check-image bench diagram ci dev-postgres
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,6 +60,10 @@ docs: $(DEV_STAMP) ## Copy the figures the tools wrote (build/, bench/results/) 
 migrate: $(RUNTIME_STAMP) ## Create the PostgreSQL schema (DATABASE_URL) under an advisory lock
 	$(BIN)/python -m src.migrate
 
+PG_PORT ?= 5433
+dev-postgres: $(DEV_STAMP) ## A local PostgreSQL (data in .dev-postgres/, port PG_PORT): prints DATABASE_URL, migrates; Ctrl-C stops it
+	$(BIN)/python -m tools.dev_postgres --port $(PG_PORT)
+
 # ---------------------------------------------------------------------------------------------------------
 # Heavier checks (each is one gate of .ci/run)
 # ---------------------------------------------------------------------------------------------------------
@@ -90,15 +94,15 @@ check-alerts: $(DEV_STAMP) ## amtool routes for every alert; Prometheus -> Alert
 
 # Debian packages of the tests marked `system`, installed only when missing (apt-get: root); the package
 # is named like the command.
-SYSTEM_TOOLS := prometheus strace curl
+SYSTEM_TOOLS := prometheus strace curl chromium
 
-system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace), if missing
+system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace, chromium), if missing
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-test-system: $(DEV_STAMP) system-tools ## As root: the tests marked system (Prometheus, strace, tmpfs mounts)
+test-system: $(DEV_STAMP) system-tools ## As root: the tests marked system (Prometheus, strace, chromium, tmpfs mounts)
 	mkdir -p build
 	$(BIN)/python -m pytest -m system -p no:cacheprovider --junitxml=build/junit-system.xml tests
 

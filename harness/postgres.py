@@ -154,17 +154,21 @@ class PostgresServer:
 
     ``base_dir`` must be reachable by the ``postgres`` user when running as root (a folder under /tmp is).
     The port is chosen once, so ``.url`` stays valid across ``stop()`` / ``start()`` / ``restart()``.
+    A cluster already in ``base_dir`` is started as it is. ``durable=False`` (tests) turns fsync off.
     """
 
-    def __init__(self, base_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, base_dir: str | os.PathLike[str], port: int | None = None, *, durable: bool = False
+    ) -> None:
         self.bindir = server_bindir()
         self.base_dir = Path(base_dir)
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "socket"
         self.log_file = self.base_dir / "postgres.log"
-        self.port = free_port()
+        self.port = port or free_port()
+        self.durable = durable
         self.running = False
-        self._initialised = False
+        self._initialised = (self.data_dir / "PG_VERSION").is_file()
 
     @property
     def url(self) -> str:
@@ -221,17 +225,16 @@ class PostgresServer:
                 "--no-sync",
             ]
         )
-        # Only loopback and our own socket folder; durability settings off because the data is throwaway.
+        # Only loopback and our own socket folder; durability settings off when the data is throwaway.
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.socket_dir}'",
             "max_connections": "100",
             "shared_buffers": "32MB",
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
             "logging_collector": "off",
         }
+        if not self.durable:
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
         with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write("\n".join(f"{key} = {value}" for key, value in settings.items()) + "\n")
         self._initialised = True

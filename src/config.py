@@ -72,6 +72,7 @@ class Settings:
     metrics_enabled: bool = True
     metrics_port: int | None = None
     log_level: str = "info"
+    api_docs_enabled: bool = True
 
     def __repr__(self) -> str:
         # The key and the database URL (which may hold a password) never reach a log line or a traceback.
@@ -139,6 +140,7 @@ class Settings:
             metrics_enabled=env.flag("METRICS_ENABLED", default=True),
             metrics_port=env.optional_port("METRICS_PORT"),
             log_level=log_level,
+            api_docs_enabled=env.flag("API_DOCS_ENABLED", default=True),
         )
 
 

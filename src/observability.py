@@ -9,7 +9,6 @@ Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` is set by the master (gunicorn.conf
 this module, so prometheus_client keeps every worker's samples in shared files and /metrics adds them up.
 """
 
-import json
 import logging
 import os
 import re
@@ -17,7 +16,7 @@ import time
 from bisect import bisect_left
 from json.encoder import encode_basestring_ascii as json_string
 
-from flask import Flask, Response, has_request_context, request
+from flask import Flask, Response
 from flask.logging import default_handler
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,12 +28,11 @@ from prometheus_client import (
 )
 
 from .lifecycle import WouldWait
+from .logs import REQUEST_ID_ENVIRON, JsonFormatter, StdoutLineHandler, utc_timestamp
 from .metrics_files import FoldingCollector
 from .routes.waits import waits_on_nothing
-from .serving import StdoutLineHandler
 
 REQUEST_ID_HEADER = "X-Request-ID"
-REQUEST_ID_ENVIRON = "flask_api.request_id"
 ROUTE_ENVIRON = "flask_api.route"
 # Label for requests that matched no route: the raw path would let any client create label values.
 UNMATCHED_ROUTE = "unmatched"
@@ -56,65 +54,12 @@ HTTP_REQUEST_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
-# Safety net for application log records: a token, bearer credential or password hash that slipped into a
-# message is masked before the line is written. Access lines never carry headers, bodies or query strings.
-_SECRET_PATTERN = re.compile(
-    r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"  # JWT
-    r"|\$argon2(?:id|i|d)\$[^\s\"']+"  # argon2 hash
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+"  # Authorization: Bearer ...
-)
-_REDACTED = "[REDACTED]"
-
 
 def request_id_from(header_value: str | None) -> str:
     """The caller's request id if it is 1-128 characters of [A-Za-z0-9._:-], else a new random one."""
     if header_value and REQUEST_ID_PATTERN.fullmatch(header_value):
         return header_value
     return os.urandom(16).hex()
-
-
-def current_request_id() -> str | None:
-    """The id of the request being handled, or None outside a request."""
-    if has_request_context():
-        return request.environ.get(REQUEST_ID_ENVIRON)
-    return None
-
-
-def redact(text: str) -> str:
-    """Mask tokens, bearer credentials and password hashes in a log message."""
-    return _SECRET_PATTERN.sub(_REDACTED, text)
-
-
-_last_second: list[tuple[int, str]] = [(-1, "")]
-
-
-def utc_timestamp(seconds: float) -> str:
-    """RFC 3339 UTC time with milliseconds, e.g. 2026-11-26T17:02:03.456Z."""
-    whole = int(seconds)
-    # One read of the shared pair: with threaded workers, another thread may replace it meanwhile.
-    cached = _last_second[0]
-    if whole != cached[0]:  # strftime once per second, not once per line
-        cached = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-        _last_second[0] = cached
-    return f"{cached[1]}.{int((seconds - whole) * 1000):03d}Z"
-
-
-class JsonFormatter(logging.Formatter):
-    """Application log records as one JSON object per line, with the request id when there is one."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": utc_timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": redact(record.getMessage()),
-        }
-        request_id = current_request_id()
-        if request_id is not None:
-            line["request_id"] = request_id
-        if record.exc_info:
-            line["exc_info"] = redact(self.formatException(record.exc_info))
-        return json.dumps(line, default=str)
 
 
 class _Outcome:

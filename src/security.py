@@ -54,6 +54,8 @@ SECURITY_HEADERS = (
     ("Cross-Origin-Resource-Policy", "same-origin"),
     ("Strict-Transport-Security", "max-age=63072000; includeSubDomains"),
 )
+# A route that needs a looser Content-Security-Policy (the /docs page) leaves it here, for its response only.
+CONTENT_SECURITY_POLICY_ENVIRON = "flask_api.content_security_policy"
 
 
 # ------------------------------------------------------------------------------------------------ passwords
@@ -403,7 +405,14 @@ class SecurityHeaders:
             # Tokens and per-user answers must never sit in a shared cache.
             if not any(name.lower() == "cache-control" for name, _ in headers):
                 headers.append(("Cache-Control", "no-store"))
-            headers.extend(SECURITY_HEADERS)
+            policy = environ.get(CONTENT_SECURITY_POLICY_ENVIRON)
+            if policy is None:
+                headers.extend(SECURITY_HEADERS)
+            else:
+                headers.extend(
+                    (name, policy if name == "Content-Security-Policy" else value)
+                    for name, value in SECURITY_HEADERS
+                )
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start_response_with_headers)

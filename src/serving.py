@@ -1,4 +1,5 @@
-"""What gunicorn.conf.py installs in gunicorn: typed settings from the environment, and JSON log lines.
+"""What gunicorn.conf.py installs in gunicorn: typed settings from the environment, and JSON log lines
+(the format of src/logs.py, which the application uses too).
 
 gunicorn.conf.py keeps the settings and the hooks; the classes live here, where they are linted, tested and
 importable. Nothing here imports prometheus_client: the master imports this module before its on_starting hook
@@ -7,15 +8,13 @@ has chosen PROMETHEUS_MULTIPROC_DIR (see create_app).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import time
 from collections.abc import Mapping
 
 from gunicorn import glogging
 
 from .config import ConfigError, EnvReader
+from .logs import JsonFormatter, StdoutLineHandler
 
 
 class GunicornEnv:
@@ -43,35 +42,6 @@ class GunicornEnv:
         return self._reader.text(name) or default
 
 
-# The application replaces the root handler with its own (src/observability.py), which adds the request id;
-# these two cover gunicorn's own lines and whatever is logged before the application is loaded.
-class JsonLineFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message (and the traceback, if any)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-        }
-        if record.exc_info:
-            line["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
-
-
-class StdoutLineHandler(logging.Handler):
-    """Write each record with a single os.write to stdout: lines from several workers never interleave."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            os.write(1, (self.format(record) + "\n").encode("utf-8", "backslashreplace"))
-        except Exception:  # noqa: BLE001 - logging must never take the server down
-            self.handleError(record)
-
-
 class JsonLogger(glogging.Logger):
     """gunicorn's logger with its error log as JSON lines on stdout."""
 
@@ -84,13 +54,13 @@ class JsonLogger(glogging.Logger):
             handler._gunicorn = True  # lets gunicorn's next setup() (on reload) replace it
             self.error_log.addHandler(handler)
         for handler in self.error_log.handlers:
-            handler.setFormatter(JsonLineFormatter())
+            handler.setFormatter(JsonFormatter())
         # Records logged before the application installs its own JSON handler (imports, configuration
         # errors) go through the root logger: give it the same format so that no plain line escapes.
         root = logging.getLogger()
         if not any(getattr(h, "_flask_api_json", False) for h in root.handlers):
             root_handler = StdoutLineHandler()
-            root_handler.setFormatter(JsonLineFormatter())
+            root_handler.setFormatter(JsonFormatter())
             root_handler._flask_api_json = True
             root.addHandler(root_handler)
         root.setLevel(self.loglevel)

@@ -34,6 +34,7 @@ def test_defaults_without_any_variable():
     assert settings.cors_origins == ()
     assert (settings.auth_max_failures, settings.auth_failure_window_seconds) == (5, 300.0)
     assert settings.trusted_proxy_count == 0
+    assert settings.api_docs_enabled is True
     assert (settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism) == (
         3,
         65536,
@@ -81,6 +82,7 @@ def test_defaults_without_any_variable():
         ("METRICS_ENABLED", "ON", "metrics_enabled", True),
         ("METRICS_PORT", "9102", "metrics_port", 9102),
         ("LOG_LEVEL", "WARNING", "log_level", "warning"),
+        ("API_DOCS_ENABLED", "false", "api_docs_enabled", False),
     ],
 )
 def test_each_variable_sets_its_field(variable, value, field, expected):
@@ -174,6 +176,7 @@ def test_database_password_file_problems_stop_startup_naming_the_variable(tmp_pa
         ({"METRICS_PORT": "65536"}, "METRICS_PORT"),
         ({"METRICS_PORT": "http"}, "METRICS_PORT"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+        ({"API_DOCS_ENABLED": "maybe"}, "API_DOCS_ENABLED"),
     ],
 )
 def test_invalid_setting_raises_one_line_naming_the_variable(environ, variable):

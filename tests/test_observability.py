@@ -3,13 +3,14 @@
 import json
 import logging
 import multiprocessing
+import os
 import re
 
 import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
 
-from src import create_app, observability
+from src import create_app, logs, observability
 from tests.conftest import FAST_ARGON2, PASSWORD, TEST_SECRET_KEY
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -146,6 +147,24 @@ def test_application_log_records_are_json_with_the_request_id(make_app, tmp_path
     ]
 
 
+def test_an_application_record_has_exactly_the_documented_fields(make_app, capfd):
+    client = make_app().test_client()
+    logging.getLogger("src.fields").warning("outside a request")
+    with client.application.test_request_context(environ_overrides={"flask_api.request_id": "in-request"}):
+        logging.getLogger("src.fields").warning("inside a request")
+    outside, inside = (line for line in stdout_lines(capfd) if line.get("logger") == "src.fields")
+
+    assert list(outside) == ["time", "level", "logger", "message", "pid"]
+    assert list(inside) == ["time", "level", "logger", "message", "pid", "request_id"]
+    assert (outside["level"], outside["message"], outside["pid"]) == (
+        "warning",
+        "outside a request",
+        os.getpid(),
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", outside["time"])
+    assert inside["request_id"] == "in-request"
+
+
 def test_unhandled_errors_are_logged_as_one_json_line_with_the_traceback(make_app, capfd):
     client = make_app().test_client()
     capfd.readouterr()
@@ -263,7 +282,7 @@ def test_without_a_multiprocess_folder_the_registry_is_this_process(monkeypatch)
 
 
 def test_current_request_id_is_none_outside_a_request():
-    assert observability.current_request_id() is None
+    assert logs.current_request_id() is None
 
 
 def test_a_second_app_replaces_the_json_handler_instead_of_adding_one(make_app):

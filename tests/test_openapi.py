@@ -57,7 +57,8 @@ def resolve(node: dict) -> dict:
 def flask_routes(app) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        # /docs is a page for people over this document, not an operation of the API (docs/api.md).
+        if rule.endpoint == "static" or rule.endpoint.startswith("docs."):
             continue
         path = rule.rule
         for argument in rule.arguments:

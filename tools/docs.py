@@ -3,7 +3,8 @@
 ``make docs`` condenses what the tools wrote (``build/junit.xml`` and ``build/coverage.json`` from
 ``make test``, ``build/junit-system.xml`` from ``make test-system``, ``build/mutants.json`` from
 ``make mutants``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
-``make check-image``, ``bench/results/results.md`` from ``make bench``) into ``docs/figures/``, which is
+``make check-image``, ``build/figures/api-docs.png`` from ``make test-system``,
+``bench/results/results.md`` from ``make bench``) into ``docs/figures/``, which is
 committed, then rewrites every block between ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in
 README.md and docs/ from those files.
 
@@ -683,6 +684,9 @@ def collect(root: Path = REPO) -> list[str]:
         write("mutants.json", (build / "mutants.json").read_text(encoding="utf-8"))
     if (build / "figures" / "image.json").is_file():
         write("image.json", (build / "figures" / "image.json").read_text(encoding="utf-8"))
+    if (build / "figures" / "api-docs.png").is_file():  # tests/integration/test_docs_browser.py
+        (figures / "api-docs.png").write_bytes((build / "figures" / "api-docs.png").read_bytes())
+        updated.append("api-docs.png")
     # The tables, and every round behind them.
     for source, target in (
         ("results.md", "bench.md"),

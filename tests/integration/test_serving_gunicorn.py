@@ -267,3 +267,46 @@ def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp
 
     assert statuses == [503] * WORKERS
     assert server.stop(timeout=30) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One line format (src/logs.py, docs/serving.md#logs)
+# ---------------------------------------------------------------------------------------------------------
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def test_gunicorns_lines_and_the_applications_have_the_same_fields(gunicorn_server, tmp_path):
+    (tmp_path / "data.json").write_text("[corrupt")  # /readyz fails and the application logs why
+    server = gunicorn_server(service_env(tmp_path), workers=1)
+    (worker,) = server.worker_pids()
+    not_ready = requests.get(f"{server.url}/readyz", headers={"X-Request-ID": "fields-0001"}, timeout=10)
+    assert not_ready.status_code == 503
+    assert server.stop() == 0
+    records = [json.loads(line) for line in server.output().splitlines()]
+
+    booting = next(r for r in records if r.get("message") == f"Booting worker with pid: {worker}")
+    assert list(booting) == ["time", "level", "logger", "message", "pid"]
+    assert TIME.fullmatch(booting["time"])
+    assert (booting["level"], booting["logger"], booting["pid"]) == ("info", "gunicorn.error", worker)
+
+    (warning,) = (r for r in records if r["logger"] == "src.routes.health")
+    assert list(warning) == ["time", "level", "logger", "message", "pid", "request_id"]
+    assert TIME.fullmatch(warning["time"])
+    assert (warning["level"], warning["pid"], warning["request_id"]) == ("warning", worker, "fields-0001")
+    assert warning["message"].startswith("not ready: ")
+
+    (access,) = (r for r in records if r["logger"] == "access" and r["request_id"] == "fields-0001")
+    assert list(access) == [
+        "time",
+        "level",
+        "logger",
+        "method",
+        "route",
+        "path",
+        "status",
+        "duration_ms",
+        "request_id",
+        "remote_addr",
+    ]
+    assert TIME.fullmatch(access["time"])
+    assert (access["level"], access["route"], access["status"]) == ("error", "/readyz", 503)
