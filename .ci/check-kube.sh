@@ -23,7 +23,8 @@ step() { printf '\n== %s\n' "$*"; }
 # kubernetes-validate only warns on a kind it has no schema for (a misspelled kind passes): every warning
 # fails here, except the custom resources whose fields tests/kube and tests/gitops check instead: the
 # Prometheus Operator's, the Traefik and k3s kinds of the k3d overlay, the External Secrets kinds of the EKS
-# overlay, CloudNativePG's Cluster, Argo CD's Application and AppProject.
+# overlay, CloudNativePG's Cluster, Argo CD's Application and AppProject (validated against the CRDs of the
+# vendored Argo CD install by tests/gitops/test_argocd_install.py).
 validate() {
   local label="$1"
   shift
@@ -72,52 +73,54 @@ scan() {
   echo "checkov $label: $(grep '^Passed checks' "$out")"
 }
 
-OVERLAYS=(k3d eks dev staging prod selfhosted)
-ARGOCD_ENVS=(dev staging prod selfhosted)
+# Every kustomization of the repository, found by a walk so that a new overlay, environment or folder is
+# rendered and validated without being listed here. Built as Argo CD builds them (kustomize.buildOptions in
+# kube_config/argocd/install/argocd-cm.yaml). A Component cannot build alone: it is rendered inside the
+# kustomizations that include it (tests/gitops/test_kustomizations.py builds the ones none includes).
+mapfile -t KUSTOMIZATIONS < <(find . \( -path './.*' -o -name build -o -name htmlcov -o -name node_modules \) -prune \
+  -o \( -name kustomization.yaml -o -name kustomization.yml -o -name Kustomization \) -print | sed 's|^\./||' | sort)
+[ ${#KUSTOMIZATIONS[@]} -gt 0 ] || { echo "check-kube: no kustomization found" >&2; exit 1; }
+# Where a folder's render goes: kube_config/overlays/k3d -> $work/rendered/kube_config_overlays_k3d.yaml
+rendered() { printf '%s/rendered/%s.yaml' "$work" "$(printf '%s' "$1" | tr '/' '_')"; }
+mkdir -p "$work/rendered"
+BUILT=()
 
-step "kustomize renders"
-for overlay in "${OVERLAYS[@]}"; do
-  mkdir -p "$work/$overlay"
-  kubectl kustomize --load-restrictor LoadRestrictionsNone "kube_config/overlays/$overlay" >"$work/$overlay/rendered.yaml"
-  echo "rendered: overlays/$overlay ($(grep -c '^kind:' "$work/$overlay/rendered.yaml") objects)"
-done
-mkdir -p "$work/monitoring"
-kubectl kustomize kube_config/monitoring >"$work/monitoring/rendered.yaml"
-echo "rendered: monitoring ($(grep -c '^kind:' "$work/monitoring/rendered.yaml") objects)"
-mkdir -p "$work/logging"
-kubectl kustomize kube_config/logging >"$work/logging/rendered.yaml"
-echo "rendered: logging ($(grep -c '^kind:' "$work/logging/rendered.yaml") objects)"
-for env in "${ARGOCD_ENVS[@]}"; do
-  mkdir -p "$work/argocd-$env"
-  kubectl kustomize --load-restrictor LoadRestrictionsNone "kube_config/argocd/envs/$env" >"$work/argocd-$env/rendered.yaml"
-  echo "rendered: argocd/envs/$env ($(grep -c '^kind:' "$work/argocd-$env/rendered.yaml") objects)"
+step "kustomize renders (${#KUSTOMIZATIONS[@]} kustomizations)"
+for file in "${KUSTOMIZATIONS[@]}"; do
+  folder="$(dirname "$file")"
+  if grep -qE '^kind: *Component *$' "$file"; then
+    echo "component: $folder (rendered by the kustomizations that include it)"
+    continue
+  fi
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "$folder" >"$(rendered "$folder")"
+  BUILT+=("$folder")
+  echo "rendered: $folder ($(grep -c '^kind:' "$(rendered "$folder")") objects)"
 done
 
 step "kubernetes-validate -k $KUBERNETES_VERSION --strict"
 validate "kube_config/*.yaml" kube_config/*.yaml
-for overlay in "${OVERLAYS[@]}"; do
-  validate "overlays/$overlay (rendered)" "$work/$overlay/rendered.yaml"
-done
-validate "monitoring (rendered)" "$work/monitoring/rendered.yaml"
-validate "logging (rendered)" "$work/logging/rendered.yaml"
-for env in "${ARGOCD_ENVS[@]}"; do
-  validate "argocd/envs/$env (rendered)" "$work/argocd-$env/rendered.yaml"
+for folder in "${BUILT[@]}"; do
+  validate "$folder (rendered)" "$(rendered "$folder")"
 done
 validate "argocd/roots" kube_config/argocd/roots/*.yaml
 
 step "checkov"
 scan "kube_config" kube_config
 for overlay in k3d eks; do
-  scan "overlays/$overlay (rendered)" "$work/$overlay"
+  mkdir -p "$work/checkov-$overlay"
+  cp "$(rendered "kube_config/overlays/$overlay")" "$work/checkov-$overlay/rendered.yaml"
+  scan "overlays/$overlay (rendered)" "$work/checkov-$overlay"
 done
 # The environments in one checkov run (each start costs about 10 s); a finding names its file.
+ENVIRONMENTS=(dev staging prod selfhosted)
 mkdir -p "$work/environments"
-for env in "${ARGOCD_ENVS[@]}"; do
-  cp "$work/$env/rendered.yaml" "$work/environments/$env.yaml"
+for env in "${ENVIRONMENTS[@]}"; do
+  cp "$(rendered "kube_config/overlays/$env")" "$work/environments/$env.yaml"
 done
-scan "overlays/${ARGOCD_ENVS[*]} (rendered)" "$work/environments"
+scan "overlays/${ENVIRONMENTS[*]} (rendered)" "$work/environments"
 
 step "promtool"
+mkdir -p "$work/monitoring"
 "$SCANNERS_BIN/python" - kube_config/monitoring/prometheusrule.yaml "$work/monitoring/flask-api.rules.yml" <<'PY'
 import sys
 
