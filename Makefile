@@ -44,7 +44,7 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
 	touch $@
 
 run: $(RUNTIME_STAMP) ## Serve the API with gunicorn on 127.0.0.1:8888 (WEB_CONCURRENCY workers, default 4)
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -b $(BIND) src:application
+	PORT=$(PORT) $(BIN)/python -m src.serve -c gunicorn.conf.py -b $(BIND) src:application
 
 # tests/alerting runs in make check-alerts, which installs Prometheus and Alertmanager.
 test: lint ## Lint, then every test not marked system (needs python3 only), coverage >= 90%; results in build/
