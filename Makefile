@@ -23,7 +23,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 .DEFAULT_GOAL := help
 .PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
 	check-kube check-infra \
-	check-workflows check-alerts fuzz drills image check-image bench diagram ci
+	check-install check-workflows check-alerts fuzz drills image check-image bench diagram ci
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,10 @@ requirements: $(UV) ## Recompile requirements*.txt (pinned, with hashes) from re
 
 docs: $(DEV_STAMP) ## Copy the figures the tools wrote (build/, bench/results/) into docs/ and its pages
 	$(BIN)/python -m tools.docs
+
+# python3, git and make only: it runs before any virtualenv exists.
+check-install: ## Fresh clone, cold caches, stock pip: time make run and make test's install (build/figures/)
+	PYTHON=$(PYTHON) $(PYTHON) -m tools.fresh_install
 
 migrate: $(RUNTIME_STAMP) ## Create the PostgreSQL schema (DATABASE_URL) under an advisory lock
 	$(BIN)/python -m src.migrate
