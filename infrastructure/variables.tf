@@ -218,11 +218,11 @@ variable "alb_certificate_arn" {
 variable "db_engine_version" {
   description = "PostgreSQL engine version: a major (\"17\") takes the region's default minor, auto-upgraded in the maintenance window."
   type        = string
-  default     = "17"
+  default     = "18"
 
   validation {
-    condition     = can(regex("^1[67](\\.[0-9]+)?$", var.db_engine_version))
-    error_message = "Use PostgreSQL 16 or 17, for example \"17\" or \"17.6\"."
+    condition     = can(regex("^1[678](\\.[0-9]+)?$", var.db_engine_version))
+    error_message = "Use PostgreSQL 16, 17 or 18, for example \"18\" or \"18.1\"."
   }
 }
 

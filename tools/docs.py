@@ -3,10 +3,10 @@
 ``make docs`` condenses what the tools wrote (``build/junit.xml`` and ``build/coverage.json`` from
 ``make test``, ``build/junit-system.xml`` from ``make test-system``, ``build/mutants.json`` from
 ``make mutants``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
-``make check-image``, ``build/figures/api-docs.png`` from ``make test-system``,
-``bench/results/results.md`` from ``make bench``) into ``docs/figures/``, which is
-committed, then rewrites every block between ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in
-README.md and docs/ from those files.
+``make check-image``, ``build/figures/install.json`` from ``make check-install``,
+``build/figures/api-docs.png`` from ``make test-system``, ``bench/results/results.md`` from
+``make bench``) into ``docs/figures/``, which is committed, then rewrites every block between
+``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in README.md and docs/ from those files.
 
 The checks (run by ``tests/docs/`` in ``make test``): every relative link and anchor resolves, every
 ``make X`` named is a Makefile target, every environment variable named is read somewhere in the
@@ -407,6 +407,18 @@ def image_table(data: dict) -> str:
     )
 
 
+def install_table(data: dict) -> str:
+    """What a new user waits for on a fresh clone, from the last recorded ``make check-install``."""
+    return (
+        f"`make check-install` on {data['date']} (fresh clone, cold caches, Python {data['python']} "
+        f"with its stock pip {data['pip']}, uv {data['uv']}, {data['machine']}):\n\n"
+        "| command | seconds |\n| --- | ---: |\n"
+        f"| `make run`: clone to the first 200 of `/healthz` | {data['make_run_seconds']:.1f} |\n"
+        f"| `make test`: clone to both virtualenvs installed and ruff run (`make lint`) | "
+        f"{data['make_test_install_seconds']:.1f} |\n"
+    )
+
+
 def _probes(figures: dict) -> str:
     return (
         f"{figures['failed']} of {figures['probes']} probes failed, median {figures['median_ms']:.0f} ms, "
@@ -548,6 +560,7 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
     "drills": ("tests.json", "make test", drills_table),
     "gates": ("gates.json", "make ci", gates_table),
     "image": ("image.json", "make check-image", image_table),
+    "install": ("install.json", "make check-install", install_table),
     "mutants": ("mutants.json", "make mutants", mutants_table),
     "bench": ("bench.md", "make bench", None),
     "bench-gthread": (
@@ -682,8 +695,9 @@ def collect(root: Path = REPO) -> list[str]:
         write("gates.json", json.dumps(collect_gates(build / "gates.tsv", date), indent=2) + "\n")
     if (build / "mutants.json").is_file():
         write("mutants.json", (build / "mutants.json").read_text(encoding="utf-8"))
-    if (build / "figures" / "image.json").is_file():
-        write("image.json", (build / "figures" / "image.json").read_text(encoding="utf-8"))
+    for name in ("image.json", "install.json"):
+        if (build / "figures" / name).is_file():
+            write(name, (build / "figures" / name).read_text(encoding="utf-8"))
     if (build / "figures" / "api-docs.png").is_file():  # tests/integration/test_docs_browser.py
         (figures / "api-docs.png").write_bytes((build / "figures" / "api-docs.png").read_bytes())
         updated.append("api-docs.png")

@@ -46,6 +46,25 @@ def test_ci_gate_lines_become_a_table_with_the_total(tmp_path):
     ]
 
 
+def test_fresh_install_times_become_a_table_of_both_commands(tmp_path):
+    figures = {
+        "date": "2026-12-06",
+        "python": "3.11.7",
+        "pip": "23.2.1",
+        "uv": "0.13.9",
+        "machine": "x86_64",
+        "make_run_seconds": 27.24,
+        "make_test_install_seconds": 49.6,
+    }
+    (tmp_path / "install.json").write_text(json.dumps(figures))
+    lines = render_figure("install", tmp_path).splitlines()
+    assert "Python 3.11.7 with its stock pip 23.2.1" in lines[0]
+    assert lines[-2:] == [
+        "| `make run`: clone to the first 200 of `/healthz` | 27.2 |",
+        "| `make test`: clone to both virtualenvs installed and ruff run (`make lint`) | 49.6 |",
+    ]
+
+
 def test_no_recorded_run_says_which_command_writes_the_figures(tmp_path):
     expected = "No recorded run yet: run `make ci`, then `make docs` (gates).\n"
     assert render_figure("gates", tmp_path) == expected

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from harness import free_port, wait_until
@@ -82,3 +86,49 @@ def test_make_run_starts_as_many_workers_as_web_concurrency(tmp_path):
         # gunicorn logs its settings at debug level: the number it will keep running, not a passing count.
         assert re.search(r"\bworkers: 2\b", run.output()), run.output()
         wait_until(lambda: len(children(master)) == 2, 30, what="2 workers")
+
+
+# gunicorn parses WEB_CONCURRENCY itself when it is imported, before gunicorn.conf.py runs; the others are
+# read by gunicorn.conf.py. Each must stop startup with the one line the application's settings give.
+BAD_SERVING_SETTINGS = [
+    ("WEB_CONCURRENCY", "abc", "Invalid configuration: WEB_CONCURRENCY must be an integer, got 'abc'"),
+    ("WEB_CONCURRENCY", "0", "Invalid configuration: WEB_CONCURRENCY must be >= 1, got 0"),
+    ("GUNICORN_THREADS", "many", "Invalid configuration: GUNICORN_THREADS must be an integer, got 'many'"),
+    ("GUNICORN_TIMEOUT", "-1", "Invalid configuration: GUNICORN_TIMEOUT must be >= 1, got -1"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "line"), BAD_SERVING_SETTINGS)
+def test_image_command_refuses_a_bad_serving_setting_with_one_line(tmp_path, name, value, line):
+    # The image's ENTRYPOINT (python -m src.serve -c gunicorn.conf.py) with its CMD.
+    command = [sys.executable, "-m", "src.serve", "-c", str(REPO / "gunicorn.conf.py"), "src:application"]
+    env = {**os.environ, **FAST_ARGON2, "DATA_FILE_PATH": str(tmp_path / "data.json"), name: value}
+    env = {key: value for key, value in env.items() if key not in CLEARED or key == name}
+
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 1
+    assert result.stderr == line + "\n"
+    assert "Booting worker" not in result.stdout
+
+
+def test_make_run_with_a_bad_web_concurrency_prints_one_line(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in CLEARED}
+    env.update(FAST_ARGON2, WEB_CONCURRENCY="abc", DATA_FILE_PATH=str(tmp_path / "data.json"))
+
+    result = subprocess.run(
+        ["make", "--no-print-directory", "run", f"PORT={free_port()}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 2  # make's own code when its command fails
+    assert "Traceback" not in result.stderr
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
+    assert ours == ["Invalid configuration: WEB_CONCURRENCY must be an integer, got 'abc'"]

@@ -70,7 +70,7 @@ def test_no_image_is_latest_or_untagged(all_containers):
 def test_postgres_image_is_the_official_one_pinned_by_tag_and_digest(objects):
     (container,) = pod_spec(one(objects, "StatefulSet", "flask-api-postgres"))["containers"]
     name, _, digest = container["image"].partition("@sha256:")
-    assert name.startswith("docker.io/library/postgres:16.")
+    assert name.startswith("docker.io/library/postgres:18.")
     assert re.fullmatch(r"[0-9a-f]{64}", digest), container["image"]
 
 
