@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from harness import free_port
 from harness.postgres import PostgresServer
 from src import create_app, migrate
 from src.storage import PostgresStore, Session
+from src.storage.postgres import SCHEMA_LOCK_ID
 from tests.conftest import FAST_ARGON2, PASSWORD, TEST_SECRET_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -378,27 +381,33 @@ def test_migrate_exits_3_naming_a_table_of_the_schema_with_no_grant_decision(pos
         assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None
 
 
-def test_several_migrations_with_the_app_role_at_once_all_succeed(postgres_url, app_role, tmp_path):
-    _role, app_url, password_file = app_role
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
-    environ.update(
-        DATABASE_URL=postgres_url,
-        DATABASE_APP_URL=app_url,
-        DATABASE_APP_PASSWORD_FILE=str(password_file),
-        PYTHONPATH=str(REPO_ROOT),
-    )
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "src.migrate"],
-            cwd=tmp_path,
-            env=environ,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+def test_migrate_creates_and_grants_the_app_role_under_the_schema_lock(postgres_url, app_role):
+    # Pods of a first rollout all find no role: unserialised, all but one CREATE ROLE fail ("already exists")
+    # and concurrent GRANTs on one table fail too ("tuple concurrently updated").
+    role, app_url, password_file = app_role
+    migrate.create_schema(postgres_url)  # the schema exists: only the role's step can wait for the lock
+    results = []
+    waited = False
+    with psycopg.connect(postgres_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_ID,))
+        thread = threading.Thread(
+            target=lambda: results.append(_migrate_with_app_role(postgres_url, app_url, password_file))
         )
-        for _ in range(6)
-    ]
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while thread.is_alive() and not waited and time.monotonic() < deadline:
+                waited = holder.execute(
+                    "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchone()[0]
+                time.sleep(0.05)
+            role_while_waiting = holder.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+            ).fetchone()
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
+            thread.join(timeout=60)
 
-    outcomes = [(process.communicate(timeout=60)[1], process.returncode) for process in processes]
-
-    assert outcomes == [("", 0)] * 6
+    assert (waited, role_while_waiting) == (True, None)
+    assert [code for code, _ in results] == [0]
