@@ -4,7 +4,8 @@ The pod is read from the manifests themselves (never from values copied here): t
 the ConfigMap flask-api-config of kube_config/ (the base, as k3d runs it), then of the selfhosted overlay as
 kustomize renders it (the CloudNativePG wiring). For each, like the kubelet:
 
-* the init containers run one after the other to completion, then the main container starts;
+* the init containers run one after the other to completion, in as many pods at once as the first rollout
+  starts (the HorizontalPodAutoscaler's minReplicas), then the main container of one pod starts;
 * each container gets the manifest's command/args (``$(VAR)`` expanded), its env (``envFrom`` ConfigMaps,
   ``valueFrom`` ConfigMap and Secret keys; a missing key fails as CreateContainerConfigError does), its
   Secret volumes as files (items, mode, group fsGroup) mounted read-only at the same paths, its emptyDirs
@@ -551,6 +552,15 @@ def check_logs(name: str, text: str, secret_values: set[str], *, json_lines: boo
         raise PodError(f"{name}: a Secret value appears in the logs")
 
 
+def first_replicas(objects: list[dict]) -> int:
+    """Pods of the first rollout: the HorizontalPodAutoscaler's minReplicas (it owns the count), else 1."""
+    for obj in objects:
+        target = obj.get("spec", {}).get("scaleTargetRef", {})
+        if obj.get("kind") == "HorizontalPodAutoscaler" and target.get("name") == DEPLOYMENT:
+            return int(obj["spec"].get("minReplicas", 1))
+    return 1
+
+
 def run_pod(variant: str, image: str) -> None:
     manifests, make_secrets = VARIANTS[variant]
     objects = manifests()
@@ -563,49 +573,72 @@ def run_pod(variant: str, image: str) -> None:
     spec = deployment["spec"]["template"]["spec"]
     with postgres() as server:
         secret_data, hosts = make_secrets(server)
-        pod = Pod(
-            spec, configmaps, secret_data, hosts, image, Path(tempfile.mkdtemp(prefix=f"{POD}-{variant}-"))
-        )
-        pod.secret_values = {
+        # Long enough to be found in a log only when leaked (not "flask_api" or a port number).
+        secret_values = {
             value for data in secret_data.values() for value in data.values() if len(value) >= 16
         }
+        pods = [
+            Pod(
+                spec,
+                configmaps,
+                secret_data,
+                hosts,
+                image,
+                Path(tempfile.mkdtemp(prefix=f"{POD}-{variant}-")),
+            )
+            for _ in range(first_replicas(objects))
+        ]
         names: list[str] = []
         try:
-            run_containers(variant, pod, names)
+            for pod in pods:
+                pod.secret_values = secret_values
+            run_containers(variant, pods, names)
         finally:
             for name in names:
                 subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-            pod.release()
+            for pod in pods:
+                pod.release()
 
 
-def run_containers(variant: str, pod: Pod, names: list[str]) -> None:
+def run_init_containers(variant: str, pods: list[Pod], names: list[str]) -> None:
+    """Each init container of every pod of the first rollout, the pods at once, as their kubelets do."""
+    for init in pods[0].spec.get("initContainers", []):
+        started = time.monotonic()
+        running_now = []
+        for number, pod in enumerate(pods):
+            name = f"{POD}-{variant}-{number}-init-{init['name']}"
+            args, _ = pod.docker_run(init, name, detach=False)
+            log(" ".join(args))
+            names.append(name)
+            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            running_now.append((name, process))
+        for name, process in running_now:
+            out, err = process.communicate(timeout=600)
+            if process.returncode != 0:
+                raise PodError(
+                    f"init container {init['name']} of pod {name} exited {process.returncode}: "
+                    f"{(err or out).strip()[-1500:]}"
+                )
+            check_logs(name, docker_logs(name), pods[0].secret_values, json_lines=False)
+        took = time.monotonic() - started
+        log(
+            f"init container {init['name']} of {len(pods)} pods at once: exit 0 in {took:.1f}s, {out.strip()}"
+        )
+
+
+def run_containers(variant: str, pods: list[Pod], names: list[str]) -> None:
+    """The init containers of every pod, then the API container of the first pod, which is used."""
+    pod = pods[0]
     containers = pod.spec["containers"]
     if len(containers) != 1:
-        raise PodError(
-            f"expected the API container alone in the pod, found {[c['name'] for c in containers]}"
-        )
+        raise PodError(f"expected the API container alone in the pod: {[c['name'] for c in containers]}")
     container = containers[0]
     for declared in container.get("ports", []):
         if not port_free(int(declared["containerPort"])):
-            raise PodError(
-                f"port {declared['containerPort']} is taken on this host: the pod shares its network"
-            )
-    for init in pod.spec.get("initContainers", []):
-        name = f"{POD}-{variant}-init-{init['name']}"
-        args, _ = pod.docker_run(init, name, detach=False)
-        log(" ".join(args))
-        names.append(name)
-        started = time.monotonic()
-        result = subprocess.run(args, capture_output=True, text=True, check=False, timeout=600)
-        if result.returncode != 0:
-            raise PodError(
-                f"init container {init['name']} exited {result.returncode}: "
-                f"{(result.stderr or result.stdout).strip()[-1500:]}"
-            )
-        took = time.monotonic() - started
-        log(f"init container {init['name']} exited 0 in {took:.1f}s: {result.stdout.strip()}")
-        check_logs(name, docker_logs(name), pod.secret_values, json_lines=False)
-    name = f"{POD}-{variant}-{container['name']}"
+            raise PodError(f"port {declared['containerPort']} is taken on this host, whose network pods use")
+    run_init_containers(variant, pods, names)
+    # One API container only: on the host's network a second would find its ports taken.
+    name = f"{POD}-{variant}-0-{container['name']}"
     args, _ = pod.docker_run(container, name, detach=True)
     log(" ".join(args))
     names.append(name)
