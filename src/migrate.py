@@ -14,9 +14,9 @@ Reads the environment (after loading ``.env`` from the working directory; the re
   password owns it.
 
 Idempotent and safe to run from many pods at once: the DDL, then the role's creation and grants, run under the
-advisory lock the application takes at startup. Prints one line; exits 0 on success, 1 when the database cannot be reached in time,
-2 when the configuration is missing or invalid, 3 when a table of the schema has no entry in
-``TABLE_PRIVILEGES`` (the release forgot to decide what the application may do with it).
+advisory lock the application takes at startup. Prints one line; exits 0 on success, 1 when the database
+cannot be reached in time, 2 when the configuration is missing or invalid, 3 when a table of the schema has no
+entry in ``TABLE_PRIVILEGES`` (the release forgot to decide what the application may do with it).
 """
 
 from __future__ import annotations
