@@ -22,7 +22,10 @@ registry tag); the pod shares the host's network (loopback only), so Service nam
 ``--add-host`` to 127.0.0.1 and the database port is the harness server's; PostgreSQL is the harness's
 (harness/postgres.py) with password authentication on loopback, bootstrapped as the Secrets script (k3d) or
 the CloudNativePG operator (selfhosted) would: the operator itself, its instance manager, replicas and
-failover cannot run here. The Secrets are generated here with fresh random values.
+failover cannot run here. The Secrets are generated here with fresh random values. One API container serves
+(a second would find the host's ports taken); the probes are run once ready, not for the pod's whole life.
+Not run at all: Services, the Ingress and Traefik, NetworkPolicies (nothing enforces them here), the
+autoscaler, the PodDisruptionBudget, the ServiceAccount, and the PostgreSQL StatefulSet of 30-postgres.yaml.
 
 Usage: .venv/bin/python .ci/check_pod.py --image flask-api:check [--variant base|selfhosted ...]
 Exits 0 when every step passed; otherwise prints the failed step and exits 1.
