@@ -23,7 +23,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 .DEFAULT_GOAL := help
 .PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
 	check-kube check-infra \
-	check-install check-workflows check-alerts fuzz drills image check-image bench diagram ci dev-postgres
+	check-install check-workflows check-alerts fuzz drills image check-image check-pod bench diagram ci dev-postgres
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -137,6 +137,9 @@ image: ## Build the image (needs a Docker engine and the base image)
 
 check-image: $(SCANNERS_STAMP) ## Build the image on a local stand-in base and run it as Kubernetes does (root)
 	.ci/check-image.sh
+
+check-pod: $(DEV_STAMP) ## Run the Deployment's pod (base and selfhosted) as a kubelet does, use the API (root)
+	.ci/check-pod.sh $(BIN)/python
 
 bench: $(DEV_STAMP) ## Benchmark against two reference apps (wrk, JSON and PostgreSQL, 10 and 100k users)
 	$(BIN)/python bench/run.py

@@ -4,7 +4,7 @@
 ################################################################################
 
 # The application logs in as var.db_app_username, a role the migration
-# creates with row access to its two tables only. Its credentials are a
+# creates with the row rights it uses on its tables only. Its credentials are a
 # Secrets Manager secret in the format of the AWS rotation functions; the
 # first password is generated here as an ephemeral value and written with a
 # write-only argument, so it never lands in the plan or the state. Secrets

@@ -9,12 +9,14 @@ Reads the environment (after loading ``.env`` from the working directory; the re
   start instead of exiting at once and being restarted with the kubelet's growing back-off;
 * ``DATABASE_APP_URL`` and ``DATABASE_APP_PASSWORD_FILE`` (optional): the application's own role. When the
   role does not exist it is created with the password of that file; then it is granted only what the
-  application does (connect, read and write rows of its tables), never DDL. An existing role's password
-  is left alone: after creation, whatever rotates the password owns it.
+  application does (connect, and on each table the row rights listed in ``TABLE_PRIVILEGES``, revoking any
+  other), never DDL. An existing role's password is left alone: after creation, whatever rotates the
+  password owns it.
 
-Idempotent and safe to run from many pods at once: the DDL runs under the same advisory lock the application
-takes at startup. Prints one line; exits 0 on success, 1 when the database cannot be reached in time,
-2 when the configuration is missing or invalid.
+Idempotent and safe to run from many pods at once: the DDL, then the role's creation and grants, run under the
+advisory lock the application takes at startup. Prints one line; exits 0 on success, 1 when the database
+cannot be reached in time, 2 when the configuration is missing or invalid, 3 when a table of the schema has no
+entry in ``TABLE_PRIVILEGES`` (the release forgot to decide what the application may do with it).
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ from psycopg import sql
 
 from src.config import load_env_file
 from src.storage.base import StoreUnavailable
-from src.storage.postgres import create_schema, describe_error, password_kwargs
+from src.storage.postgres import (
+    SCHEMA_LOCK_ID,
+    TABLE_PRIVILEGES,
+    create_schema,
+    describe_error,
+    password_kwargs,
+)
 
-APP_TABLES = ("users", "login_failures", "sessions", "refresh_tokens")
 FIRST_RETRY_SECONDS = 1.0
 LONGEST_RETRY_SECONDS = 5.0
 
@@ -70,16 +77,35 @@ def with_retry(
             return
 
 
+class UngrantedTablesError(Exception):
+    """The schema holds tables that TABLE_PRIVILEGES does not name."""
+
+
 def ensure_app_role(
     url: str, password_file: str | None, app_url: str, app_password_file: str, timeout: float
 ) -> str:
-    """Create the application's role if missing and grant it row access to the tables; returns its name."""
+    """Create the application's role if missing, grant it TABLE_PRIVILEGES and no more; return its name."""
     parts = urlsplit(app_url)
     role, database = unquote(parts.username or ""), unquote(parts.path.lstrip("/"))
     try:
-        with psycopg.connect(
-            url, autocommit=True, connect_timeout=max(1, round(timeout)), **password_kwargs(password_file)
-        ) as conn:
+        with (
+            psycopg.connect(
+                url, autocommit=True, connect_timeout=max(1, round(timeout)), **password_kwargs(password_file)
+            ) as conn,
+            conn.transaction(),
+        ):
+            # Under the schema lock: pods migrating at once would race to create the role, and concurrent
+            # GRANTs on one table fail with "tuple concurrently updated".
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
+            ungranted = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+                )
+                if name not in TABLE_PRIVILEGES
+            ]
+            if ungranted:
+                raise UngrantedTablesError(", ".join(ungranted))
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
                 password = password_kwargs(app_password_file)["password"]
                 conn.execute(
@@ -93,11 +119,19 @@ def ensure_app_role(
                 )
             )
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
-            conn.execute(
-                sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
-                    sql.SQL(", ").join(sql.Identifier(table) for table in APP_TABLES), sql.Identifier(role)
+            for table, privileges in TABLE_PRIVILEGES.items():
+                # Revoked first, so that a right a release no longer needs does not outlive it.
+                conn.execute(
+                    sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(table), sql.Identifier(role))
                 )
-            )
+                if privileges:
+                    conn.execute(
+                        sql.SQL("GRANT {} ON {} TO {}").format(
+                            sql.SQL(", ").join(sql.SQL(privilege) for privilege in privileges),
+                            sql.Identifier(table),
+                            sql.Identifier(role),
+                        )
+                    )
     except psycopg.Error as exc:
         raise StoreUnavailable(f"database unavailable: {describe_error(exc, url)}") from None
     return role
@@ -123,10 +157,12 @@ def migrate(environ: Mapping[str, str], sleep: Callable[[float], None] = time.sl
         with_retry(lambda: create_schema(url, timeout, password_file), wait_seconds, sleep)
         if app_url:
             role = ensure_app_role(url, password_file, app_url, app_password_file, timeout)
-            roles = f", role {role} may read and write them"
+            roles = f", role {role} granted what the application does with them"
     except StoreUnavailable as exc:
         return 1, f"migrate: {exc}"
-    return 0, f"migrate: schema is up to date (tables users, login_failures, sessions, refresh_tokens{roles})"
+    except UngrantedTablesError as exc:
+        return 3, f"migrate: no entry in TABLE_PRIVILEGES (src/storage/postgres.py) for the tables {exc}"
+    return 0, f"migrate: schema is up to date (tables {', '.join(TABLE_PRIVILEGES)}{roles})"
 
 
 def main() -> int:

@@ -127,6 +127,17 @@ SCHEMA_OBJECTS = (
     "refresh_tokens_session_id",
 )
 SCHEMA_TRIGGERS = ("users_changed", "users_truncated", "sessions_ended", "sessions_truncated")
+# Every table of the schema with what the application does to its rows: ``python -m src.migrate`` grants the
+# application's role exactly this, and refuses to finish while a table of the schema is missing here. A
+# SELECT ... FOR UPDATE or FOR SHARE needs UPDATE too; refresh_tokens rows go with their session (ON DELETE
+# CASCADE, which runs with the owner's rights).
+TABLE_PRIVILEGES = {
+    "users": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "login_failures": ("SELECT", "INSERT", "DELETE"),
+    "store_identity": ("SELECT",),
+    "sessions": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "refresh_tokens": ("SELECT", "INSERT", "UPDATE"),
+}
 USERS_CHANNEL = "flask_api_users"
 SESSIONS_CHANNEL = "flask_api_sessions"
 _SESSIONS_RELNAME = SESSIONS_CHANNEL.encode()

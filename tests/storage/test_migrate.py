@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -15,8 +17,10 @@ from psycopg import sql
 
 from harness import free_port
 from harness.postgres import PostgresServer
-from src import migrate
+from src import create_app, migrate
 from src.storage import PostgresStore, Session
+from src.storage.postgres import SCHEMA_LOCK_ID
+from tests.conftest import FAST_ARGON2, PASSWORD, TEST_SECRET_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,7 +191,7 @@ def test_migrate_refuses_a_negative_wait(clean_env):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The application's own role: rows of its two tables, nothing else
+# The application's own role: the rows of its tables, nothing else
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -199,8 +203,9 @@ def app_role(postgres_url, tmp_path):
     password_file.write_text("first password\n")
     yield role, app_url, password_file
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_migrate_creates_the_app_role_with_row_access_only(postgres_url, app_role, clean_env):
@@ -215,8 +220,8 @@ def test_migrate_creates_the_app_role_with_row_access_only(postgres_url, app_rol
 
     assert (code, line) == (
         0,
-        f"migrate: schema is up to date (tables users, login_failures, sessions, refresh_tokens, "
-        f"role {role} may read and write them)",
+        f"migrate: schema is up to date (tables users, login_failures, store_identity, sessions, "
+        f"refresh_tokens, role {role} granted what the application does with them)",
     )
     with PostgresStore(app_url, min_size=1, max_size=1, timeout=5) as store:  # sessions as the app role
         user = store.create_user("s", "h")
@@ -267,3 +272,142 @@ def test_migrate_wants_the_app_url_and_password_file_together(clean_env):
         2,
         "migrate: DATABASE_APP_URL and DATABASE_APP_PASSWORD_FILE go together",
     )
+
+
+def _migrate_with_app_role(postgres_url: str, app_url: str, password_file: Path) -> tuple[int, str]:
+    return migrate.migrate(
+        {
+            "DATABASE_URL": postgres_url,
+            "DATABASE_APP_URL": app_url,
+            "DATABASE_APP_PASSWORD_FILE": str(password_file),
+        }
+    )
+
+
+def test_the_whole_api_works_as_the_app_role_after_migrating(postgres_url, app_role, clean_env):
+    _role, app_url, password_file = app_role
+    code, line = _migrate_with_app_role(postgres_url, app_url, password_file)
+    assert code == 0, line
+    app = create_app(
+        {
+            **FAST_ARGON2,
+            "DATABASE_URL": app_url,
+            "DATABASE_PASSWORD_FILE": str(password_file),
+            "SECRET_KEY": TEST_SECRET_KEY,
+        }
+    )
+    try:
+        client = app.test_client()
+        credentials = {"username": "alice", "password": PASSWORD}
+        new_password = PASSWORD + " renewed"
+
+        def bearer(token: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {token}"}
+
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/register", json=credentials).status_code == 201
+        wrong = client.post("/authenticate", json={"username": "alice", "password": "not the password"})
+        assert wrong.status_code == 401, wrong.get_json()
+        login = client.post("/authenticate", json=credentials)
+        assert login.status_code == 200, login.get_json()
+        refreshed = client.post("/token/refresh", json={"refresh_token": login.get_json()["refresh_token"]})
+        assert refreshed.status_code == 200, refreshed.get_json()
+        tokens = refreshed.get_json()
+        me = client.get("/users/me", headers=bearer(tokens["access_token"]))
+        assert (me.status_code, me.get_json()["username"]) == (200, "alice")
+        assert client.post("/logout", headers=bearer(tokens["access_token"])).status_code == 204
+        after_logout = client.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
+        assert after_logout.status_code == 401
+        token = client.post("/authenticate", json=credentials).get_json()["access_token"]
+        changed = client.put(
+            "/users/me/password",
+            json={"current_password": PASSWORD, "new_password": new_password},
+            headers=bearer(token),
+        )
+        assert changed.status_code == 204, changed.get_json()
+        login = client.post("/authenticate", json={"username": "alice", "password": new_password})
+        assert login.status_code == 200, login.get_json()
+        deleted = client.delete(
+            "/users/me", json={"password": new_password}, headers=bearer(login.get_json()["access_token"])
+        )
+        assert deleted.status_code == 204, deleted.get_json()
+        gone = client.post("/authenticate", json={"username": "alice", "password": new_password})
+        assert gone.status_code == 401
+        assert client.get("/readyz").status_code == 200
+    finally:
+        app.extensions["user_store"].close()
+
+
+def test_migrate_grants_the_app_role_exactly_the_rights_the_application_uses(postgres_url, app_role):
+    role, app_url, password_file = app_role
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # what an older release granted
+        migrate.create_schema(postgres_url)
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON login_failures, refresh_tokens TO {}"
+            ).format(sql.Identifier(role))
+        )
+
+    assert _migrate_with_app_role(postgres_url, app_url, password_file)[0] == 0
+
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, string_agg(privilege_type, ', ' ORDER BY privilege_type) "
+            "FROM information_schema.role_table_grants WHERE grantee = %s GROUP BY table_name",
+            (role,),
+        ).fetchall()
+    assert dict(rows) == {
+        "users": "DELETE, INSERT, SELECT, UPDATE",
+        "login_failures": "DELETE, INSERT, SELECT",
+        "store_identity": "SELECT",
+        "sessions": "DELETE, INSERT, SELECT, UPDATE",
+        "refresh_tokens": "INSERT, SELECT, UPDATE",
+    }
+
+
+def test_migrate_exits_3_naming_a_table_of_the_schema_with_no_grant_decision(postgres_url, app_role):
+    role, app_url, password_file = app_role
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE audit_log (at timestamptz)")
+
+    code, line = _migrate_with_app_role(postgres_url, app_url, password_file)
+
+    assert (code, line) == (
+        3,
+        "migrate: no entry in TABLE_PRIVILEGES (src/storage/postgres.py) for the tables audit_log",
+    )
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None
+
+
+def test_migrate_creates_and_grants_the_app_role_under_the_schema_lock(postgres_url, app_role):
+    # Pods of a first rollout all find no role: unserialised, all but one CREATE ROLE fail ("already exists")
+    # and concurrent GRANTs on one table fail too ("tuple concurrently updated").
+    role, app_url, password_file = app_role
+    migrate.create_schema(postgres_url)  # the schema exists: only the role's step can wait for the lock
+    results = []
+    waited = False
+    with psycopg.connect(postgres_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_ID,))
+        thread = threading.Thread(
+            target=lambda: results.append(_migrate_with_app_role(postgres_url, app_url, password_file))
+        )
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while thread.is_alive() and not waited and time.monotonic() < deadline:
+                waited = holder.execute(
+                    "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchone()[0]
+                time.sleep(0.05)
+            role_while_waiting = holder.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+            ).fetchone()
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
+            thread.join(timeout=60)
+
+    assert (waited, role_while_waiting) == (True, None)
+    assert [code for code, _ in results] == [0]
