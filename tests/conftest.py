@@ -6,6 +6,7 @@ against a fresh database on the throwaway PostgreSQL server (harness/postgres.py
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from werkzeug.test import TestResponse
 
 from harness import free_port, in_ci
 from src import create_app
+
+# `make test` runs pytest under make, whose MAKEFLAGS (`make test VENV=.venv-3.13` puts VENV there) and
+# MAKELEVEL would reach every `make` a test runs as a new user would, and change what it builds and prints.
+# A user's own `make` starts without them.
+for _name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+    os.environ.pop(_name, None)
 
 # OWASP's minimum argon2id cost keeps the suite fast; production defaults are argon2-cffi's.
 FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
