@@ -84,6 +84,15 @@ module "eks" {
     coredns = {
       most_recent = true
     }
+    # PersistentVolumes on EBS (storage.tf): the controller's service account gets its role through Pod
+    # Identity, created with the add-on.
+    aws-ebs-csi-driver = {
+      most_recent = true
+      pod_identity_association = [{
+        role_arn        = module.ebs_csi_pod_identity.iam_role_arn
+        service_account = "ebs-csi-controller-sa"
+      }]
+    }
     # Resource metrics for the HorizontalPodAutoscaler of the Kubernetes manifests (EKS community add-on).
     metrics-server = {
       most_recent = true

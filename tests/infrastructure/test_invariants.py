@@ -385,6 +385,35 @@ def test_lb_controller_role_is_bound_to_its_service_account_through_pod_identity
 
 
 # ---------------------------------------------------------------------------------------------------
+# Persistent volumes
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_the_ebs_csi_driver_add_on_runs_with_its_own_role_through_pod_identity(root) -> None:
+    # EKS >= 1.30 has no default StorageClass and no in-tree EBS provisioner: without the driver every
+    # PersistentVolumeClaim stays Pending.
+    addon = _labelled(root, "module")["eks"]["addons"]["aws-ebs-csi-driver"]
+    assert addon["pod_identity_association"] == [
+        {
+            "role_arn": "${module.ebs_csi_pod_identity.iam_role_arn}",
+            "service_account": "ebs-csi-controller-sa",
+        }
+    ]
+    identity = _labelled(root, "module")["ebs_csi_pod_identity"]
+    assert identity["source"] == "terraform-aws-modules/eks-pod-identity/aws"
+    assert identity["attach_aws_ebs_csi_policy"] is True
+    assert "associations" not in identity, "the add-on creates the association; a second one would conflict"
+
+
+def test_ebs_volumes_are_encrypted_with_an_owned_rotating_key_the_driver_may_use(root) -> None:
+    identity = _labelled(root, "module")["ebs_csi_pod_identity"]
+    assert identity["aws_ebs_csi_kms_arns"] == ["${aws_kms_key.ebs.arn}"]
+    assert _resource(root, "aws_kms_key", "ebs")["enable_key_rotation"] is True
+    # The StorageClass in kube_config/ reads the key from infrastructure.env.
+    assert "EBS_KMS_KEY_ARN=${aws_kms_key.ebs.arn}" in _labelled(root, "output")["eks_overlay_env"]["value"]
+
+
+# ---------------------------------------------------------------------------------------------------
 # Database lifecycle switches
 # ---------------------------------------------------------------------------------------------------
 
