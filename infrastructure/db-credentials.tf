@@ -43,7 +43,8 @@ resource "aws_secretsmanager_secret_version" "db_app" {
 }
 
 # The rotation function runs in the private subnets: it reaches PostgreSQL on
-# 5432 and the Secrets Manager API on 443 (through the NAT gateway).
+# 5432 and the Secrets Manager API on 443 (its interface endpoint, endpoints.tf; the NAT gateway when
+# vpc_interface_endpoints_enabled is false).
 resource "aws_security_group" "db_rotation" {
   #checkov:skip=CKV2_AWS_5:Attached to the rotation function that the application stack below creates, which the scanner does not read.
   name_prefix = "${local.name}-db-rotation-"
@@ -66,10 +67,10 @@ resource "aws_vpc_security_group_egress_rule" "db_rotation_to_db" {
   to_port                      = 5432
 }
 
-#trivy:ignore:AVD-AWS-0104 The Secrets Manager API is a public regional endpoint reached through the NAT gateway; HTTPS only.
+#trivy:ignore:AVD-AWS-0104 The Secrets Manager API: its interface endpoint, or the public regional endpoint through the NAT gateway when interface endpoints are off; HTTPS only.
 resource "aws_vpc_security_group_egress_rule" "db_rotation_to_secrets_manager" {
   security_group_id = aws_security_group.db_rotation.id
-  description       = "HTTPS to the Secrets Manager API (regional endpoint, through the NAT gateway)"
+  description       = "HTTPS to the Secrets Manager API (interface endpoint, or the regional endpoint through NAT)"
   cidr_ipv4         = "0.0.0.0/0"
   ip_protocol       = "tcp"
   from_port         = 443

@@ -92,9 +92,15 @@ variable "eks_unsupported_zone_ids" {
 }
 
 variable "one_nat_gateway_per_az" {
-  description = "Create one NAT gateway per availability zone (zone-resilient egress) instead of a single shared one."
+  description = "One NAT gateway per availability zone, so losing a zone stops only that zone's egress; false shares one NAT gateway (cheaper; for dev and staging, see docs/aws.md for the cost)."
   type        = bool
-  default     = false
+  default     = true
+}
+
+variable "vpc_interface_endpoints_enabled" {
+  description = "Create the interface endpoints of endpoints.tf (ECR api and dkr, STS, Secrets Manager, EKS Pod Identity) in every private subnet; the S3 gateway endpoint is always created (it has no hourly price)."
+  type        = bool
+  default     = true
 }
 
 ################################################################################

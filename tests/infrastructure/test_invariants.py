@@ -255,6 +255,9 @@ def _ingress_sources(config: dict[str, list[Any]]) -> Iterator[tuple[str, list[s
                     f"module.eks.{name}.{rule_name}",
                     _cidrs(rule.get("cidr_blocks")) + _cidrs(rule.get("ipv6_cidr_blocks")),
                 )
+    for rule_name, rule in (modules.get("vpc_endpoints", {}).get("security_group_rules") or {}).items():
+        if rule.get("type", "ingress") == "ingress":
+            yield f"module.vpc_endpoints.security_group_rules.{rule_name}", _cidrs(rule.get("cidr_blocks"))
     for rule in modules["vpc"].get("default_security_group_ingress") or []:
         yield "module.vpc.default_security_group_ingress", _cidrs(rule.get("cidr_blocks"))
 
@@ -342,12 +345,46 @@ def test_zone_ids_that_eks_refuses_are_excluded_by_default(variables) -> None:
     assert "-az[0-9]+" in conditions
 
 
-def test_one_nat_gateway_by_default_and_one_per_zone_by_variable(root, variables) -> None:
+def test_one_nat_gateway_per_zone_by_default_and_a_shared_one_by_variable(root, variables) -> None:
+    # A zone's loss must not stop the egress of the other two (image pulls, AWS APIs without an endpoint).
     vpc = _labelled(root, "module")["vpc"]
     assert vpc["enable_nat_gateway"] is True
     assert vpc["single_nat_gateway"] == "${!var.one_nat_gateway_per_az}"
     assert vpc["one_nat_gateway_per_az"] == "${var.one_nat_gateway_per_az}"
-    assert variables["one_nat_gateway_per_az"]["default"] is False
+    assert variables["one_nat_gateway_per_az"]["default"] is True
+
+
+def test_vpc_endpoints_keep_image_pulls_credentials_and_secrets_inside_the_vpc(root, variables) -> None:
+    modules = _labelled(root, "module")
+    endpoints = modules["vpc_endpoints"]
+    assert endpoints["source"] == "terraform-aws-modules/vpc/aws//modules/vpc-endpoints"
+    assert endpoints["version"] == modules["vpc"]["version"]
+    interface = {k: v for block in root["locals"] for k, v in block.items()}["interface_endpoint_services"]
+    assert {"ecr.api", "ecr.dkr", "sts", "secretsmanager", "eks-auth"} <= set(interface)
+    text = endpoints["endpoints"]
+    # One interface endpoint per service, answering on the service's own name (private DNS), in the private
+    # subnets; S3 (ECR's layers) as a gateway on the private route tables.
+    assert "for service in local.interface_endpoint_services" in text
+    assert re.search(r"service_type\s*=\s*\"Interface\"", text)
+    assert re.search(r"private_dns_enabled\s*=\s*true", text)
+    assert re.search(r'service\s*=\s*"s3"', text)
+    assert re.search(r'service_type\s*=\s*"Gateway"', text)
+    assert "route_table_ids = module.vpc.private_route_table_ids" in re.sub(r"\s+", " ", text)
+    assert endpoints["subnet_ids"] == "${module.vpc.private_subnets}"
+    assert variables["vpc_interface_endpoints_enabled"]["default"] is True
+
+
+def test_interface_endpoints_accept_https_from_the_vpc_only(root) -> None:
+    endpoints = _labelled(root, "module")["vpc_endpoints"]
+    assert endpoints["create_security_group"] == "${var.vpc_interface_endpoints_enabled}"
+    (rule,) = endpoints["security_group_rules"].values()
+    assert (rule["type"], rule["protocol"], rule["from_port"], rule["to_port"]) == (
+        "ingress",
+        "tcp",
+        443,
+        443,
+    )
+    assert rule["cidr_blocks"] == ["${module.vpc.vpc_cidr_block}"]
 
 
 def test_vpc_flow_logs_are_on(root) -> None:
