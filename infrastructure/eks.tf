@@ -62,8 +62,10 @@ module "eks" {
     }
   }
 
-  # Workload credentials come from EKS Pod Identity, so no OIDC provider for IRSA.
-  enable_irsa = false
+  # Controllers get their credentials from EKS Pod Identity. The IAM OIDC provider serves the two
+  # SecretStores (db-credentials.tf): each authenticates with its own service account's token, which Pod
+  # Identity cannot give a store that does not run as a pod.
+  enable_irsa = true
 
   addons = {
     vpc-cni = {

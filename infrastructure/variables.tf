@@ -404,13 +404,19 @@ variable "lb_controller_iam_role_arn" {
   }
 }
 
-variable "external_secrets_iam_role_arn" {
-  description = "Existing IAM role for External Secrets Operator (trusts pods.eks.amazonaws.com for sts:AssumeRole and sts:TagSession, may read the two database secrets and decrypt them with the RDS key); null creates one."
-  type        = string
-  default     = null
+variable "db_secret_store_service_accounts" {
+  description = "The Kubernetes service accounts (namespace and name) whose tokens the two SecretStores of kube_config/ authenticate with (`auth.jwt.serviceAccountRef`): app reads the application role's secret, migration also the master user's."
+  type = object({
+    app       = object({ namespace = string, name = string })
+    migration = object({ namespace = string, name = string })
+  })
+  default = {
+    app       = { namespace = "flask-api", name = "db-app-secret-store" }
+    migration = { namespace = "flask-api", name = "db-migration-secret-store" }
+  }
 
   validation {
-    condition     = var.external_secrets_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.external_secrets_iam_role_arn))
-    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/external-secrets, or null to create the role."
+    condition     = var.db_secret_store_service_accounts.app != var.db_secret_store_service_accounts.migration
+    error_message = "The two SecretStores need two service accounts: the application's must not read the master secret."
   }
 }

@@ -509,6 +509,7 @@ def test_outputs_read_by_the_eks_overlay_exist(root) -> None:
         "vpc_cidr",
         "vpc_id",
         "lb_controller_role_arn",
+        "db_secret_store_role_arns",
         "kubeconfig_command",
         "eks_overlay_env",
     }
@@ -562,16 +563,70 @@ def test_the_app_role_secret_rotates_and_keeps_its_first_password_out_of_the_sta
     assert variables["db_app_username"]["default"] != variables["db_username"]["default"]
 
 
-def test_external_secrets_reads_only_the_two_database_secrets(root) -> None:
-    eso = _labelled(root, "module")["external_secrets_pod_identity"]
-    assert eso["source"] == "terraform-aws-modules/eks-pod-identity/aws"
-    assert eso["external_secrets_secrets_manager_arns"] == [
-        "${aws_secretsmanager_secret.db_app.arn}",
-        "${module.db.db_instance_master_user_secret_arn}",
+def _policy_documents(config: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: body for kind, name, body in _resources(config, "data") if kind == "aws_iam_policy_document"
+    }
+
+
+def test_no_identity_lists_or_batch_reads_secrets_and_every_secret_read_names_its_arns(root) -> None:
+    # The module's External Secrets policy grants ListSecrets and BatchGetSecretValue on "*".
+    modules = _labelled(root, "module")
+    assert not any(body.get("attach_external_secrets_policy") for body in modules.values())
+    statements = [s for body in _policy_documents(root).values() for s in body.get("statement", [])]
+    actions = {a for s in statements for a in s["actions"]}
+    assert (
+        not {"secretsmanager:ListSecrets", "secretsmanager:BatchGetSecretValue", "secretsmanager:*"} & actions
+    )
+    reads = [s for s in statements if "secretsmanager:GetSecretValue" in s["actions"]]
+    assert reads
+    for statement in reads:
+        assert "*" not in str(statement["resources"]), statement["resources"]
+
+
+def test_each_secret_store_has_its_own_role_and_only_the_migrations_reads_the_master_secret(root) -> None:
+    readers = {k: v for block in root["locals"] for k, v in block.items()}["secret_readers"]
+    assert set(readers) == {"app", "migration"}
+    assert readers["app"]["secret_arns"] == ["${aws_secretsmanager_secret.db_app.arn}"]
+    assert "${module.db.db_instance_master_user_secret_arn}" in readers["migration"]["secret_arns"]
+    assert readers["app"]["service_account"] == "${var.db_secret_store_service_accounts.app}"
+    assert readers["migration"]["service_account"] == "${var.db_secret_store_service_accounts.migration}"
+    accounts = _labelled(root, "variable")["db_secret_store_service_accounts"]
+    assert accounts["default"]["app"] != accounts["default"]["migration"]
+    role = _resource(root, "aws_iam_role", "secret_reader")
+    assert role["for_each"] == "${local.secret_readers}"
+    assert role["assume_role_policy"] == "${data.aws_iam_policy_document.secret_reader_trust[each.key].json}"
+
+
+def test_a_secret_store_role_trusts_one_service_account_token_for_sts(root) -> None:
+    (statement,) = _policy_documents(root)["secret_reader_trust"]["statement"]
+    assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+    assert statement["principals"] == [
+        {"type": "Federated", "identifiers": ["${module.eks.oidc_provider_arn}"]}
     ]
-    assert eso["external_secrets_ssm_parameter_arns"] == []
-    assert eso["external_secrets_create_permission"] is False
-    assert eso["associations"]["this"]["namespace"] == "external-secrets"
+    conditions = {c["variable"]: (c["test"], c["values"]) for c in statement["condition"]}
+    assert conditions == {
+        "${local.oidc_issuer}:aud": ("StringEquals", ["sts.amazonaws.com"]),
+        "${local.oidc_issuer}:sub": (
+            "StringEquals",
+            [
+                "system:serviceaccount:${each.value.service_account.namespace}:"
+                "${each.value.service_account.name}"
+            ],
+        ),
+    }
+    assert _labelled(root, "module")["eks"]["enable_irsa"] is True
+
+
+def test_secret_store_roles_decrypt_with_the_rds_key_through_secrets_manager_only(root) -> None:
+    statements = _policy_documents(root)["secret_reader"]["statement"]
+    (decrypt,) = [s for s in statements if "kms:Decrypt" in s["actions"]]
+    assert decrypt["resources"] == ["${aws_kms_key.rds.arn}"]
+    (condition,) = decrypt["condition"]
+    assert (condition["variable"], condition["values"]) == (
+        "kms:ViaService",
+        ["secretsmanager.${var.region}.amazonaws.com"],
+    )
 
 
 def test_every_checkov_skip_names_a_check_and_gives_a_reason() -> None:
