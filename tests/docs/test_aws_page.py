@@ -1,4 +1,4 @@
-"""docs/aws.md against the files it describes: the chart versions it installs are the ones Argo CD installs."""
+"""docs/aws.md against the files it describes: the charts it installs are those Argo CD installs."""
 
 from __future__ import annotations
 
