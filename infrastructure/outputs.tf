@@ -82,6 +82,11 @@ output "ebs_csi_role_arn" {
   value       = module.ebs_csi_pod_identity.iam_role_arn
 }
 
+output "cluster_autoscaler_role_arn" {
+  description = "IAM role the Cluster Autoscaler (kube-system/cluster-autoscaler) receives through Pod Identity."
+  value       = module.cluster_autoscaler_pod_identity.iam_role_arn
+}
+
 # Everything the EKS overlay needs from this configuration, in the format of
 # kube_config/overlays/eks/infrastructure.env (kustomize replacements read it):
 #   tofu -chdir=infrastructure output -raw eks_overlay_env > kube_config/overlays/eks/infrastructure.env

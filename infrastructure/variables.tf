@@ -175,7 +175,7 @@ variable "node_min_size" {
 }
 
 variable "node_desired_size" {
-  description = "Initial number of nodes in the managed node group; later changes go through `aws eks update-nodegroup-config` or an autoscaler, not through this variable."
+  description = "Initial number of nodes in the managed node group; the Cluster Autoscaler changes it afterwards (the node group ignores later changes of this variable)."
   type        = number
   default     = 3
 
@@ -186,9 +186,9 @@ variable "node_desired_size" {
 }
 
 variable "node_max_size" {
-  description = "Maximum number of nodes in the managed node group."
+  description = "Maximum number of nodes in the managed node group, up to which the Cluster Autoscaler grows it: the API at its HPA maximum and the platform (python -m tools.capacity computes it; docs/aws.md)."
   type        = number
-  default     = 6
+  default     = 9
 
   validation {
     condition     = var.node_max_size >= 1 && var.node_max_size <= 100
