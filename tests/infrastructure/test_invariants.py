@@ -563,6 +563,19 @@ def test_the_app_role_secret_rotates_and_keeps_its_first_password_out_of_the_sta
     assert variables["db_app_username"]["default"] != variables["db_username"]["default"]
 
 
+def test_the_app_role_secret_is_seeded_once_and_its_comments_do_not_say_otherwise(root) -> None:
+    version = _resource(root, "aws_secretsmanager_secret_version", "db_app")
+    assert version["lifecycle"][0]["ignore_changes"] == ["secret_string_wo_version"]
+    text = (INFRA / "db-credentials.tf").read_text()
+    block = text[text.index('resource "aws_secretsmanager_secret_version" "db_app"') :]
+    block = block[: block.index("\n}\n")]
+    comments = " ".join(line.strip() for line in block.splitlines() if line.strip().startswith("#")).lower()
+    # ignore_changes makes a raised secret_string_wo_version a no-op: no comment may suggest bumping it.
+    assert not re.search(r"\bbump", comments), comments
+    assert "ignore_changes" in comments, comments
+    assert "rotate-secret" in comments, comments
+
+
 def _policy_documents(config: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
     return {
         name: body for kind, name, body in _resources(config, "data") if kind == "aws_iam_policy_document"
