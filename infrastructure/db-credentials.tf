@@ -33,10 +33,11 @@ resource "aws_secretsmanager_secret_version" "db_app" {
     username = var.db_app_username
     password = ephemeral.aws_secretsmanager_random_password.db_app.random_password
   })
-  # Bump to write a new first value; rotation replaces it anyway.
+  # Written once: rotation owns every later version, and a second write here would replace the password
+  # the database role has with one it does not (hence ignore_changes below: raising this number does
+  # nothing). A new password comes from `aws secretsmanager rotate-secret` (docs/aws.md).
   secret_string_wo_version = 1
 
-  # Rotation writes the next versions; this resource only seeds the first.
   lifecycle {
     ignore_changes = [secret_string_wo_version]
   }
