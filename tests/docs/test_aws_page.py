@@ -5,21 +5,30 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "aws.md"
 
 
-def test_the_external_secrets_chart_installed_by_hand_is_the_one_argo_cd_installs():
-    application = yaml.safe_load(
-        (ROOT / "kube_config" / "argocd" / "apps" / "external-secrets.yaml").read_text()
-    )
-    (chart,) = [
-        source for source in application["spec"]["sources"] if source.get("chart") == "external-secrets"
-    ]
+@pytest.mark.parametrize(
+    ("release", "chart", "application"),
+    [
+        ("external-secrets", "external-secrets/external-secrets", "external-secrets.yaml"),
+        (
+            "aws-load-balancer-controller",
+            "eks/aws-load-balancer-controller",
+            "aws-load-balancer-controller.yaml",
+        ),
+    ],
+)
+def test_a_chart_installed_by_hand_is_the_version_argo_cd_installs(release, chart, application):
+    app = yaml.safe_load((ROOT / "kube_config" / "argocd" / "apps" / application).read_text())
+    name = chart.split("/")[1]
+    (source,) = [source for source in app["spec"]["sources"] if source.get("chart") == name]
     installs = re.findall(
-        r"helm upgrade --install external-secrets external-secrets/external-secrets \\\n.*--version (\S+)",
+        rf"helm upgrade --install {re.escape(release)} {re.escape(chart)} \\\n.*--version (\S+)",
         PAGE.read_text(),
     )
-    assert installs == [chart["targetRevision"]]
+    assert installs == [source["targetRevision"]]
