@@ -68,10 +68,25 @@ resource "aws_vpc_security_group_egress_rule" "db_rotation_to_db" {
   to_port                      = 5432
 }
 
-#trivy:ignore:AVD-AWS-0104 The Secrets Manager API: its interface endpoint, or the public regional endpoint through the NAT gateway when interface endpoints are off; HTTPS only.
+# With the interface endpoints (endpoints.tf), secretsmanager.<region>.amazonaws.com resolves to the
+# endpoint's addresses in the VPC: HTTPS to its security group is all the function needs.
+resource "aws_vpc_security_group_egress_rule" "db_rotation_to_secrets_manager_endpoint" {
+  count = var.vpc_interface_endpoints_enabled ? 1 : 0
+
+  security_group_id            = aws_security_group.db_rotation.id
+  description                  = "HTTPS to the Secrets Manager interface endpoint"
+  referenced_security_group_id = module.vpc_endpoints.security_group_id
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+}
+
+#trivy:ignore:AVD-AWS-0104 Only without the interface endpoints: the Secrets Manager API's public regional endpoint, through the NAT gateway; HTTPS only.
 resource "aws_vpc_security_group_egress_rule" "db_rotation_to_secrets_manager" {
+  count = var.vpc_interface_endpoints_enabled ? 0 : 1
+
   security_group_id = aws_security_group.db_rotation.id
-  description       = "HTTPS to the Secrets Manager API (interface endpoint, or the regional endpoint through NAT)"
+  description       = "HTTPS to the Secrets Manager API (regional endpoint, through the NAT gateway)"
   cidr_ipv4         = "0.0.0.0/0"
   ip_protocol       = "tcp"
   from_port         = 443

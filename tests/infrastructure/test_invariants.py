@@ -374,6 +374,18 @@ def test_vpc_endpoints_keep_image_pulls_credentials_and_secrets_inside_the_vpc(r
     assert variables["vpc_interface_endpoints_enabled"]["default"] is True
 
 
+def test_the_rotation_function_reaches_secrets_manager_through_its_endpoint_not_the_internet(root) -> None:
+    endpoint = _resource(
+        root, "aws_vpc_security_group_egress_rule", "db_rotation_to_secrets_manager_endpoint"
+    )
+    assert endpoint["referenced_security_group_id"] == "${module.vpc_endpoints.security_group_id}"
+    assert (endpoint["ip_protocol"], endpoint["from_port"], endpoint["to_port"]) == ("tcp", 443, 443)
+    assert endpoint["count"] == "${var.vpc_interface_endpoints_enabled ? 1 : 0}"
+    internet = _resource(root, "aws_vpc_security_group_egress_rule", "db_rotation_to_secrets_manager")
+    assert internet["cidr_ipv4"] == "0.0.0.0/0"
+    assert internet["count"] == "${var.vpc_interface_endpoints_enabled ? 0 : 1}"
+
+
 def test_interface_endpoints_accept_https_from_the_vpc_only(root) -> None:
     endpoints = _labelled(root, "module")["vpc_endpoints"]
     assert endpoints["create_security_group"] == "${var.vpc_interface_endpoints_enabled}"
