@@ -31,7 +31,13 @@ locals {
     "autoscaling.amazonaws.com",
     "elasticloadbalancing.amazonaws.com",
   ]
-  github_role_arns = ["arn:${local.partition}:iam::${local.account_id}:role/${var.name}-github-*"]
+  # What this file and github-actions.tf create carries the project's tag too (default_tags): the apply role
+  # must not widen its own permissions through them.
+  github_iam_arns = [
+    "arn:${local.partition}:iam::${local.account_id}:role/${var.name}-github-*",
+    "arn:${local.partition}:iam::${local.account_id}:policy/${var.name}-github-*",
+    "arn:${local.partition}:iam::${local.account_id}:oidc-provider/${local.github_oidc_host}",
+  ]
 }
 
 data "aws_iam_policy_document" "github_read" {
@@ -215,12 +221,30 @@ data "aws_iam_policy_document" "github_write" {
     }
   }
 
-  # The roles of this workflow carry the project's tag too: nothing above may change them.
+  # The roles, policies and OIDC provider of this workflow carry the project's tag too: nothing above may
+  # change them.
   statement {
     sid       = "NeverChangeTheGitHubRoles"
     effect    = "Deny"
     actions   = ["iam:*"]
-    resources = local.github_role_arns
+    resources = local.github_iam_arns
+  }
+
+  # kms:* above covers every key of the region; the state's key is used, never administered.
+  statement {
+    sid    = "NeverAdministerTheStateKey"
+    effect = "Deny"
+    actions = [
+      "kms:ScheduleKeyDeletion",
+      "kms:DisableKey",
+      "kms:DisableKeyRotation",
+      "kms:PutKeyPolicy",
+      "kms:CreateGrant",
+      "kms:UpdateKeyDescription",
+      "kms:TagResource",
+      "kms:UntagResource",
+    ]
+    resources = [aws_kms_key.state.arn]
   }
 }
 

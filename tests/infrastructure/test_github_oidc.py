@@ -176,11 +176,19 @@ def test_the_write_policy_is_held_to_the_region_and_to_this_projects_iam_roles(b
     assert (deny["effect"], deny["actions"], deny["resources"]) == (
         "Deny",
         ["iam:*"],
-        "${local.github_role_arns}",
+        "${local.github_iam_arns}",
     )
-    assert locals_of(bootstrap)["github_role_arns"] == [
-        "arn:${local.partition}:iam::${local.account_id}:role/${var.name}-github-*"
+    # The roles, their policies and the OIDC provider: changing any of them would widen the apply role.
+    assert locals_of(bootstrap)["github_iam_arns"] == [
+        "arn:${local.partition}:iam::${local.account_id}:role/${var.name}-github-*",
+        "arn:${local.partition}:iam::${local.account_id}:policy/${var.name}-github-*",
+        "arn:${local.partition}:iam::${local.account_id}:oidc-provider/${local.github_oidc_host}",
     ]
+    names = [_resource(bootstrap, "aws_iam_policy", name)["name"] for name in ("github_read", "github_write")]
+    assert names == ["${var.name}-github-read", "${var.name}-github-write"]
+    state_key = statements["NeverAdministerTheStateKey"]
+    assert (state_key["effect"], state_key["resources"]) == ("Deny", ["${aws_kms_key.state.arn}"])
+    assert {"kms:ScheduleKeyDeletion", "kms:PutKeyPolicy", "kms:DisableKey"} <= set(state_key["actions"])
 
 
 def test_the_roles_are_granted_the_state_of_the_environment_they_provision(bootstrap):
