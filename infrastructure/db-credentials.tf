@@ -33,17 +33,19 @@ resource "aws_secretsmanager_secret_version" "db_app" {
     username = var.db_app_username
     password = ephemeral.aws_secretsmanager_random_password.db_app.random_password
   })
-  # Bump to write a new first value; rotation replaces it anyway.
+  # Written once: rotation owns every later version, and a second write here would replace the password
+  # the database role has with one it does not (hence ignore_changes below: raising this number does
+  # nothing). A new password comes from `aws secretsmanager rotate-secret` (docs/aws.md).
   secret_string_wo_version = 1
 
-  # Rotation writes the next versions; this resource only seeds the first.
   lifecycle {
     ignore_changes = [secret_string_wo_version]
   }
 }
 
 # The rotation function runs in the private subnets: it reaches PostgreSQL on
-# 5432 and the Secrets Manager API on 443 (through the NAT gateway).
+# 5432 and the Secrets Manager API on 443 (its interface endpoint, endpoints.tf; the NAT gateway when
+# vpc_interface_endpoints_enabled is false).
 resource "aws_security_group" "db_rotation" {
   #checkov:skip=CKV2_AWS_5:Attached to the rotation function that the application stack below creates, which the scanner does not read.
   name_prefix = "${local.name}-db-rotation-"
@@ -66,8 +68,23 @@ resource "aws_vpc_security_group_egress_rule" "db_rotation_to_db" {
   to_port                      = 5432
 }
 
-#trivy:ignore:AVD-AWS-0104 The Secrets Manager API is a public regional endpoint reached through the NAT gateway; HTTPS only.
+# With the interface endpoints (endpoints.tf), secretsmanager.<region>.amazonaws.com resolves to the
+# endpoint's addresses in the VPC: HTTPS to its security group is all the function needs.
+resource "aws_vpc_security_group_egress_rule" "db_rotation_to_secrets_manager_endpoint" {
+  count = var.vpc_interface_endpoints_enabled ? 1 : 0
+
+  security_group_id            = aws_security_group.db_rotation.id
+  description                  = "HTTPS to the Secrets Manager interface endpoint"
+  referenced_security_group_id = module.vpc_endpoints.security_group_id
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+}
+
+#trivy:ignore:AVD-AWS-0104 Only without the interface endpoints: the Secrets Manager API's public regional endpoint, through the NAT gateway; HTTPS only.
 resource "aws_vpc_security_group_egress_rule" "db_rotation_to_secrets_manager" {
+  count = var.vpc_interface_endpoints_enabled ? 0 : 1
+
   security_group_id = aws_security_group.db_rotation.id
   description       = "HTTPS to the Secrets Manager API (regional endpoint, through the NAT gateway)"
   cidr_ipv4         = "0.0.0.0/0"
@@ -119,44 +136,97 @@ resource "aws_secretsmanager_secret_rotation" "db_app" {
   depends_on = [aws_secretsmanager_secret_version.db_app]
 }
 
-# External Secrets Operator (installed with Helm, readme) reads the two
-# secrets and nothing else: the application's, and the master user's that RDS
-# manages and rotates (for the migration only).
-module "external_secrets_pod_identity" {
-  #checkov:skip=CKV_TF_1:Registry modules are pinned to an exact version; the registry protocol has no commit hash to pin.
-  source  = "terraform-aws-modules/eks-pod-identity/aws"
-  version = "2.9.0"
+################################################################################
+# Who may read the two database secrets: one IAM role per SecretStore, each
+# trusted by one Kubernetes service account only
+################################################################################
 
-  # With an existing role (var.external_secrets_iam_role_arn) the module creates nothing: that role is bound to
-  # the service account by the association below instead.
-  create = var.external_secrets_iam_role_arn == null
-
-  name = "${local.name}-eso"
-
-  attach_external_secrets_policy        = true
-  external_secrets_secrets_manager_arns = [aws_secretsmanager_secret.db_app.arn, module.db.db_instance_master_user_secret_arn]
-  external_secrets_kms_key_arns         = [aws_kms_key.rds.arn]
-  external_secrets_ssm_parameter_arns   = []
-  external_secrets_create_permission    = false
-
-  associations = {
-    this = {
-      cluster_name    = module.eks.cluster_name
-      namespace       = "external-secrets"
-      service_account = "external-secrets"
+# External Secrets Operator authenticates each SecretStore with the token of a
+# service account the store names (`auth.jwt.serviceAccountRef`, IAM roles for
+# service accounts): a SecretStore can only name service accounts of its own
+# namespace, and each role below trusts one namespace/name pair. The operator
+# itself gets no AWS identity, so a SecretStore without `auth` reads nothing.
+#   app:       the application's SecretStore; the application role's secret only.
+#   migration: the migration's SecretStore; the master user's secret (RDS's
+#              own) and the application role's (host, and the role it creates).
+locals {
+  secret_readers = {
+    app = {
+      service_account = var.db_secret_store_service_accounts.app
+      secret_arns     = [aws_secretsmanager_secret.db_app.arn]
+    }
+    migration = {
+      service_account = var.db_secret_store_service_accounts.migration
+      secret_arns     = [module.db.db_instance_master_user_secret_arn, aws_secretsmanager_secret.db_app.arn]
     }
   }
+  oidc_issuer = replace(module.eks.cluster_oidc_issuer_url, "https://", "")
+}
+
+data "aws_iam_policy_document" "secret_reader_trust" {
+  for_each = local.secret_readers
+
+  statement {
+    sid     = "OneServiceAccount"
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [module.eks.oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer}:sub"
+      values   = ["system:serviceaccount:${each.value.service_account.namespace}:${each.value.service_account.name}"]
+    }
+  }
+}
+
+# Named ARNs only: no ListSecrets, no BatchGetSecretValue, nothing on "*".
+data "aws_iam_policy_document" "secret_reader" {
+  for_each = local.secret_readers
+
+  statement {
+    sid       = "ReadTheNamedSecrets"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = each.value.secret_arns
+  }
+
+  statement {
+    sid       = "DecryptThemThroughSecretsManager"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.rds.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${var.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "secret_reader" {
+  for_each = local.secret_readers
+
+  name_prefix          = "${local.name}-${each.key}-secrets-"
+  description          = "${local.name}: the ${each.key} SecretStore (${each.value.service_account.namespace}/${each.value.service_account.name})"
+  assume_role_policy   = data.aws_iam_policy_document.secret_reader_trust[each.key].json
+  max_session_duration = 3600
 
   tags = local.tags
 }
 
-resource "aws_eks_pod_identity_association" "external_secrets_existing_role" {
-  count = var.external_secrets_iam_role_arn == null ? 0 : 1
+resource "aws_iam_role_policy" "secret_reader" {
+  for_each = local.secret_readers
 
-  cluster_name    = module.eks.cluster_name
-  namespace       = "external-secrets"
-  service_account = "external-secrets"
-  role_arn        = var.external_secrets_iam_role_arn
-
-  tags = local.tags
+  name   = "read-database-secrets"
+  role   = aws_iam_role.secret_reader[each.key].id
+  policy = data.aws_iam_policy_document.secret_reader[each.key].json
 }

@@ -62,8 +62,10 @@ module "eks" {
     }
   }
 
-  # Workload credentials come from EKS Pod Identity, so no OIDC provider for IRSA.
-  enable_irsa = false
+  # Controllers get their credentials from EKS Pod Identity. The IAM OIDC provider serves the two
+  # SecretStores (db-credentials.tf): each authenticates with its own service account's token, which Pod
+  # Identity cannot give a store that does not run as a pod.
+  enable_irsa = true
 
   addons = {
     vpc-cni = {
@@ -83,6 +85,15 @@ module "eks" {
     }
     coredns = {
       most_recent = true
+    }
+    # PersistentVolumes on EBS (storage.tf): the controller's service account gets its role through Pod
+    # Identity, created with the add-on.
+    aws-ebs-csi-driver = {
+      most_recent = true
+      pod_identity_association = [{
+        role_arn        = module.ebs_csi_pod_identity.iam_role_arn
+        service_account = "ebs-csi-controller-sa"
+      }]
     }
     # Resource metrics for the HorizontalPodAutoscaler of the Kubernetes manifests (EKS community add-on).
     metrics-server = {

@@ -67,22 +67,40 @@ output "db_app_secret_arn" {
   value       = aws_secretsmanager_secret.db_app.arn
 }
 
-output "external_secrets_role_arn" {
-  description = "IAM role External Secrets Operator receives through Pod Identity (service account external-secrets/external-secrets; created or given)."
-  value       = var.external_secrets_iam_role_arn == null ? module.external_secrets_pod_identity.iam_role_arn : var.external_secrets_iam_role_arn
+output "db_secret_store_role_arns" {
+  description = "IAM roles of the two SecretStores (app, migration): the eks.amazonaws.com/role-arn annotation of their service accounts."
+  value       = { for key, role in aws_iam_role.secret_reader : key => role.arn }
+}
+
+output "ebs_kms_key_arn" {
+  description = "ARN of the KMS key that encrypts the EBS volumes of PersistentVolumeClaims (the StorageClass's kmsKeyId)."
+  value       = aws_kms_key.ebs.arn
+}
+
+output "ebs_csi_role_arn" {
+  description = "IAM role the EBS CSI driver's controller (kube-system/ebs-csi-controller-sa) receives through Pod Identity."
+  value       = module.ebs_csi_pod_identity.iam_role_arn
+}
+
+output "cluster_autoscaler_role_arn" {
+  description = "IAM role the Cluster Autoscaler (kube-system/cluster-autoscaler) receives through Pod Identity."
+  value       = module.cluster_autoscaler_pod_identity.iam_role_arn
 }
 
 # Everything the EKS overlay needs from this configuration, in the format of
 # kube_config/overlays/eks/infrastructure.env (kustomize replacements read it):
 #   tofu -chdir=infrastructure output -raw eks_overlay_env > kube_config/overlays/eks/infrastructure.env
 output "eks_overlay_env" {
-  description = "Contents of kube_config/overlays/eks/infrastructure.env: region, certificate, secret ARNs, subnet CIDRs."
+  description = "Contents of kube_config/overlays/eks/infrastructure.env: region, certificate, secret ARNs, EBS key, subnet CIDRs."
   value = join("\n", concat(
     [
       "REGION=${var.region}",
       "CERTIFICATE_ARN=${var.alb_certificate_arn}",
       "DB_APP_SECRET_ARN=${aws_secretsmanager_secret.db_app.arn}",
       "DB_MASTER_SECRET_ARN=${module.db.db_instance_master_user_secret_arn}",
+      "EBS_KMS_KEY_ARN=${aws_kms_key.ebs.arn}",
+      "DB_APP_SECRET_STORE_ROLE_ARN=${aws_iam_role.secret_reader["app"].arn}",
+      "DB_MIGRATION_SECRET_STORE_ROLE_ARN=${aws_iam_role.secret_reader["migration"].arn}",
     ],
     [for i, cidr in module.vpc.public_subnets_cidr_blocks : "PUBLIC_SUBNET_CIDR_${i + 1}=${cidr}"],
     [for i, cidr in module.vpc.database_subnets_cidr_blocks : "DATABASE_SUBNET_CIDR_${i + 1}=${cidr}"],

@@ -92,9 +92,15 @@ variable "eks_unsupported_zone_ids" {
 }
 
 variable "one_nat_gateway_per_az" {
-  description = "Create one NAT gateway per availability zone (zone-resilient egress) instead of a single shared one."
+  description = "One NAT gateway per availability zone, so losing a zone stops only that zone's egress; false shares one NAT gateway (cheaper; for dev and staging, see docs/aws.md for the cost)."
   type        = bool
-  default     = false
+  default     = true
+}
+
+variable "vpc_interface_endpoints_enabled" {
+  description = "Create the interface endpoints of endpoints.tf (ECR api and dkr, STS, Secrets Manager, EKS Pod Identity) in every private subnet; the S3 gateway endpoint is always created (it has no hourly price)."
+  type        = bool
+  default     = true
 }
 
 ################################################################################
@@ -169,7 +175,7 @@ variable "node_min_size" {
 }
 
 variable "node_desired_size" {
-  description = "Initial number of nodes in the managed node group; later changes go through `aws eks update-nodegroup-config` or an autoscaler, not through this variable."
+  description = "Initial number of nodes in the managed node group; the Cluster Autoscaler changes it afterwards (the node group ignores later changes of this variable)."
   type        = number
   default     = 3
 
@@ -180,9 +186,9 @@ variable "node_desired_size" {
 }
 
 variable "node_max_size" {
-  description = "Maximum number of nodes in the managed node group."
+  description = "Maximum number of nodes in the managed node group, up to which the Cluster Autoscaler grows it: the API at its HPA maximum and the platform (python -m tools.capacity computes it; docs/aws.md)."
   type        = number
-  default     = 6
+  default     = 9
 
   validation {
     condition     = var.node_max_size >= 1 && var.node_max_size <= 100
@@ -398,13 +404,19 @@ variable "lb_controller_iam_role_arn" {
   }
 }
 
-variable "external_secrets_iam_role_arn" {
-  description = "Existing IAM role for External Secrets Operator (trusts pods.eks.amazonaws.com for sts:AssumeRole and sts:TagSession, may read the two database secrets and decrypt them with the RDS key); null creates one."
-  type        = string
-  default     = null
+variable "db_secret_store_service_accounts" {
+  description = "The Kubernetes service accounts (namespace and name) whose tokens the two SecretStores of kube_config/ authenticate with (`auth.jwt.serviceAccountRef`): app reads the application role's secret, migration also the master user's."
+  type = object({
+    app       = object({ namespace = string, name = string })
+    migration = object({ namespace = string, name = string })
+  })
+  default = {
+    app       = { namespace = "flask-api", name = "db-app-secret-store" }
+    migration = { namespace = "flask-api", name = "db-migration-secret-store" }
+  }
 
   validation {
-    condition     = var.external_secrets_iam_role_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$", var.external_secrets_iam_role_arn))
-    error_message = "Give an IAM role ARN, for example arn:aws:iam::123456789012:role/external-secrets, or null to create the role."
+    condition     = var.db_secret_store_service_accounts.app != var.db_secret_store_service_accounts.migration
+    error_message = "The two SecretStores need two service accounts: the application's must not read the master secret."
   }
 }

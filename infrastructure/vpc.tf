@@ -32,7 +32,8 @@ module "vpc" {
   enable_dns_hostnames = true
   enable_dns_support   = true
 
-  # One NAT gateway by default (cheaper); one per AZ keeps egress up when a zone fails.
+  # One NAT gateway per zone by default: a zone's loss stops only its own egress. A single shared one is
+  # cheaper and fits dev and staging (one_nat_gateway_per_az = false).
   enable_nat_gateway     = true
   single_nat_gateway     = !var.one_nat_gateway_per_az
   one_nat_gateway_per_az = var.one_nat_gateway_per_az

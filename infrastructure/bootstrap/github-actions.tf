@@ -2,9 +2,10 @@
 # GitHub Actions (.github/workflows/provision.yml) reaches AWS through OIDC:
 # no access key exists. Two roles, each trusted by one kind of job of this
 # repository only:
-#   plan:  pull_request jobs; reads the account and the state, holds the lock.
+#   plan:  pull_request jobs and pushes to main (the plan the apply job applies);
+#          reads what ../ manages (github-policies.tf) and the state, holds the lock.
 #   apply: jobs of the protected environment (deployments from main only);
-#          its permissions are chosen by the operator (github_apply_policy_arns).
+#          changes what ../ manages and nothing else (github-policies.tf).
 ################################################################################
 
 variable "github_repository" {
@@ -44,23 +45,14 @@ variable "github_oidc_provider_arn" {
   }
 }
 
-variable "github_apply_policy_arns" {
-  description = "Managed policies of the apply role: enough to create and change everything in ../ (VPC, EKS, RDS, KMS, IAM roles, logs)."
-  type        = list(string)
-
-  validation {
-    condition     = length(var.github_apply_policy_arns) > 0 && alltrue([for arn in var.github_apply_policy_arns : can(regex("^arn:aws[a-z-]*:iam::([0-9]{12}|aws):policy/.+$", arn))])
-    error_message = "Give at least one IAM policy ARN."
-  }
-}
-
 locals {
   github_oidc_host         = "token.actions.githubusercontent.com"
   github_oidc_provider_arn = var.github_oidc_provider_arn == null ? aws_iam_openid_connect_provider.github[0].arn : var.github_oidc_provider_arn
-  # The subject claim GitHub gives each kind of job: nothing else may assume the roles.
+  # The subject claims GitHub gives each kind of job: nothing else may assume the roles. Pushes to main
+  # plan too: the apply job applies that plan file, after the environment's reviewer has read it.
   github_subjects = {
-    plan  = "repo:${var.github_repository}:pull_request"
-    apply = "repo:${var.github_repository}:environment:${var.github_environment}"
+    plan  = ["repo:${var.github_repository}:pull_request", "repo:${var.github_repository}:ref:refs/heads/main"]
+    apply = ["repo:${var.github_repository}:environment:${var.github_environment}"]
   }
   # The state the workflow provisions: the environment of the same name as the protected GitHub environment
   # (one of var.environments, backend_config), and its lock file (use_lockfile = true).
@@ -97,7 +89,7 @@ data "aws_iam_policy_document" "github_trust" {
     condition {
       test     = "StringEquals"
       variable = "${local.github_oidc_host}:sub"
-      values   = [each.value]
+      values   = each.value
     }
   }
 }
@@ -116,17 +108,21 @@ resource "aws_iam_role" "github_apply" {
   max_session_duration = 3600
 }
 
-# plan refreshes every resource: read-only access to the account.
-resource "aws_iam_role_policy_attachment" "github_plan_read_only" {
+# plan refreshes every resource of ../: it reads them (github-policies.tf). apply refreshes too, then
+# changes them.
+resource "aws_iam_role_policy_attachment" "github_plan_read" {
   role       = aws_iam_role.github_plan.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/ReadOnlyAccess"
+  policy_arn = aws_iam_policy.github_read.arn
 }
 
-resource "aws_iam_role_policy_attachment" "github_apply" {
-  for_each = toset(var.github_apply_policy_arns)
-
+resource "aws_iam_role_policy_attachment" "github_apply_read" {
   role       = aws_iam_role.github_apply.name
-  policy_arn = each.value
+  policy_arn = aws_iam_policy.github_read.arn
+}
+
+resource "aws_iam_role_policy_attachment" "github_apply_write" {
+  role       = aws_iam_role.github_apply.name
+  policy_arn = aws_iam_policy.github_write.arn
 }
 
 # Both roles read the state; both take the lock file; only apply writes the state.

@@ -1,11 +1,15 @@
-"""The provisioning workflow (.github/workflows/provision.yml): plan on pull requests, apply from main only.
+"""The provisioning workflow (.github/workflows/provision.yml): plan on pull requests and main, apply from
+main only, and only the plan file the plan job wrote.
 
 Triggers, permissions, the protected environment, OIDC credentials, locking and concurrency are read from
-the workflow; the detectors of test_workflows.py (pins, checkout credentials, write scopes) run on it too.
+the workflow; the jobs' `if:` conditions are evaluated for the events that matter (a fork, a fresh copy
+without the roles, a configured repository); the detectors of test_workflows.py (pins, checkout credentials,
+write scopes) run on it too.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -15,7 +19,8 @@ from tests.infrastructure.test_invariants import BOOTSTRAP, INFRA, _labelled, _l
 
 PROVISION = WORKFLOW_DIR / "provision.yml"
 AWS_CREDENTIALS = "aws-actions/configure-aws-credentials"
-MAIN_PUSH_ONLY = "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+REPOSITORY = "octo-org/flask-api"
+PLAN_ROLE = "arn:aws:iam::123456789012:role/flask-api-github-plan"
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +34,33 @@ def credential_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 def scripts(job: dict[str, Any]) -> str:
     return "\n".join(run_script(step) for step in steps(job))
+
+
+def condition(job: dict[str, Any], context: dict[str, str]) -> bool:
+    """The value of a job's `if:` for these context values (a missing `vars.X` is '', as on GitHub)."""
+    expression = " ".join(str(job["if"]).split())
+    assert "${{" not in expression
+    python = re.sub(r"[a-z_]+(?:\.[A-Za-z0-9_-]+)+", lambda m: repr(context.get(m.group(0), "")), expression)
+    python = python.replace("&&", " and ").replace("||", " or ")
+    assert re.fullmatch(r"[\s'A-Za-z0-9_/:.=!()-]*", python), python
+    return bool(eval(python, {"__builtins__": {}}))  # noqa: S307 (a checked expression of literals)
+
+
+def push_to_main(**values: str) -> dict[str, str]:
+    return {
+        "github.event_name": "push",
+        "github.ref": "refs/heads/main",
+        "github.repository": REPOSITORY,
+    } | values
+
+
+def pull_request(head: str, **values: str) -> dict[str, str]:
+    return {
+        "github.event_name": "pull_request",
+        "github.ref": "refs/pull/7/merge",
+        "github.repository": REPOSITORY,
+        "github.event.pull_request.head.repo.full_name": head,
+    } | values
 
 
 def test_it_runs_on_pull_requests_and_on_pushes_to_main_that_touch_the_infrastructure(workflow):
@@ -49,26 +81,89 @@ def test_the_check_job_formats_and_validates_without_aws_access(workflow):
     assert "permissions" not in check  # the workflow's contents: read
 
 
-def test_plan_runs_on_pull_requests_only_and_publishes_the_plan(workflow):
+def test_the_check_job_verifies_or_writes_the_provider_lock_files_for_both_runner_platforms(workflow):
+    check = jobs(workflow)["check"]
+    script = scripts(check)
+    assert "providers lock -no-color -platform=linux_amd64 -platform=linux_arm64" in script
+    assert "infrastructure infrastructure/bootstrap" in script
+    assert 'git diff --exit-code -- "${lock_files[@]}"' in script
+    (upload,) = [step for step in steps(check) if uses_of(step, "actions/upload-artifact")]
+    assert "infrastructure/.terraform.lock.hcl" in upload["with"]["path"]
+    assert "infrastructure/bootstrap/.terraform.lock.hcl" in upload["with"]["path"]
+
+
+@pytest.mark.parametrize(
+    ("event", "plans", "applies"),
+    [
+        (
+            push_to_main(**{"vars.AWS_PLAN_ROLE_ARN": PLAN_ROLE, "needs.plan.outputs.changes": "true"}),
+            True,
+            True,
+        ),
+        (
+            push_to_main(**{"vars.AWS_PLAN_ROLE_ARN": PLAN_ROLE, "needs.plan.outputs.changes": "false"}),
+            True,
+            False,
+        ),
+        # A fork or a fresh copy: no roles configured, nothing to plan or apply with.
+        (push_to_main(**{"needs.plan.outputs.changes": "true"}), False, False),
+        (pull_request(REPOSITORY, **{"vars.AWS_PLAN_ROLE_ARN": PLAN_ROLE}), True, False),
+        (pull_request("someone/flask-api", **{"vars.AWS_PLAN_ROLE_ARN": PLAN_ROLE}), False, False),
+        (pull_request(REPOSITORY), False, False),
+        (
+            push_to_main(**{"github.ref": "refs/heads/feature", "vars.AWS_PLAN_ROLE_ARN": PLAN_ROLE}),
+            False,
+            False,
+        ),
+    ],
+    ids=[
+        "main-with-changes",
+        "main-without-changes",
+        "fresh-fork-main",
+        "pull-request",
+        "pull-request-from-a-fork",
+        "pull-request-without-roles",
+        "other-branch",
+    ],
+)
+def test_which_events_plan_and_apply(workflow, event, plans, applies):
+    assert condition(jobs(workflow)["plan"], event) is plans
+    assert condition(jobs(workflow)["apply"], event) is applies
+
+
+def test_plan_writes_a_plan_file_publishes_its_text_and_on_main_the_file(workflow):
     plan = jobs(workflow)["plan"]
-    same_repository = "github.event.pull_request.head.repo.full_name == github.repository"
-    assert plan["if"] == f"github.event_name == 'pull_request' && {same_repository}"
     assert plan["needs"] == "check"
     assert "environment" not in plan
-    assert "plan -no-color -lock-timeout=10m -out=tfplan" in scripts(plan)
-    assert "apply" not in scripts(plan)
+    assert "plan -no-color -lock-timeout=10m -detailed-exitcode -out=tfplan" in scripts(plan)
+    assert " apply " not in f" {scripts(plan)} "
     assert "$GITHUB_STEP_SUMMARY" in scripts(plan)
-    (upload,) = [step for step in steps(plan) if uses_of(step, "actions/upload-artifact")]
-    assert upload["with"]["path"] == "plan.txt"
+    assert plan["outputs"] == {
+        "changes": "${{ steps.plan.outputs.changes }}",
+        "plan-sha256": "${{ steps.plan.outputs.sha256 }}",
+    }
+    uploads = {step["with"]["name"]: step for step in steps(plan) if uses_of(step, "actions/upload-artifact")}
+    assert uploads["tofu-plan"]["with"]["path"] == "plan.txt"
+    binary = uploads["tofu-plan-binary"]
+    assert binary["with"]["path"] == "infrastructure/tfplan"
+    assert binary["if"] == "github.event_name == 'push'"
 
 
-def test_apply_runs_only_from_main_in_the_protected_environment_one_at_a_time(workflow):
+def test_apply_applies_the_downloaded_plan_file_and_never_plans_again(workflow):
     apply = jobs(workflow)["apply"]
-    assert apply["if"] == MAIN_PUSH_ONLY
     assert apply["environment"] == "production"
-    assert apply["needs"] == "check"
+    assert apply["needs"] == "plan"
     assert apply["concurrency"] == {"group": "provision-apply-production", "cancel-in-progress": False}
-    assert "apply -no-color -lock-timeout=10m tfplan" in scripts(apply)
+    (download,) = [step for step in steps(apply) if uses_of(step, "actions/download-artifact")]
+    assert download["with"] == {"name": "tofu-plan-binary", "path": "infrastructure"}
+    names = [step.get("name", step.get("uses")) for step in steps(apply)]
+    script = scripts(apply)
+    assert 'echo "$PLAN_SHA256  infrastructure/tfplan" | sha256sum --check --strict' in script
+    (checked,) = [step for step in steps(apply) if "sha256sum --check" in run_script(step)]
+    assert checked["env"]["PLAN_SHA256"] == "${{ needs.plan.outputs.plan-sha256 }}"
+    assert names.index(checked["name"]) > names.index(download["uses"])
+    assert "apply -no-color -lock-timeout=10m tfplan" in script
+    assert not re.search(r"tofu\b.*\bplan\b", script), "the apply job must not write a plan of its own"
 
 
 def test_only_the_apply_job_can_apply(workflow):
@@ -76,7 +171,7 @@ def test_only_the_apply_job_can_apply(workflow):
     assert applying == ["apply"]
 
 
-def test_no_run_is_ever_cancelled(workflow):
+def test_a_started_run_is_never_cancelled(workflow):
     assert workflow["concurrency"]["cancel-in-progress"] is False
     assert workflow["concurrency"]["group"] == "provision-${{ github.ref }}"
 

@@ -1,5 +1,4 @@
-"""Existing IAM roles instead of created ones: the cluster, node group and controller (load balancer, External
-Secrets) roles.
+"""Existing IAM roles instead of created ones: the cluster, node group and load balancer controller roles.
 
 Each input defaults to null (the role is created) and takes an IAM role ARN (the role is reused). The wiring
 is read from the parsed HCL and evaluated here for both cases; the few expression shapes it may use are
@@ -18,21 +17,14 @@ from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder,
 CLUSTER_ROLE = "arn:aws:iam::123456789012:role/eks-cluster"
 NODE_ROLE = "arn:aws:iam::123456789012:role/platform/eks-nodes"
 LBC_ROLE = "arn:aws-us-gov:iam::123456789012:role/aws-lbc"
-ESO_ROLE = "arn:aws:iam::123456789012:role/external-secrets"
 INPUTS = (
     "cluster_iam_role_arn",
     "node_iam_role_arn",
     "lb_controller_iam_role_arn",
-    "external_secrets_iam_role_arn",
 )
 # The controllers whose role a Pod Identity association binds: module, association, output, service account.
 CONTROLLERS = {
     "lb_controller": ("lb_controller_pod_identity", "lb_controller_existing_role", "lb_controller_role_arn"),
-    "external_secrets": (
-        "external_secrets_pod_identity",
-        "external_secrets_existing_role",
-        "external_secrets_role_arn",
-    ),
 }
 
 
@@ -110,10 +102,6 @@ def test_every_role_is_created_by_default(root):
         "lb_controller associations of the given role": 0,
         "lb_controller association role": None,
         "lb_controller role output": "module.lb_controller_pod_identity.iam_role_arn",
-        "external_secrets module creates its role": True,
-        "external_secrets associations of the given role": 0,
-        "external_secrets association role": None,
-        "external_secrets role output": "module.external_secrets_pod_identity.iam_role_arn",
     }
 
 
@@ -122,7 +110,6 @@ def test_given_roles_are_used_and_none_is_created(root):
         "cluster_iam_role_arn": CLUSTER_ROLE,
         "node_iam_role_arn": NODE_ROLE,
         "lb_controller_iam_role_arn": LBC_ROLE,
-        "external_secrets_iam_role_arn": ESO_ROLE,
     }
     assert wiring(root, values) == {
         "cluster creates its role": False,
@@ -133,10 +120,6 @@ def test_given_roles_are_used_and_none_is_created(root):
         "lb_controller associations of the given role": 1,
         "lb_controller association role": "arn:aws-us-gov:iam::123456789012:role/aws-lbc",
         "lb_controller role output": "arn:aws-us-gov:iam::123456789012:role/aws-lbc",
-        "external_secrets module creates its role": False,
-        "external_secrets associations of the given role": 1,
-        "external_secrets association role": "arn:aws:iam::123456789012:role/external-secrets",
-        "external_secrets role output": "arn:aws:iam::123456789012:role/external-secrets",
     }
 
 
@@ -144,7 +127,6 @@ def test_given_roles_are_used_and_none_is_created(root):
     ("existing", "service_account"),
     [
         ("lb_controller_existing_role", ("kube-system", "aws-load-balancer-controller")),
-        ("external_secrets_existing_role", ("external-secrets", "external-secrets")),
     ],
 )
 def test_a_given_controller_role_is_bound_to_the_service_account_of_its_controller(

@@ -255,6 +255,9 @@ def _ingress_sources(config: dict[str, list[Any]]) -> Iterator[tuple[str, list[s
                     f"module.eks.{name}.{rule_name}",
                     _cidrs(rule.get("cidr_blocks")) + _cidrs(rule.get("ipv6_cidr_blocks")),
                 )
+    for rule_name, rule in (modules.get("vpc_endpoints", {}).get("security_group_rules") or {}).items():
+        if rule.get("type", "ingress") == "ingress":
+            yield f"module.vpc_endpoints.security_group_rules.{rule_name}", _cidrs(rule.get("cidr_blocks"))
     for rule in modules["vpc"].get("default_security_group_ingress") or []:
         yield "module.vpc.default_security_group_ingress", _cidrs(rule.get("cidr_blocks"))
 
@@ -342,12 +345,58 @@ def test_zone_ids_that_eks_refuses_are_excluded_by_default(variables) -> None:
     assert "-az[0-9]+" in conditions
 
 
-def test_one_nat_gateway_by_default_and_one_per_zone_by_variable(root, variables) -> None:
+def test_one_nat_gateway_per_zone_by_default_and_a_shared_one_by_variable(root, variables) -> None:
+    # A zone's loss must not stop the egress of the other two (image pulls, AWS APIs without an endpoint).
     vpc = _labelled(root, "module")["vpc"]
     assert vpc["enable_nat_gateway"] is True
     assert vpc["single_nat_gateway"] == "${!var.one_nat_gateway_per_az}"
     assert vpc["one_nat_gateway_per_az"] == "${var.one_nat_gateway_per_az}"
-    assert variables["one_nat_gateway_per_az"]["default"] is False
+    assert variables["one_nat_gateway_per_az"]["default"] is True
+
+
+def test_vpc_endpoints_keep_image_pulls_credentials_and_secrets_inside_the_vpc(root, variables) -> None:
+    modules = _labelled(root, "module")
+    endpoints = modules["vpc_endpoints"]
+    assert endpoints["source"] == "terraform-aws-modules/vpc/aws//modules/vpc-endpoints"
+    assert endpoints["version"] == modules["vpc"]["version"]
+    interface = {k: v for block in root["locals"] for k, v in block.items()}["interface_endpoint_services"]
+    assert {"ecr.api", "ecr.dkr", "sts", "secretsmanager", "eks-auth"} <= set(interface)
+    text = endpoints["endpoints"]
+    # One interface endpoint per service, answering on the service's own name (private DNS), in the private
+    # subnets; S3 (ECR's layers) as a gateway on the private route tables.
+    assert "for service in local.interface_endpoint_services" in text
+    assert re.search(r"service_type\s*=\s*\"Interface\"", text)
+    assert re.search(r"private_dns_enabled\s*=\s*true", text)
+    assert re.search(r'service\s*=\s*"s3"', text)
+    assert re.search(r'service_type\s*=\s*"Gateway"', text)
+    assert "route_table_ids = module.vpc.private_route_table_ids" in re.sub(r"\s+", " ", text)
+    assert endpoints["subnet_ids"] == "${module.vpc.private_subnets}"
+    assert variables["vpc_interface_endpoints_enabled"]["default"] is True
+
+
+def test_the_rotation_function_reaches_secrets_manager_through_its_endpoint_not_the_internet(root) -> None:
+    endpoint = _resource(
+        root, "aws_vpc_security_group_egress_rule", "db_rotation_to_secrets_manager_endpoint"
+    )
+    assert endpoint["referenced_security_group_id"] == "${module.vpc_endpoints.security_group_id}"
+    assert (endpoint["ip_protocol"], endpoint["from_port"], endpoint["to_port"]) == ("tcp", 443, 443)
+    assert endpoint["count"] == "${var.vpc_interface_endpoints_enabled ? 1 : 0}"
+    internet = _resource(root, "aws_vpc_security_group_egress_rule", "db_rotation_to_secrets_manager")
+    assert internet["cidr_ipv4"] == "0.0.0.0/0"
+    assert internet["count"] == "${var.vpc_interface_endpoints_enabled ? 0 : 1}"
+
+
+def test_interface_endpoints_accept_https_from_the_vpc_only(root) -> None:
+    endpoints = _labelled(root, "module")["vpc_endpoints"]
+    assert endpoints["create_security_group"] == "${var.vpc_interface_endpoints_enabled}"
+    (rule,) = endpoints["security_group_rules"].values()
+    assert (rule["type"], rule["protocol"], rule["from_port"], rule["to_port"]) == (
+        "ingress",
+        "tcp",
+        443,
+        443,
+    )
+    assert rule["cidr_blocks"] == ["${module.vpc.vpc_cidr_block}"]
 
 
 def test_vpc_flow_logs_are_on(root) -> None:
@@ -382,6 +431,35 @@ def test_lb_controller_role_is_bound_to_its_service_account_through_pod_identity
         "kube-system",
         "aws-load-balancer-controller",
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Persistent volumes
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_the_ebs_csi_driver_add_on_runs_with_its_own_role_through_pod_identity(root) -> None:
+    # EKS >= 1.30 has no default StorageClass and no in-tree EBS provisioner: without the driver every
+    # PersistentVolumeClaim stays Pending.
+    addon = _labelled(root, "module")["eks"]["addons"]["aws-ebs-csi-driver"]
+    assert addon["pod_identity_association"] == [
+        {
+            "role_arn": "${module.ebs_csi_pod_identity.iam_role_arn}",
+            "service_account": "ebs-csi-controller-sa",
+        }
+    ]
+    identity = _labelled(root, "module")["ebs_csi_pod_identity"]
+    assert identity["source"] == "terraform-aws-modules/eks-pod-identity/aws"
+    assert identity["attach_aws_ebs_csi_policy"] is True
+    assert "associations" not in identity, "the add-on creates the association; a second one would conflict"
+
+
+def test_ebs_volumes_are_encrypted_with_an_owned_rotating_key_the_driver_may_use(root) -> None:
+    identity = _labelled(root, "module")["ebs_csi_pod_identity"]
+    assert identity["aws_ebs_csi_kms_arns"] == ["${aws_kms_key.ebs.arn}"]
+    assert _resource(root, "aws_kms_key", "ebs")["enable_key_rotation"] is True
+    # The StorageClass in kube_config/ reads the key from infrastructure.env.
+    assert "EBS_KMS_KEY_ARN=${aws_kms_key.ebs.arn}" in _labelled(root, "output")["eks_overlay_env"]["value"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -443,6 +521,7 @@ def test_outputs_read_by_the_eks_overlay_exist(root) -> None:
         "vpc_cidr",
         "vpc_id",
         "lb_controller_role_arn",
+        "db_secret_store_role_arns",
         "kubeconfig_command",
         "eks_overlay_env",
     }
@@ -496,16 +575,83 @@ def test_the_app_role_secret_rotates_and_keeps_its_first_password_out_of_the_sta
     assert variables["db_app_username"]["default"] != variables["db_username"]["default"]
 
 
-def test_external_secrets_reads_only_the_two_database_secrets(root) -> None:
-    eso = _labelled(root, "module")["external_secrets_pod_identity"]
-    assert eso["source"] == "terraform-aws-modules/eks-pod-identity/aws"
-    assert eso["external_secrets_secrets_manager_arns"] == [
-        "${aws_secretsmanager_secret.db_app.arn}",
-        "${module.db.db_instance_master_user_secret_arn}",
+def test_the_app_role_secret_is_seeded_once_and_its_comments_do_not_say_otherwise(root) -> None:
+    version = _resource(root, "aws_secretsmanager_secret_version", "db_app")
+    assert version["lifecycle"][0]["ignore_changes"] == ["secret_string_wo_version"]
+    text = (INFRA / "db-credentials.tf").read_text()
+    block = text[text.index('resource "aws_secretsmanager_secret_version" "db_app"') :]
+    block = block[: block.index("\n}\n")]
+    comments = " ".join(line.strip() for line in block.splitlines() if line.strip().startswith("#")).lower()
+    # ignore_changes makes a raised secret_string_wo_version a no-op: no comment may suggest bumping it.
+    assert not re.search(r"\bbump", comments), comments
+    assert "ignore_changes" in comments, comments
+    assert "rotate-secret" in comments, comments
+
+
+def _policy_documents(config: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: body for kind, name, body in _resources(config, "data") if kind == "aws_iam_policy_document"
+    }
+
+
+def test_no_identity_lists_or_batch_reads_secrets_and_every_secret_read_names_its_arns(root) -> None:
+    # The module's External Secrets policy grants ListSecrets and BatchGetSecretValue on "*".
+    modules = _labelled(root, "module")
+    assert not any(body.get("attach_external_secrets_policy") for body in modules.values())
+    statements = [s for body in _policy_documents(root).values() for s in body.get("statement", [])]
+    actions = {a for s in statements for a in s["actions"]}
+    assert (
+        not {"secretsmanager:ListSecrets", "secretsmanager:BatchGetSecretValue", "secretsmanager:*"} & actions
+    )
+    reads = [s for s in statements if "secretsmanager:GetSecretValue" in s["actions"]]
+    assert reads
+    for statement in reads:
+        assert "*" not in str(statement["resources"]), statement["resources"]
+
+
+def test_each_secret_store_has_its_own_role_and_only_the_migrations_reads_the_master_secret(root) -> None:
+    readers = {k: v for block in root["locals"] for k, v in block.items()}["secret_readers"]
+    assert set(readers) == {"app", "migration"}
+    assert readers["app"]["secret_arns"] == ["${aws_secretsmanager_secret.db_app.arn}"]
+    assert "${module.db.db_instance_master_user_secret_arn}" in readers["migration"]["secret_arns"]
+    assert readers["app"]["service_account"] == "${var.db_secret_store_service_accounts.app}"
+    assert readers["migration"]["service_account"] == "${var.db_secret_store_service_accounts.migration}"
+    accounts = _labelled(root, "variable")["db_secret_store_service_accounts"]
+    assert accounts["default"]["app"] != accounts["default"]["migration"]
+    role = _resource(root, "aws_iam_role", "secret_reader")
+    assert role["for_each"] == "${local.secret_readers}"
+    assert role["assume_role_policy"] == "${data.aws_iam_policy_document.secret_reader_trust[each.key].json}"
+
+
+def test_a_secret_store_role_trusts_one_service_account_token_for_sts(root) -> None:
+    (statement,) = _policy_documents(root)["secret_reader_trust"]["statement"]
+    assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+    assert statement["principals"] == [
+        {"type": "Federated", "identifiers": ["${module.eks.oidc_provider_arn}"]}
     ]
-    assert eso["external_secrets_ssm_parameter_arns"] == []
-    assert eso["external_secrets_create_permission"] is False
-    assert eso["associations"]["this"]["namespace"] == "external-secrets"
+    conditions = {c["variable"]: (c["test"], c["values"]) for c in statement["condition"]}
+    assert conditions == {
+        "${local.oidc_issuer}:aud": ("StringEquals", ["sts.amazonaws.com"]),
+        "${local.oidc_issuer}:sub": (
+            "StringEquals",
+            [
+                "system:serviceaccount:${each.value.service_account.namespace}:"
+                "${each.value.service_account.name}"
+            ],
+        ),
+    }
+    assert _labelled(root, "module")["eks"]["enable_irsa"] is True
+
+
+def test_secret_store_roles_decrypt_with_the_rds_key_through_secrets_manager_only(root) -> None:
+    statements = _policy_documents(root)["secret_reader"]["statement"]
+    (decrypt,) = [s for s in statements if "kms:Decrypt" in s["actions"]]
+    assert decrypt["resources"] == ["${aws_kms_key.rds.arn}"]
+    (condition,) = decrypt["condition"]
+    assert (condition["variable"], condition["values"]) == (
+        "kms:ViaService",
+        ["secretsmanager.${var.region}.amazonaws.com"],
+    )
 
 
 def test_every_checkov_skip_names_a_check_and_gives_a_reason() -> None:

@@ -1,0 +1,74 @@
+"""The node group holds the prod overlay at its HPA maximums, and a Cluster Autoscaler gets it there.
+
+tools/capacity.py renders kube_config/overlays/prod with kubectl kustomize and sums the requests at each
+HorizontalPodAutoscaler's maxReplicas; these tests hold the node group's maximum to that figure and
+docs/aws.md to the sentence the tool prints.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder
+from tools import capacity
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the overlay")
+
+
+@pytest.fixture(scope="module")
+def root():
+    return _load_folder(INFRA)
+
+
+@pytest.fixture(scope="module")
+def prod(root):
+    defaults = _labelled(root, "variable")
+    instance_type = defaults["node_instance_types"]["default"][0]
+    return capacity.capacity(instance_type, platform_nodes=defaults["node_min_size"]["default"])
+
+
+def test_a_pod_requests_the_larger_of_its_containers_and_its_largest_init_container():
+    spec = {
+        "initContainers": [{"resources": {"requests": {"cpu": "1", "memory": "64Mi"}}}],
+        "containers": [
+            {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}}},
+            {"resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}},
+        ],
+    }
+    assert capacity.pod_requests(spec) == (1000, 1152)
+
+
+def test_an_m7i_large_node_offers_its_allocatable_less_the_daemonsets():
+    # 2000m - 70m kube-reserved; 8192Mi - (255 + 11 x 29)Mi kube-reserved - 100Mi eviction.
+    assert capacity.node_allocatable("m7i.large") == (1930, 7518)
+
+
+def test_the_api_counts_at_its_hpa_maximum_spread_over_the_zones(prod):
+    (api,) = [w for w in prod.workloads if w.name == "flask-api"]
+    assert (api.replicas, api.cpu_m, api.memory_mi, api.zone_spread) == (12, 500, 384, True)
+    # 3 pods of 500m per node, 4 pods per zone: 2 nodes in each of 3 zones.
+    assert prod.workload_nodes == 6
+
+
+def test_the_node_group_maximum_holds_the_prod_overlay_at_its_hpa_maximums(root, prod):
+    variables = _labelled(root, "variable")
+    group = _labelled(root, "module")["eks"]["eks_managed_node_groups"]["default"]
+    assert group["max_size"] == "${var.node_max_size}"
+    assert variables["node_max_size"]["default"] >= prod.nodes == 9
+
+
+def test_a_cluster_autoscaler_may_resize_this_clusters_node_group_through_pod_identity(root):
+    identity = _labelled(root, "module")["cluster_autoscaler_pod_identity"]
+    assert identity["attach_cluster_autoscaler_policy"] is True
+    assert identity["cluster_autoscaler_cluster_names"] == ["${module.eks.cluster_name}"]
+    association = identity["associations"]["this"]
+    assert (association["namespace"], association["service_account"]) == ("kube-system", "cluster-autoscaler")
+    assert association["cluster_name"] == "${module.eks.cluster_name}"
+
+
+def test_docs_state_the_figures_the_tool_computes(prod):
+    page = re.sub(r"\s+", " ", (INFRA.parent / "docs" / "aws.md").read_text())
+    assert capacity.summary(prod) in page
