@@ -20,8 +20,12 @@ from src.serving import GunicornEnv, JsonLogger
 @pytest.mark.parametrize(
     ("environ", "read", "message"),
     [
-        ({"PORT": "abc"}, lambda env: env.integer("PORT", 8888, minimum=1), "PORT must be an integer, got 'abc'"),
-        ({"PORT": "0"}, lambda env: env.integer("PORT", 8888, minimum=1), "PORT must be >= 1, got 0"),
+        (
+            {"PORT": "abc"},
+            lambda env: env.integer("PORT", 1, minimum=1),
+            "PORT must be an integer, got 'abc'",
+        ),
+        ({"PORT": "0"}, lambda env: env.integer("PORT", 1, minimum=1), "PORT must be >= 1, got 0"),
         (
             {"GUNICORN_PRELOAD": "maybe"},
             lambda env: env.flag("GUNICORN_PRELOAD", default=False),
