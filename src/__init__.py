@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import errors, routes, security
+from . import cli, errors, routes, security
 from .config import ConfigError, Settings, load_env_file
 from .routes import health
 from .routes.waits import place_routes
@@ -71,6 +71,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     observability.init_app(app)
     security.init_app(app, settings, store)
     routes.init_app(app)
+    cli.init_app(app)
     place_routes(app)  # last: every route, /metrics included, is registered
     return app
 
