@@ -89,7 +89,12 @@ def test_a_user_disabled_by_the_command_is_refused_by_every_worker_at_once(serve
     assert listed.stdout.splitlines()[1:] == ["     1  disabled  alice"]
 
 
-def test_config_check_in_a_process_of_its_own_exits_4_with_one_line(store_env):
+def test_config_check_in_a_process_of_its_own_masks_secrets_and_exits_4_on_a_bad_setting(store_env):
+    valid = flask_command(store_env, "config", "check")
+    assert valid.returncode == 0, valid.stderr
+    assert "SECRET_KEY=set" in valid.stdout.splitlines()
+    assert store_env["SECRET_KEY"] not in valid.stdout + valid.stderr
+
     result = flask_command({**store_env, "DATABASE_POOL_MAX": "0"}, "config", "check")
 
     assert result.returncode == 4
