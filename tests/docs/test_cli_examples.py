@@ -34,7 +34,8 @@ def test_the_cli_walk_through_runs_as_written(tmp_path):
 
 
 def test_a_cli_example_whose_output_changed_fails_the_check(tmp_path):
-    examples = [Example(7, "flask --app src users list", "    id  status    username\n     1  active    alice")]
+    shown = "    id  status    username\n     1  active    alice"
+    examples = [Example(7, "flask --app src users list", shown)]
 
     problems = run_examples(examples, "", source="docs/cli.md", cwd=REPO, env=environment(tmp_path))
 
