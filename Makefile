@@ -52,9 +52,10 @@ test: lint ## Lint, then every test not marked system (needs python3 only), cove
 	$(BIN)/python -m pytest -m "not system" --cov --cov-report=term-missing --cov-report=json:build/coverage.json \
 		--junitxml=build/junit.xml --ignore=tests/alerting tests
 
-lint: $(DEV_STAMP) ## ruff check and ruff format --check
+lint: $(DEV_STAMP) ## ruff check, ruff format --check and mypy over src/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 fmt: $(DEV_STAMP) ## Fix what ruff can fix and format the code
 	$(BIN)/ruff check --fix .
@@ -154,5 +155,5 @@ ci: ## Everything CI runs (as root, like CI: CI=true bash .ci/run)
 	CI=true bash .ci/run
 
 clean: ## Remove the virtualenv and caches (keeps data.json and its key)
-	rm -rf .venv .venv-3.* $(VENV) $(SCANNERS_VENV) .pytest_cache .ruff_cache htmlcov .coverage .coverage.* coverage.xml
+	rm -rf .venv .venv-3.* $(VENV) $(SCANNERS_VENV) .pytest_cache .ruff_cache .mypy_cache htmlcov .coverage .coverage.* coverage.xml
 	find . -path './.venv*' -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -53,7 +53,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     settings = _settings(config)
     app = Flask(__name__, static_folder=None)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_content_length)
-    app.json.sort_keys = False  # keep the documented field order, and skip the sort on every response
+    app.json.sort_keys = False  # type: ignore[attr-defined] # keep the documented field order, and skip the sort on every response
 
     store = store_from_settings(settings)
     app.extensions["user_store"] = store

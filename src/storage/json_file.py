@@ -216,7 +216,7 @@ class _Users:
         name_hashes, name_rows = array("q", [hashes[i] for i in order]), array("I", order)
         return cls(
             signature=signature,
-            raw=raw,
+            raw=raw,  # type: ignore[arg-type] # encoded above when it was None
             next_id=next_id,
             starts=starts,
             ids=id_keys,
@@ -414,7 +414,7 @@ def _parse_users(raw: bytes, signature: Signature) -> _Users:
     entries = doc.get("users")
     columns = _check_entries(entries, next_id)
     # Objects with exactly the three keys nest nothing, so the file's own bytes can be indexed as they are.
-    exact = all(len(entry) == 3 for entry in entries)
+    exact = all(len(entry) == 3 for entry in entries)  # type: ignore[union-attr] # a list: checked above
     del doc, entries  # the decoded tree is garbage before the index is built: its memory is reused, not kept
     return _Users.from_columns(columns, next_id, store_id, signature, raw if exact else None)
 

@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -179,7 +179,7 @@ def _secrets_of(url: str) -> list[str]:
     return sorted({password, unquote(password)}, key=len, reverse=True)
 
 
-def password_kwargs(password_file: str | None) -> dict[str, str]:
+def password_kwargs(password_file: str | None) -> dict[str, Any]:
     """``{"password": ...}`` read from ``password_file`` now (nothing without a file).
 
     A file that cannot be read counts as a connection failure, so it maps to StoreUnavailable like one.
