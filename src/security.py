@@ -300,26 +300,7 @@ class AccessTokens:
             if now >= known[3]:
                 return known[0], known[1], known[2]
             raise Unauthorized("The bearer token is invalid.")  # not valid yet: PyJWT says the same
-        try:
-            kid = jwt.get_unverified_header(token).get("kid")  # PyJWT has checked that it is a string
-        except jwt.InvalidTokenError:
-            raise Unauthorized("The bearer token is invalid.") from None
-        # No kid, or one of a key this service no longer has (removed after a rotation): refused.
-        key = self.keys.get(kid) if kid is not None else None
-        if key is None:
-            raise Unauthorized("The bearer token is invalid.")
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[self.ALGORITHM],
-                options={"require": ["exp", "iat", "sub"]},
-                leeway=self.LEEWAY_SECONDS,
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("The bearer token has expired.") from None
-        except jwt.InvalidTokenError:
-            raise Unauthorized("The bearer token is invalid.") from None
+        claims = self._decode(token)
         subject = claims["sub"]  # PyJWT has checked that it is a string
         session_id = claims.get("sess")
         if (
@@ -343,6 +324,35 @@ class AccessTokens:
                 del self._verified[next(iter(self._verified))]
             self._verified[token] = verified
         return verified[0], verified[1], verified[2]
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        """The claims of ``token`` once its signature, by the key its ``kid`` names, and its times are valid.
+
+        Tried with the current key first, then the previous one: one parse for the tokens of the current key
+        (reading the header first would cost a second one), and the ``kid`` checked against the key whose
+        signature held, so that a token with no kid or another key's kid is refused whatever signed it.
+        """
+        for kid, key in self.keys.items():
+            try:
+                decoded = jwt.decode_complete(
+                    token,
+                    key,
+                    algorithms=[self.ALGORITHM],
+                    options={"require": ["exp", "iat", "sub"]},
+                    leeway=self.LEEWAY_SECONDS,
+                )
+            except jwt.InvalidSignatureError:
+                continue  # not this key: try the previous one
+            except jwt.ExpiredSignatureError:
+                raise Unauthorized("The bearer token has expired.") from None
+            except jwt.InvalidTokenError:
+                raise Unauthorized("The bearer token is invalid.") from None
+            if decoded["header"].get("kid") != kid:
+                break
+            return decoded["payload"]
+        # Signed by no key of this service (a removed one after a rotation, or a forgery), or a kid that is
+        # not its signer's.
+        raise Unauthorized("The bearer token is invalid.")
 
     def user_from(self, authorization: str | None) -> User:
         """The user named by a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise."""
