@@ -1,6 +1,8 @@
 """The operator commands as an operator runs them, ``flask --app src ...`` in a process of its own, next to a
 real ``gunicorn -w 2`` on the same store (JSON file or PostgreSQL): what they change is seen by every worker
-at once. Requests go to 127.0.0.1 only, in bounded numbers."""
+at once, and a key rotation (the key from ``keys rotate``, a restart with SECRET_KEY_PREVIOUS, then one
+without it) signs nobody out until the old key is removed. Requests go to 127.0.0.1 only, in bounded
+numbers."""
 
 from __future__ import annotations
 
@@ -100,3 +102,33 @@ def test_config_check_in_a_process_of_its_own_masks_secrets_and_exits_4_on_a_bad
     assert result.returncode == 4
     assert result.stderr == "Invalid configuration: DATABASE_POOL_MAX must be >= 1, got 0\n"
     assert result.stdout == ""
+
+
+# ------------------------------------------------------------------------------------------------ keys
+
+
+def hello(url: str, token: str) -> requests.Response:
+    return requests.get(f"{url}/hello", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def test_a_rotation_keeps_tokens_of_the_old_key_until_the_key_is_removed(store_env, gunicorn_server):
+    old_key = store_env["SECRET_KEY"]
+    body = {"username": "alice", "password": PASSWORD}
+    before = gunicorn_server(store_env, workers=2)
+    assert requests.post(f"{before.url}/register", json=body, timeout=60).status_code == 201
+    token = requests.post(f"{before.url}/authenticate", json=body, timeout=60).json()["access_token"]
+    rotate = flask_command(store_env, "keys", "rotate")
+    assert rotate.returncode == 0, rotate.stderr
+    new_key = rotate.stdout.strip()
+    before.close()
+
+    rotated = gunicorn_server({**store_env, "SECRET_KEY": new_key, "SECRET_KEY_PREVIOUS": old_key}, workers=2)
+    for _ in range(4):  # each worker
+        assert hello(rotated.url, token).json() == {"message": "Hello Alice"}
+    new_token = requests.post(f"{rotated.url}/authenticate", json=body, timeout=60).json()["access_token"]
+    rotated.close()
+
+    after = gunicorn_server({**store_env, "SECRET_KEY": new_key}, workers=2)
+    for _ in range(4):
+        assert_refused(hello(after.url, token))
+        assert hello(after.url, new_token).status_code == 200
