@@ -55,9 +55,10 @@ test: lint ## Lint, then every test not marked system (needs python3 only), cove
 	@# status): coverage itself gates, on the data pytest just wrote.
 	$(BIN)/python -m coverage report --format=total
 
-lint: $(DEV_STAMP) ## ruff check and ruff format --check
+lint: $(DEV_STAMP) ## ruff check, ruff format --check and mypy over src/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 fmt: $(DEV_STAMP) ## Fix what ruff can fix and format the code
 	$(BIN)/ruff check --fix .
@@ -157,5 +158,5 @@ ci: ## Everything CI runs (as root, like CI: CI=true bash .ci/run)
 	CI=true bash .ci/run
 
 clean: ## Remove the virtualenv and caches (keeps data.json and its key)
-	rm -rf .venv .venv-3.* $(VENV) $(SCANNERS_VENV) .pytest_cache .ruff_cache htmlcov .coverage .coverage.* coverage.xml
+	rm -rf .venv .venv-3.* $(VENV) $(SCANNERS_VENV) .pytest_cache .ruff_cache .mypy_cache htmlcov .coverage .coverage.* coverage.xml
 	find . -path './.venv*' -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import errors, routes, security
+from . import cli, errors, routes, security
 from .config import ConfigError, Settings, load_env_file
 from .routes import health
 from .routes.waits import place_routes
@@ -53,7 +53,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     settings = _settings(config)
     app = Flask(__name__, static_folder=None)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_content_length)
-    app.json.sort_keys = False  # keep the documented field order, and skip the sort on every response
+    app.json.sort_keys = False  # type: ignore[attr-defined] # keep the documented field order, and skip the sort on every response
 
     store = store_from_settings(settings)
     app.extensions["user_store"] = store
@@ -71,6 +71,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     observability.init_app(app)
     security.init_app(app, settings, store)
     routes.init_app(app)
+    cli.init_app(app)
     place_routes(app)  # last: every route, /metrics included, is registered
     return app
 

@@ -47,6 +47,7 @@ class Settings:
     """The service's configuration (see .env.template for each variable)."""
 
     secret_key: str | None = None
+    secret_key_previous: str | None = None
     data_file_path: str = "data.json"
     database_url: str | None = None
     database_password_file: str | None = None
@@ -99,6 +100,9 @@ class Settings:
                 f"SECRET_KEY must be set (at least {SECRET_KEY_MIN_BYTES} bytes) when DATABASE_URL is set: "
                 "every instance sharing the database must sign tokens with the same key"
             )
+        secret_key_previous = env.text("SECRET_KEY_PREVIOUS")
+        if secret_key_previous is not None:
+            _check_previous_key(secret_key_previous, secret_key)
         pool_min = env.number("DATABASE_POOL_MIN", int, 1, minimum=0)
         pool_max = env.number("DATABASE_POOL_MAX", int, 4, minimum=1)
         if pool_max < pool_min:
@@ -115,6 +119,7 @@ class Settings:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
         return cls(
             secret_key=secret_key,
+            secret_key_previous=secret_key_previous,
             data_file_path=env.text("DATA_FILE_PATH") or "data.json",
             database_url=database_url,
             database_password_file=password_file,
@@ -185,6 +190,20 @@ class EnvReader:
         if port > 65535:
             raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
         return port
+
+
+def _check_previous_key(previous: str, current: str | None) -> None:
+    """SECRET_KEY_PREVIOUS (the key before a rotation, still verified): as long as SECRET_KEY, beside it."""
+    if current is None:
+        raise ConfigError(
+            "SECRET_KEY_PREVIOUS needs SECRET_KEY: the previous key only verifies, the current one signs"
+        )
+    if len(previous.encode()) < SECRET_KEY_MIN_BYTES:
+        raise ConfigError(f"SECRET_KEY_PREVIOUS must be at least {SECRET_KEY_MIN_BYTES} bytes long")
+    if previous == current:
+        raise ConfigError(
+            "SECRET_KEY_PREVIOUS must differ from SECRET_KEY (it is the key before the rotation)"
+        )
 
 
 def _check_password_file(path: str, database_url: str | None) -> None:

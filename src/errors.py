@@ -101,7 +101,7 @@ _KEPT_HEADERS = frozenset({"allow", "retry-after", "www-authenticate"})
 
 
 # Plainer words than werkzeug's defaults for the errors every client meets.
-_DETAILS = {
+_DETAILS: dict[int, str] = {
     HTTPStatus.NOT_FOUND: "Nothing is served at this path.",
     HTTPStatus.METHOD_NOT_ALLOWED: "This path does not accept this method; see the Allow header.",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "The request body is larger than this service accepts.",

@@ -144,9 +144,8 @@ def migrate(environ: Mapping[str, str], sleep: Callable[[float], None] = time.sl
         return 2, "migrate: DATABASE_URL is not set"
     timeout = _seconds(environ, "DATABASE_TIMEOUT_SECONDS", "5", zero_allowed=False)
     wait_seconds = _seconds(environ, "DATABASE_WAIT_SECONDS", "0", zero_allowed=True)
-    for value in (timeout, wait_seconds):
-        if isinstance(value, str):
-            return 2, value
+    if isinstance(timeout, str) or isinstance(wait_seconds, str):
+        return 2, timeout if isinstance(timeout, str) else str(wait_seconds)
     password_file = environ.get("DATABASE_PASSWORD_FILE", "").strip() or None
     app_url = environ.get("DATABASE_APP_URL", "").strip()
     app_password_file = environ.get("DATABASE_APP_PASSWORD_FILE", "").strip()

@@ -188,7 +188,7 @@ def configure_logging(level: int) -> None:
         root.removeHandler(handler)
     handler = StdoutLineHandler()
     handler.setFormatter(JsonFormatter())
-    handler._flask_api_json = True
+    handler._flask_api_json = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
 
@@ -219,4 +219,6 @@ def init_app(app: Flask) -> None:
 
         app.add_url_rule("/metrics", "metrics", waits_on_nothing(metrics), methods=["GET"])
 
-    app.wsgi_app = RequestObserver(app.wsgi_app, access_log=level <= logging.INFO, metrics=metrics_enabled)
+    app.wsgi_app = RequestObserver(  # type: ignore[method-assign]
+        app.wsgi_app, access_log=level <= logging.INFO, metrics=metrics_enabled
+    )

@@ -2,7 +2,9 @@
 
 Tokens are HS256 JWTs made and checked with PyJWT directly: one ``jwt.decode`` per request (algorithm pinned,
 ``exp``/``iat``/``sub`` required), then the user and the token's session (``sess``) looked up, so that a
-deleted user's or an ended session's token fails at once. Refresh tokens are random and opaque; the store
+deleted user's or an ended session's token fails at once. Each token names its signing key in its header
+(``kid``); tokens are signed with SECRET_KEY and verified with it or with SECRET_KEY_PREVIOUS, so that a key
+rotation signs nobody out. Refresh tokens are random and opaque; the store
 keeps only their SHA-256 digest.
 """
 
@@ -12,6 +14,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import hmac
 import ipaddress
 import logging
 import math
@@ -214,6 +217,13 @@ def signing_key(settings: Settings) -> str:
 # ------------------------------------------------------------------------------------------------ tokens
 
 
+def key_id(key: str) -> str:
+    """The ``kid`` of the tokens ``key`` signs: 16 characters of an HMAC under the key, which name it without
+    telling anything about it that the tokens' own signatures do not."""
+    digest = hmac.new(key.encode(), b"flask-api signing key id", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:12]).decode("ascii")
+
+
 class AccessTokens:
     """HS256 access tokens whose ``sub`` is the user's id as a string, and the check of a bearer header."""
 
@@ -227,8 +237,15 @@ class AccessTokens:
     # leaves when it is full. The time window and the session are checked on every request all the same.
     VERIFIED_TOKENS = 4096
 
-    def __init__(self, key: str, lifetime_seconds: int, store: UserStore) -> None:
+    def __init__(
+        self, key: str, lifetime_seconds: int, store: UserStore, previous_key: str | None = None
+    ) -> None:
         self.key = key
+        self.kid = key_id(key)
+        # The keys tokens are verified with, by kid: the current one, and the one before a rotation.
+        self.keys = {self.kid: key}
+        if previous_key is not None:
+            self.keys[key_id(previous_key)] = previous_key
         self.lifetime_seconds = lifetime_seconds
         self.store = store
         # token -> (user id, session id, store id, valid from, valid until), bounds with the leeway applied
@@ -252,7 +269,7 @@ class AccessTokens:
             "exp": now + self.lifetime_seconds,
             "type": self.TYPE,
         }
-        return jwt.encode(claims, self.key, algorithm=self.ALGORITHM)
+        return jwt.encode(claims, self.key, algorithm=self.ALGORITHM, headers={"kid": self.kid})
 
     def check(self, authorization: str | None) -> tuple[User, str]:
         """(user, session id) of a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise.
@@ -283,18 +300,7 @@ class AccessTokens:
             if now >= known[3]:
                 return known[0], known[1], known[2]
             raise Unauthorized("The bearer token is invalid.")  # not valid yet: PyJWT says the same
-        try:
-            claims = jwt.decode(
-                token,
-                self.key,
-                algorithms=[self.ALGORITHM],
-                options={"require": ["exp", "iat", "sub"]},
-                leeway=self.LEEWAY_SECONDS,
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("The bearer token has expired.") from None
-        except jwt.InvalidTokenError:
-            raise Unauthorized("The bearer token is invalid.") from None
+        claims = self._decode(token)
         subject = claims["sub"]  # PyJWT has checked that it is a string
         session_id = claims.get("sess")
         if (
@@ -318,6 +324,35 @@ class AccessTokens:
                 del self._verified[next(iter(self._verified))]
             self._verified[token] = verified
         return verified[0], verified[1], verified[2]
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        """The claims of ``token`` once its signature, by the key its ``kid`` names, and its times are valid.
+
+        Tried with the current key first, then the previous one: one parse for the tokens of the current key
+        (reading the header first would cost a second one), and the ``kid`` checked against the key whose
+        signature held, so that a token with no kid or another key's kid is refused whatever signed it.
+        """
+        for kid, key in self.keys.items():
+            try:
+                decoded = jwt.decode_complete(
+                    token,
+                    key,
+                    algorithms=[self.ALGORITHM],
+                    options={"require": ["exp", "iat", "sub"]},
+                    leeway=self.LEEWAY_SECONDS,
+                )
+            except jwt.InvalidSignatureError:
+                continue  # not this key: try the previous one
+            except jwt.ExpiredSignatureError:
+                raise Unauthorized("The bearer token has expired.") from None
+            except jwt.InvalidTokenError:
+                raise Unauthorized("The bearer token is invalid.") from None
+            if decoded["header"].get("kid") != kid:
+                break
+            return decoded["payload"]
+        # Signed by no key of this service (a removed one after a rotation, or a forgery), or a kid that is
+        # not its signer's.
+        raise Unauthorized("The bearer token is invalid.")
 
     def user_from(self, authorization: str | None) -> User:
         """The user named by a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise."""
@@ -450,7 +485,9 @@ class TrustedProxies:
 def init_app(app: Flask, settings: Settings, store: UserStore) -> None:
     """Password hashing, JWT, security headers, and CORS for the configured origins only."""
     app.extensions["passwords"] = Passwords(settings)
-    app.extensions["access_tokens"] = AccessTokens(signing_key(settings), settings.jwt_expires_seconds, store)
+    app.extensions["access_tokens"] = AccessTokens(
+        signing_key(settings), settings.jwt_expires_seconds, store, settings.secret_key_previous
+    )
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
     if settings.cors_origins:
         CORS(

@@ -51,7 +51,7 @@ class JsonLogger(glogging.Logger):
             for handler in [h for h in self.error_log.handlers if getattr(h, "_gunicorn", False)]:
                 self.error_log.removeHandler(handler)
             handler = StdoutLineHandler()
-            handler._gunicorn = True  # lets gunicorn's next setup() (on reload) replace it
+            handler._gunicorn = True  # type: ignore[attr-defined] # lets gunicorn's next setup() (on reload) replace it
             self.error_log.addHandler(handler)
         for handler in self.error_log.handlers:
             handler.setFormatter(JsonFormatter())
@@ -61,6 +61,6 @@ class JsonLogger(glogging.Logger):
         if not any(getattr(h, "_flask_api_json", False) for h in root.handlers):
             root_handler = StdoutLineHandler()
             root_handler.setFormatter(JsonFormatter())
-            root_handler._flask_api_json = True
+            root_handler._flask_api_json = True  # type: ignore[attr-defined]
             root.addHandler(root_handler)
         root.setLevel(self.loglevel)

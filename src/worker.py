@@ -143,7 +143,7 @@ class RoutePlacement:
             rule, _arguments = self.adapter.match(path, method, return_rule=True)
         except (HTTPException, RoutingException):  # 404, 405, a redirect: not a marked route
             return True
-        if method == "OPTIONS" and rule.provide_automatic_options:
+        if method == "OPTIONS" and rule.provide_automatic_options:  # type: ignore[attr-defined]
             return False  # Flask answers it without calling the view
         return rule.endpoint not in self.loop_endpoints
 
@@ -238,7 +238,7 @@ class WsgiOnLoop:
             except WouldWait:  # the store was about to query its database: run it where waiting is fine
                 # The first attempt changed its environ: a fresh one, built again only on this rare path.
                 environ = self.environ(scope)[0]
-                environ["wsgi.input"] = io.BytesIO(request_body)
+                environ["wsgi.input"] = io.BytesIO(request_body or b"")  # never None here: returned above
                 status, headers, body = await self.on_pool(environ)
         await send(
             {

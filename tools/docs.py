@@ -302,10 +302,16 @@ class Example:
 
 def quickstart_examples(readme: str) -> list[Example]:
     """The ``$ command`` / output pairs of the console blocks in the README's "## Quick start" section."""
-    start = readme.index("## Quick start\n")
-    end = readme.find("\n## ", start + 1)
-    offset = readme.count("\n", 0, start)
-    page = Page(Path("README.md"), readme[start : end if end != -1 else None])
+    return console_examples(readme, "## Quick start")
+
+
+def console_examples(text: str, heading: str) -> list[Example]:
+    """The ``$ command`` / output pairs of the console blocks in the section of ``text`` under ``heading``
+    (up to the next second-level heading)."""
+    start = text.index(heading + "\n")
+    end = text.find("\n## ", start + 1)
+    offset = text.count("\n", 0, start)
+    page = Page(Path("README.md"), text[start : end if end != -1 else None])
     examples: list[Example] = []
     command: list[str] = []
     output: list[str] = []
@@ -336,14 +342,25 @@ def quickstart_examples(readme: str) -> list[Example]:
     return examples
 
 
-def run_examples(examples: list[Example], base_url: str, timeout: float = 120) -> list[str]:
-    """Run the examples in one bash (variables carry over) against ``base_url``; each mismatch, once."""
+def run_examples(
+    examples: list[Example],
+    base_url: str,
+    timeout: float = 120,
+    *,
+    source: str = "README.md",
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> list[str]:
+    """Run the examples in one bash (variables carry over) against ``base_url``, in ``cwd`` with ``env``
+    when given; each mismatch, once, named by ``source`` and line."""
     script = ["set -u"]
     for example in examples:
         script.append(example.command.replace(QUICKSTART_URL, base_url))
         script.append(f"printf '\\n{MARKER} %s\\n' \"$?\"")
     result = subprocess.run(  # noqa: S603
         ["bash", "-c", "\n".join(script)],  # noqa: S607
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -353,7 +370,7 @@ def run_examples(examples: list[Example], base_url: str, timeout: float = 120) -
     chunks = re.split(rf"\n{MARKER} (\d+)\n", "\n" + result.stdout)
     problems = []
     for index, example in enumerate(examples):
-        where = f"README.md:{example.line}: {example.command}"
+        where = f"{source}:{example.line}: {example.command}"
         if 2 * index + 1 >= len(chunks):
             problems.append(f"{where}\n  never ran: {result.stderr.strip()}")
             break

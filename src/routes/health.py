@@ -52,7 +52,9 @@ def answer_liveness_first(app: Flask, route_key: str) -> None:
     """Put ``Liveness`` in front of Flask (inside the middlewares installed after it)."""
     with app.app_context():
         response = app.json.response(LIVE)
-    app.wsgi_app = Liveness(app.wsgi_app, route_key, response.get_data(), response.content_type)
+    body = response.get_data()  # type: ignore[attr-defined] # a flask.Response, typed as its sans-io base
+    live = Liveness(app.wsgi_app, route_key, body, response.content_type)
+    app.wsgi_app = live  # type: ignore[method-assign]
 
 
 @bp.get("/healthz")

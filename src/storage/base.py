@@ -119,6 +119,24 @@ class UserStore(ABC):
         """Remove a user and its sessions; its id is never handed out again. Returns whether it existed."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ operator commands (src/cli.py)
+
+    def list_users(self) -> list[tuple[User, bool]]:
+        """Every user with whether it is disabled, in id order."""
+        raise NotImplementedError
+
+    def set_disabled(self, user_id: int, disabled: bool) -> bool:
+        """Disable or enable a user; whether it exists.
+
+        Disabling ends every session of the user in the same step, and ``create_session`` refuses a
+        disabled user under the same lock, so no login that races it can leave a session behind.
+        """
+        raise NotImplementedError
+
+    def end_sessions_of(self, user_id: int) -> int:
+        """End every session of the user; how many were live."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ sessions
     # A session is one login. Its refresh tokens are kept only as SHA-256 hashes: the current one, and the
     # spent ones (so that presenting a spent one can end the session). Ending a session deletes it with its
@@ -128,8 +146,9 @@ class UserStore(ABC):
     def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
         """Start ``session`` for ``user`` with its first refresh token hash.
 
-        False (and nothing stored) when the user no longer exists or its password hash is no longer
-        ``user.password_hash``. Sessions whose ``expires_at`` is before ``prune_before`` may be dropped.
+        False (and nothing stored) when the user no longer exists, is disabled, or its password hash is no
+        longer ``user.password_hash``. Sessions whose ``expires_at`` is before ``prune_before`` may be
+        dropped.
         """
 
     @abstractmethod

@@ -15,7 +15,8 @@ Safety rules, in the order a write follows them:
   user to the file's users array, so a writer splices the new entry into the previous bytes, and a reader
   that sees a file grown that way parses only the appended users, not the whole file.
 
-Sessions live in ``<data file>.sessions`` (json_sessions.py).
+Sessions live in ``<data file>.sessions`` (json_sessions.py), disabled users in ``<data file>.disabled``
+(json_disabled.py).
 
 Login failures live in ``<data file>.failures`` under their own lock (``<data file>.failures.lock``), so a
 burst of wrong passwords never rewrites the user file nor waits for it. They are not fsynced: losing the last
@@ -39,6 +40,7 @@ from contextlib import contextmanager, suppress
 from itertools import pairwise, starmap
 
 from .base import Counts, Session, StoreUnavailable, User, UsernameTaken, UserStore
+from .json_disabled import JsonDisabledUsers
 from .json_sessions import JsonSessions
 
 log = logging.getLogger(__name__)
@@ -214,7 +216,7 @@ class _Users:
         name_hashes, name_rows = array("q", [hashes[i] for i in order]), array("I", order)
         return cls(
             signature=signature,
-            raw=raw,
+            raw=raw,  # type: ignore[arg-type] # encoded above when it was None
             next_id=next_id,
             starts=starts,
             ids=id_keys,
@@ -412,7 +414,7 @@ def _parse_users(raw: bytes, signature: Signature) -> _Users:
     entries = doc.get("users")
     columns = _check_entries(entries, next_id)
     # Objects with exactly the three keys nest nothing, so the file's own bytes can be indexed as they are.
-    exact = all(len(entry) == 3 for entry in entries)
+    exact = all(len(entry) == 3 for entry in entries)  # type: ignore[union-attr] # a list: checked above
     del doc, entries  # the decoded tree is garbage before the index is built: its memory is reused, not kept
     return _Users.from_columns(columns, next_id, store_id, signature, raw if exact else None)
 
@@ -470,6 +472,7 @@ class JsonFileStore(UserStore):
         self._failures_state: tuple[Signature | None, dict[str, list[float]]] = (None, {})
         self._swept_temp_files: set[str] = set()
         self.sessions = JsonSessions(self)
+        self.disabled = JsonDisabledUsers(self)
         # Build the index now rather than on the first request; built in the gunicorn master, it is shared
         # with every forked worker. A file that cannot be read is reported again on every call.
         with suppress(StoreUnavailable):
@@ -682,6 +685,32 @@ class JsonFileStore(UserStore):
             if end_sessions:
                 self.sessions.end_all_of(user_id)
         return True
+
+    # ------------------------------------------------------------------ operator commands
+
+    def list_users(self) -> list[tuple[User, bool]]:
+        """Every user with whether it is disabled, in id order."""
+        disabled = self.disabled.ids()
+        users = sorted(self._users().users(), key=lambda user: user.id)
+        return [(user, user.id in disabled) for user in users]
+
+    def set_disabled(self, user_id: int, disabled: bool) -> bool:
+        """Under the user file's lock: write the disabled list, then end the user's sessions if disabled."""
+        with self._locked(self.lock_path):
+            if not self._users().has_id(user_id):
+                return False
+            self._sweep_temp_files(self.disabled.path)
+            ids = self.disabled.ids()
+            changed = ids | {user_id} if disabled else ids - {user_id}
+            if changed != ids:
+                self.disabled.write(changed)
+            if disabled:
+                self.sessions.end_all_of(user_id)
+        return True
+
+    def end_sessions_of(self, user_id: int) -> int:
+        """End every session of the user; how many there were."""
+        return self.sessions.end_all_of(user_id)
 
     # ------------------------------------------------------------------ sessions (json_sessions.py)
 

@@ -144,6 +144,8 @@ class JsonSessions:
             current = self.store.find_by_id(user.id)  # the user file as it is now (one stat)
             if current is None or current.password_hash != user.password_hash:
                 return False
+            if user.id in self.store.disabled.ids():  # read under this lock: see json_disabled.py
+                return False
             self._drop(sessions, tokens, {s.id for s in sessions.values() if s.expires_at < prune_before})
             sessions[session.id] = session
             tokens[refresh_hash] = (session.id, False)
@@ -198,10 +200,13 @@ class JsonSessions:
         self._change(end)
         return ended
 
-    def end_all_of(self, user_id: int) -> None:
-        """End every session of the user."""
-        self._change(
-            lambda sessions, tokens: self._drop(
-                sessions, tokens, {s.id for s in sessions.values() if s.user_id == user_id}
-            )
-        )
+    def end_all_of(self, user_id: int) -> int:
+        """End every session of the user; how many there were."""
+        ended: set[str] = set()
+
+        def end(sessions: dict[str, Session], tokens: dict[str, tuple[str, bool]]) -> bool:
+            ended.update(s.id for s in sessions.values() if s.user_id == user_id)
+            return self._drop(sessions, tokens, ended)
+
+        self._change(end)
+        return len(ended)

@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -61,6 +61,8 @@ SCHEMA_SQL = (
         password_hash text NOT NULL,
         created_at timestamptz NOT NULL DEFAULT now()
     )""",
+    # A disabled user cannot start a session (create_session); added to a users table made before it.
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS disabled boolean NOT NULL DEFAULT false",
     """CREATE TABLE IF NOT EXISTS login_failures (
         key text NOT NULL,
         at double precision NOT NULL
@@ -127,6 +129,8 @@ SCHEMA_OBJECTS = (
     "refresh_tokens_session_id",
 )
 SCHEMA_TRIGGERS = ("users_changed", "users_truncated", "sessions_ended", "sessions_truncated")
+# Columns added to a table after its first release: a schema without them is migrated again.
+SCHEMA_COLUMNS = ("users.disabled",)
 # Every table of the schema with what the application does to its rows: ``python -m src.migrate`` grants the
 # application's role exactly this, and refuses to finish while a table of the schema is missing here. A
 # SELECT ... FOR UPDATE or FOR SHARE needs UPDATE too; refresh_tokens rows go with their session (ON DELETE
@@ -175,7 +179,7 @@ def _secrets_of(url: str) -> list[str]:
     return sorted({password, unquote(password)}, key=len, reverse=True)
 
 
-def password_kwargs(password_file: str | None) -> dict[str, str]:
+def password_kwargs(password_file: str | None) -> dict[str, Any]:
     """``{"password": ...}`` read from ``password_file`` now (nothing without a file).
 
     A file that cannot be read counts as a connection failure, so it maps to StoreUnavailable like one.
@@ -227,8 +231,16 @@ def _schema_present(conn: psycopg.Connection) -> bool:
     row = conn.execute(
         "SELECT bool_and(to_regclass(name) IS NOT NULL) AND (SELECT count(*) FROM pg_trigger "
         "WHERE tgrelid IN (to_regclass('users'), to_regclass('sessions')) AND tgname = ANY(%s)) = %s "
+        "AND (SELECT count(*) FROM pg_attribute WHERE NOT attisdropped "
+        "AND attrelid::regclass::text || '.' || attname = ANY(%s)) = %s "
         "FROM unnest(%s::text[]) AS name",
-        (list(SCHEMA_TRIGGERS), len(SCHEMA_TRIGGERS), list(SCHEMA_OBJECTS)),
+        (
+            list(SCHEMA_TRIGGERS),
+            len(SCHEMA_TRIGGERS),
+            list(SCHEMA_COLUMNS),
+            len(SCHEMA_COLUMNS),
+            list(SCHEMA_OBJECTS),
+        ),
     ).fetchone()
     return row is not None and bool(row[0])
 
@@ -682,6 +694,52 @@ class PostgresStore(UserStore):
                 self.user_cache.forget_sessions(every=True)
         return changed
 
+    # ------------------------------------------------------------------ operator commands
+
+    def list_users(self) -> list[tuple[User, bool]]:
+        """Every user with whether it is disabled, in id order."""
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT id, username, password_hash, disabled FROM users ORDER BY id"
+            ).fetchall()
+        )
+        return [(User(user_id, name, digest), disabled) for user_id, name, digest, disabled in rows]
+
+    def set_disabled(self, user_id: int, disabled: bool) -> bool:
+        """Set the flag and, when disabling, delete the user's sessions in the same transaction."""
+        if not 0 < user_id <= BIGINT_MAX:
+            return False
+
+        def change(conn: psycopg.Connection) -> bool:
+            with conn.transaction():
+                # The row lock waits for a login holding the row (FOR SHARE); the DELETE, a statement of its
+                # own, then sees the session that login started.
+                found = (
+                    conn.execute("UPDATE users SET disabled = %s WHERE id = %s", (disabled, user_id)).rowcount
+                    > 0
+                )
+                if found and disabled:
+                    conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
+            return found
+
+        found = self._run(change, idempotent=False)
+        if self.user_cache is not None:
+            self.user_cache.forget(user_id)
+            self.user_cache.forget_sessions(every=True)
+        return found
+
+    def end_sessions_of(self, user_id: int) -> int:
+        """Delete every session of the user (their token hashes follow)."""
+        if not 0 < user_id <= BIGINT_MAX:
+            return 0
+        ended = self._run(
+            lambda conn: conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,)).rowcount,
+            idempotent=False,
+        )
+        if self.user_cache is not None:
+            self.user_cache.forget_sessions(every=True)
+        return ended
+
     # ------------------------------------------------------------------ sessions
 
     def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
@@ -698,7 +756,10 @@ class PostgresStore(UserStore):
                     (prune_before,),
                 )
                 row = conn.execute(
-                    "WITH owner AS (SELECT id FROM users WHERE id = %s AND password_hash = %s FOR SHARE) "
+                    # After waiting for the row, PostgreSQL checks the condition again on its new version:
+                    # a user disabled meanwhile starts nothing.
+                    "WITH owner AS (SELECT id FROM users "
+                    "WHERE id = %s AND password_hash = %s AND NOT disabled FOR SHARE) "
                     "INSERT INTO sessions (id, user_id, created_at, expires_at) "
                     "SELECT %s, id, %s, %s FROM owner RETURNING id",
                     (user.id, user.password_hash, session.id, session.created_at, session.expires_at),

@@ -43,7 +43,8 @@ def forge(
     payload.update(claims)
     for name in without:
         del payload[name]
-    return jwt.encode(payload, key or app.extensions["access_tokens"].key, algorithm=algorithm)
+    tokens = app.extensions["access_tokens"]
+    return jwt.encode(payload, key or tokens.key, algorithm=algorithm, headers={"kid": tokens.kid})
 
 
 def unsigned(claims: dict) -> str:
