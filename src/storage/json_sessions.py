@@ -20,12 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..lifecycle import must_not_wait
 from .base import RefreshRefused, Session, User
 
 if TYPE_CHECKING:
     from .json_file import JsonFileStore, Signature
 
 FORMAT_VERSION = 1
+# A sessions file larger than this (about 2,000 live sessions) is parsed on a worker's thread pool only.
+LOOP_PARSE_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class JsonSessions:
             raise self.store._unavailable(f"cannot read {self.path}: {exc.strerror}") from exc
         if signature == state.signature:
             return state
+        if signature[2] > LOOP_PARSE_LIMIT:
+            must_not_wait()  # a long parse: on the worker's thread pool, never on its event loop
         try:
             with open(self.path, "rb") as file:
                 signature = self._signature(os.fstat(file.fileno()))
