@@ -853,15 +853,15 @@ class JsonFileStore(UserStore):
 
     # ------------------------------------------------------------------ sessions (json_sessions.py)
 
-    def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
+    def create_session(self, user: User, session: Session, prune_before: float) -> bool:
         """Start a session unless the user is gone or its password changed since ``user`` was read."""
-        return self.sessions.create(user, session, refresh_hash, prune_before)
+        return self.sessions.create(user, session, prune_before)
 
     def rotate_refresh_token(
-        self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float
+        self, session_id: str, generation: int, now: float, absolute: float, idle: float
     ) -> Session:
-        """Spend a refresh token and make ``new_hash`` current; RefreshRefused when it cannot be."""
-        return self.sessions.rotate(presented_hash, new_hash, now, absolute, idle)
+        """Spend the session's refresh token of ``generation``; RefreshRefused when it cannot be."""
+        return self.sessions.rotate(session_id, generation, now, absolute, idle)
 
     def session_user(self, session_id: str) -> int | None:
         """The user id of a live session, from the sessions file as it is now (one stat per call)."""
