@@ -13,7 +13,10 @@ Safety rules, in the order a write follows them:
 * Each process keeps an index by username and by id, reloaded only when ``os.stat`` of the data file differs
   (device, inode, size, mtime): one ``stat`` per lookup, no parse per request. A registration appends one
   user to the file's users array, so a writer splices the new entry into the previous bytes, and a reader
-  that sees a file grown that way parses only the appended users, not the whole file.
+  that sees a file grown that way parses only the appended users, not the whole file. A password change
+  splices the user's new entry in place of the old one, and a reader finds the changed entries by comparing
+  the new bytes with the ones it holds (``_parse_replaced``). Any other change is parsed in full, never on a
+  worker's event loop (``WouldWait``, src/lifecycle.py).
 
 Sessions live in ``<data file>.sessions`` (json_sessions.py).
 

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from harness import wait_until
+from src.lifecycle import WouldWait, on_event_loop
 from src.storage import JsonFileStore, PostgresStore, RefreshRefused, Session, StoreUnavailable, UserStore
 from tests.storage import workers
 
@@ -229,10 +230,13 @@ def test_an_unreadable_sessions_file_is_unavailable_and_left_alone(json_store, d
 def test_ten_thousand_refreshes_of_one_session_leave_a_sessions_file_under_4_kib(json_store, data_file: Path):
     alice = json_store.create_user("alice", HASH)
     start(json_store, alice)
+    sessions_file = Path(str(data_file) + ".sessions")
     for generation in range(1, 10_001):
         json_store.rotate_refresh_token(SID, generation, now=time.time(), absolute=30 * DAY, idle=DAY)
+        if generation == 100:  # a file growing with the refreshes is over 4 KiB by now: fail early
+            assert sessions_file.stat().st_size <= 4096
 
-    assert Path(str(data_file) + ".sessions").stat().st_size <= 4096
+    assert sessions_file.stat().st_size <= 4096
     with pytest.raises(RefreshRefused) as refused:  # the first token, spent 10,000 refreshes ago
         json_store.rotate_refresh_token(SID, 1, now=time.time(), absolute=30 * DAY, idle=DAY)
     assert refused.value.reason == "reused"
@@ -256,6 +260,21 @@ def test_sessions_of_the_earlier_format_keep_their_access_tokens_but_refresh_no_
     assert refused.value.reason == "unknown"
     assert json_store.end_session(SID) is True
     assert json.loads(sessions_file.read_text()) == {"version": 2, "sessions": []}
+
+
+def test_a_large_sessions_file_is_parsed_on_the_pool_not_on_the_event_loop(json_store, data_file: Path):
+    alice = json_store.create_user("alice", HASH)
+    start(json_store, alice)
+    sessions_file = Path(str(data_file) + ".sessions")
+    doc = json.loads(sessions_file.read_text())
+    doc["sessions"] += [[f"{n:022d}", alice.id, 1000.0, 9e12, 1] for n in range(6000)]  # about 330 KB
+    sessions_file.write_text(json.dumps(doc))
+
+    with pytest.raises(WouldWait), on_event_loop():
+        json_store.session_user(SID)
+    assert json_store.session_user(SID) == alice.id  # on the pool
+    with on_event_loop():  # parsed already: one stat
+        assert json_store.session_user(f"{5999:022d}") == alice.id
 
 
 # ------------------------------------------------------------------------------------------- PostgreSQL only
