@@ -4,9 +4,9 @@ A worker that has been told to stop (SIGTERM from the gunicorn master, itself si
 starts draining: it finishes what it has accepted, and /readyz answers 503 so that nothing new is routed
 to it.
 
-A request the worker runs on its event loop (src/worker.py) must not wait on a database: a store about to
-send a query there raises ``WouldWait`` instead, before any side effect, and the worker runs the request
-again on its thread pool.
+A request the worker runs on its event loop (src/worker.py) must not wait: a store about to send a database
+query, parse a whole JSON file or take a file lock there raises ``WouldWait`` instead, before any side
+effect, and the worker runs the request again on its thread pool.
 """
 
 import threading
@@ -27,7 +27,8 @@ def is_draining() -> bool:
 
 
 class WouldWait(BaseException):
-    """A store would wait on a database while the request runs on the event loop.
+    """A store would wait (a database query, a whole-file parse, a file lock) while the request runs on the
+    event loop.
 
     A BaseException, so that no error handler (``except Exception``, Flask's handlers) turns it into an
     answer: it reaches the worker, which runs the request again on its thread pool.
@@ -48,6 +49,7 @@ def on_event_loop() -> Iterator[None]:
 
 
 def must_not_wait() -> None:
-    """Raise WouldWait when the calling request runs on the event loop: called before each database query."""
+    """Raise WouldWait when the calling request runs on the event loop: called before each database query,
+    whole-file parse or file lock."""
     if getattr(_event_loop, "active", False):
         raise WouldWait

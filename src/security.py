@@ -4,8 +4,8 @@ Tokens are HS256 JWTs made and checked with PyJWT directly: one ``jwt.decode`` p
 ``exp``/``iat``/``sub`` required), then the user and the token's session (``sess``) looked up, so that a
 deleted user's or an ended session's token fails at once. Each token names its signing key in its header
 (``kid``); tokens are signed with SECRET_KEY and verified with it or with SECRET_KEY_PREVIOUS, so that a key
-rotation signs nobody out. Refresh tokens are random and opaque; the store
-keeps only their SHA-256 digest.
+rotation signs nobody out. A refresh token names its session and generation under an HMAC
+(``refresh_token``); the store keeps only each session's current generation.
 """
 
 from __future__ import annotations
@@ -364,27 +364,44 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def new_refresh_token() -> tuple[str, str]:
-    """(a refresh token of 256 random bits, the SHA-256 hex digest that is all the store keeps of it)."""
-    token = secrets.token_urlsafe(32)
-    return token, refresh_token_hash(token)
+# A refresh token: ``<session id>.<generation>.<MAC>``, the MAC an HMAC-SHA256 of the session id and the
+# generation under the signing key, so the store keeps no token (only each session's current generation) and
+# still tells a spent token from a forged one.
+REFRESH_TOKEN = re.compile(r"([A-Za-z0-9_-]{22})\.([1-9][0-9]{0,17})\.([A-Za-z0-9_-]{43})")
 
 
-def refresh_token_hash(token: str) -> str:
-    """What the store keeps of a refresh token: its SHA-256 digest (random tokens need no salt)."""
-    return hashlib.sha256(token.encode()).hexdigest()
+def _refresh_mac(key: str, session_id: str, generation: int) -> str:
+    message = f"refresh-token\0{session_id}\0{generation}".encode()
+    return base64.urlsafe_b64encode(hmac.digest(key.encode(), message, "sha256")).decode("ascii").rstrip("=")
 
 
-def token_response(
-    user: User, session: Session, refresh_token: str, now: float
-) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """The answer of /authenticate and /token/refresh: an access token of the session, its refresh token."""
+def refresh_token(key: str, session_id: str, generation: int) -> str:
+    """The refresh token of generation ``generation`` of the session."""
+    return f"{session_id}.{generation}.{_refresh_mac(key, session_id, generation)}"
+
+
+def read_refresh_token(key: str, token: str) -> tuple[str, int] | None:
+    """(session id, generation) of a refresh token made with ``key``; None for anything else (a token of
+    the earlier random format included)."""
+    match = REFRESH_TOKEN.fullmatch(token)
+    if match is None:
+        return None
+    session_id, generation = match.group(1), int(match.group(2))
+    if not hmac.compare_digest(match.group(3), _refresh_mac(key, session_id, generation)):
+        return None
+    return session_id, generation
+
+
+def token_response(user: User, session: Session, now: float) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The answer of /authenticate and /token/refresh: an access token of the session, its current refresh
+    token."""
     settings: Settings = current_app.config["SETTINGS"]
+    access_tokens = current_app.extensions["access_tokens"]
     body = {
-        "access_token": current_app.extensions["access_tokens"].issue(user, session.id),
+        "access_token": access_tokens.issue(user, session.id),
         "token_type": "Bearer",
         "expires_in": settings.jwt_expires_seconds,
-        "refresh_token": refresh_token,
+        "refresh_token": refresh_token(access_tokens.key, session.id, session.generation),
         "refresh_expires_in": max(0, math.floor(session.expires_at - now)),
     }
     return body, 200, {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -401,12 +418,11 @@ def start_session(user: User) -> tuple[dict[str, Any], int, dict[str, str]]:
         now,
         now + min(settings.session_absolute_seconds, settings.session_idle_seconds),
     )
-    refresh_token, digest = new_refresh_token()
     # An ended-by-expiry session is kept while access tokens issued before its expiry may still be used.
     prune_before = now - settings.jwt_expires_seconds
-    if not current_app.extensions["user_store"].create_session(user, session, digest, prune_before):
+    if not current_app.extensions["user_store"].create_session(user, session, prune_before):
         raise Unauthorized("Invalid username or password.")
-    return token_response(user, session, refresh_token, now)
+    return token_response(user, session, now)
 
 
 def token_required(view: Callable[..., Any]) -> Callable[..., Any]:

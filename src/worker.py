@@ -9,8 +9,9 @@ complete request to the WSGI application:
   token check answered from memory): no thread hand-off, which costs more than the route itself;
 - on the worker's thread pool (``GUNICORN_THREADS`` threads) when the route hashes a password or syncs a
   write (the routes say which, ``src/routes/waits.py``), and when a read on the loop finds that it must
-  query the database: the store raises ``WouldWait`` before the query (``src/lifecycle.py``) and the request
-  runs again on the pool. argon2 and psycopg release the GIL, so the loop keeps answering meanwhile.
+  query the database or parse a whole JSON file: the store raises ``WouldWait`` before it
+  (``src/lifecycle.py``) and the request runs again on the pool. argon2 and psycopg release the GIL, so the
+  loop keeps answering meanwhile.
 
 Where a request runs is decided from the rule it matches in the Flask application's URL map, the match Flask
 itself makes (``RoutePlacement``), never from the raw path: ``//authenticate`` matches ``/authenticate`` and

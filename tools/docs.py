@@ -531,6 +531,14 @@ def _store_rows(data: dict) -> list[str]:
                 f"| {label}, then a new registration | new user id {run['new_user_id']} | "
                 f"old token's `/hello`: {run['old_token_hello']} |"
             )
+    if "password_changes_at_scale" in data:
+        run = data["password_changes_at_scale"]
+        rows.append(
+            f"| {run['users']:,} users ({run['data_file_mb']} MB file), one changing its password every 2 s, "
+            f"{run['password_changes']} changes | JSON store, 4 event-loop workers | `/healthz`: "
+            f"{_probes(run['healthz'])}; `/hello` with a valid token: {run['hello_failed']} of "
+            f"{run['hello_requests']} failed, p99 {run['hello_p99_ms']:.0f} ms |"
+        )
     if "metric_files" in data:
         run = data["metric_files"]
         rows.append(

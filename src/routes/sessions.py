@@ -7,20 +7,17 @@ either the client or a thief holds a copy. ``POST /logout`` ends the session of 
 
 from __future__ import annotations
 
-import re
 import time
 
 from flask import Blueprint, current_app, request
 
 from ..errors import Unauthorized
-from ..security import new_refresh_token, refresh_token_hash, token_response
+from ..security import read_refresh_token, token_response
 from ..storage import RefreshRefused
 from .auth import no_content, read_body, text_field
 
 bp = Blueprint("sessions", __name__)
 
-# What new_refresh_token makes: 43 URL-safe base64 characters; anything else is refused unread.
-REFRESH_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 _REFUSALS = {
     "unknown": "The refresh token is unknown or its session has ended.",
     "expired": "The refresh token has expired; authenticate again.",
@@ -32,26 +29,23 @@ _REFUSALS = {
 def refresh():
     """Exchange a refresh token for a new access token and a new refresh token; the presented one is spent."""
     presented = text_field(read_body(), "refresh_token")
-    if not REFRESH_TOKEN_PATTERN.fullmatch(presented):
+    # Checked before the store is touched: a token this service did not make is refused unread.
+    named = read_refresh_token(current_app.extensions["access_tokens"].key, presented)
+    if named is None:
         raise Unauthorized(_REFUSALS["unknown"])
     settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
-    token, digest = new_refresh_token()
     now = time.time()
     try:
         session = store.rotate_refresh_token(
-            refresh_token_hash(presented),
-            digest,
-            now,
-            settings.session_absolute_seconds,
-            settings.session_idle_seconds,
+            *named, now, settings.session_absolute_seconds, settings.session_idle_seconds
         )
     except RefreshRefused as refused:
         raise Unauthorized(_REFUSALS[refused.reason]) from None
     user = store.find_by_id(session.user_id)
     if user is None:
         raise Unauthorized(_REFUSALS["unknown"])
-    return token_response(user, session, token, now)
+    return token_response(user, session, now)
 
 
 @bp.post("/logout")

@@ -20,12 +20,14 @@ class User:
 @dataclass(frozen=True, slots=True)
 class Session:
     """One login: its random id (carried by its access tokens), its user, when it began, when its refresh
-    token stops working (the sooner of the absolute and the idle limit)."""
+    token stops working (the sooner of the absolute and the idle limit), and the generation of its current
+    refresh token (1 at login, one more at each refresh)."""
 
     id: str
     user_id: int
     created_at: float
     expires_at: float
+    generation: int = 1
 
 
 class StoreError(Exception):
@@ -138,13 +140,15 @@ class UserStore(ABC):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ sessions
-    # A session is one login. Its refresh tokens are kept only as SHA-256 hashes: the current one, and the
-    # spent ones (so that presenting a spent one can end the session). Ending a session deletes it with its
-    # hashes; every access token of it is refused from then on because ``session_user`` no longer finds it.
+    # A session is one login. Its refresh tokens are numbered: the store keeps only the generation of the
+    # current one (the tokens themselves are authenticated by their MAC, src/security.py), so a token of an
+    # earlier generation is recognised as spent without being stored, and presenting one ends the session.
+    # Ending a session deletes it; every access token of it is refused from then on because ``session_user``
+    # no longer finds it.
 
     @abstractmethod
-    def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
-        """Start ``session`` for ``user`` with its first refresh token hash.
+    def create_session(self, user: User, session: Session, prune_before: float) -> bool:
+        """Start ``session`` for ``user``; its current refresh token is of generation ``session.generation``.
 
         False (and nothing stored) when the user no longer exists, is disabled, or its password hash is no
         longer ``user.password_hash``. Sessions whose ``expires_at`` is before ``prune_before`` may be
@@ -153,13 +157,14 @@ class UserStore(ABC):
 
     @abstractmethod
     def rotate_refresh_token(
-        self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float
+        self, session_id: str, generation: int, now: float, absolute: float, idle: float
     ) -> Session:
-        """Spend the refresh token ``presented_hash`` and make ``new_hash`` its session's current one.
+        """Spend the refresh token of generation ``generation`` of the session: the next one is current.
 
-        Atomic: of concurrent calls with one hash, exactly one succeeds. Returns the session with its new
-        ``expires_at`` (the sooner of created_at + absolute and now + idle); raises RefreshRefused("unknown"),
-        RefreshRefused("expired") or, after ending the session, RefreshRefused("reused") for a spent token.
+        Atomic: of concurrent calls with one token, exactly one succeeds. Returns the session with its new
+        ``expires_at`` (the sooner of created_at + absolute and now + idle) and generation; raises
+        RefreshRefused("unknown") (no such session, or a generation never issued), RefreshRefused("expired")
+        or, after ending the session, RefreshRefused("reused") for an earlier generation (a spent token).
         """
 
     @abstractmethod

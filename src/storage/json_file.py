@@ -13,7 +13,10 @@ Safety rules, in the order a write follows them:
 * Each process keeps an index by username and by id, reloaded only when ``os.stat`` of the data file differs
   (device, inode, size, mtime): one ``stat`` per lookup, no parse per request. A registration appends one
   user to the file's users array, so a writer splices the new entry into the previous bytes, and a reader
-  that sees a file grown that way parses only the appended users, not the whole file.
+  that sees a file grown that way parses only the appended users, not the whole file. A password change
+  splices the user's new entry in place of the old one, and a reader finds the changed entries by comparing
+  the new bytes with the ones it holds (``_parse_replaced``). Any other change is parsed in full, never on a
+  worker's event loop (``WouldWait``, src/lifecycle.py).
 
 Sessions live in ``<data file>.sessions`` (json_sessions.py), disabled users in ``<data file>.disabled``
 (json_disabled.py).
@@ -39,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from itertools import pairwise, starmap
 
+from ..lifecycle import must_not_wait
 from .base import Counts, Session, StoreUnavailable, User, UsernameTaken, UserStore
 from .json_disabled import JsonDisabledUsers
 from .json_sessions import JsonSessions
@@ -340,6 +344,51 @@ class _Users:
             store_id=store_id,
         )
 
+    def replaced(self, row: int, user: User) -> _Users:
+        """A new version with ``user`` in place of row ``row`` (same id and name): ``raw`` spliced, the index
+        shared (the offsets of the rows after it shifted when the new entry is longer or shorter)."""
+        piece = _encode_user(user)
+        begin, end = self.row_span(row)
+        raw = b"".join((memoryview(self.raw)[:begin], piece, memoryview(self.raw)[end:]))
+        return self._with_rows(raw, row, [user], [self.starts[row]])
+
+    def _with_rows(self, raw: bytes, first: int, users: list[User], starts: Sequence[int]) -> _Users:
+        """This index over ``raw``, where rows ``first`` onwards hold ``users`` at ``starts`` (offsets in the
+        users array) and every later row moved by as many bytes as they grew."""
+        last = first + len(users)
+        shifted = self.starts[:first]
+        shifted.extend(starts)
+        if last < len(self.starts):
+            delta = len(raw) - len(self.raw)  # the header and the rows before ``first`` are unchanged
+            shifted.extend(map(delta.__add__, self.starts[last:]) if delta else self.starts[last:])
+        state = _Users(
+            signature=None,
+            raw=raw,
+            next_id=self.next_id,
+            starts=shifted,
+            ids=self._ids,
+            id_rows=self._id_rows,
+            name_hashes=self._name_hashes,
+            name_rows=self._name_rows,
+            store_id=self.store_id,
+        )
+        state._decoded.update(zip(range(first, last), users, strict=True))
+        return state
+
+    def row_of(self, user_id: int) -> int | None:
+        """The row of the user with this id, or None."""
+        ids = self._ids
+        position = bisect_left(ids, user_id)
+        if position == len(ids) or ids[position] != user_id:
+            return None
+        return position if self._id_rows is None else self._id_rows[position]
+
+    def row_span(self, row: int) -> tuple[int, int]:
+        """Where the object of row ``row`` lies in ``raw``: (begin, end)."""
+        begin = self._start + self.starts[row]
+        end = self._start + self.starts[row + 1] - 1 if row + 1 < len(self.starts) else self._end
+        return begin, end
+
 
 def _empty_users(signature: Signature | None = None) -> _Users:
     return _Users.build([], 1, None, signature)
@@ -428,7 +477,7 @@ def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _User
     old_length = old[3] - old[2]
     if next_id < previous.next_id or end - start < old_length:
         return None
-    if not raw.startswith(previous.raw[old[2] : old[3]], start):  # a memcmp, unlike comparing memoryviews
+    if not raw.startswith(memoryview(previous.raw)[old[2] : old[3]], start):  # a memcmp, and no copy
         return None
     tail = raw[start + old_length : end]
     if old_length and tail:
@@ -441,6 +490,120 @@ def _parse_appended(previous: _Users, raw: bytes, signature: Signature) -> _User
     state = previous.appended(users, next_id, previous.store_id)
     if state.raw != raw:  # appended in another layout (by hand): the full parse indexes it
         return None
+    state.signature = signature
+    return state
+
+
+# Bytes compared at once when looking for what changed between two versions of the file.
+_COMPARED = 1 << 16
+
+
+def _common_prefix(old: bytes, new: bytes) -> int:
+    """How many leading bytes ``old`` and ``new`` share: memcmp by blocks, then halving inside one."""
+    view, length = memoryview(old), min(len(old), len(new))
+    low = 0
+    while low < length:
+        high = min(low + _COMPARED, length)
+        if not new.startswith(view[low:high], low):
+            break
+        low = high
+    else:
+        return length
+    while high - low > 1:  # old[:low] == new[:low], old[:high] != new[:high]
+        middle = (low + high) // 2
+        if new.startswith(view[low:middle], low):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _common_suffix(old: bytes, new: bytes, limit: int) -> int:
+    """How many trailing bytes (at most ``limit``) ``old`` and ``new`` share."""
+    view, old_end, new_end = memoryview(old), len(old), len(new)
+    low = 0
+    while low < limit:
+        high = min(low + _COMPARED, limit)
+        if not new.endswith(view[old_end - high : old_end - low], 0, new_end - low):
+            break
+        low = high
+    else:
+        return limit
+    while high - low > 1:  # the last low bytes match, the last high do not
+        middle = (low + high) // 2
+        if new.endswith(view[old_end - middle : old_end - low], 0, new_end - low):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+# At most this many users changed since a worker last read the file are indexed one by one.
+_MAX_REPLACED = 64
+
+
+def _changed_rows(previous: _Users, raw: bytes) -> tuple[int, int] | None:
+    """(first row, last row + 1) of the rows whose objects hold every byte in which ``raw`` differs from
+    ``previous.raw``; None when the header or the trailer changed. A memcmp of the two versions, no parse."""
+    old = previous.raw
+    prefix = _common_prefix(old, raw)
+    suffix = _common_suffix(old, raw, min(len(old), len(raw)) - prefix)
+    changed_end = len(old) - suffix  # the first byte of the common tail, in the old version
+    if prefix < previous._start or changed_end > previous._end:
+        return None
+    first = bisect_right(previous.starts, prefix - previous._start) - 1
+    last = bisect_left(previous.starts, changed_end - previous._start)
+    return first, last
+
+
+def _replaced_users(
+    previous: _Users, raw: bytes, first: int, last: int
+) -> tuple[list[User], list[int]] | None:
+    """The users of rows ``first`` to ``last - 1`` in ``raw`` and their offsets, when they are the same users
+    as in ``previous`` (ids and names), in the layout this module writes; None otherwise."""
+    begin = previous.row_span(first)[0]
+    end = previous.row_span(last - 1)[1] + len(raw) - len(previous.raw)
+    boundaries = [m.start() + 2 for m in _BETWEEN_USERS.finditer(raw, begin, end)]
+    if len(boundaries) != last - first - 1:
+        return None
+    starts = [begin, *boundaries]
+    users = []
+    for row, (start, stop) in enumerate(zip(starts, [b - 1 for b in boundaries] + [end], strict=True), first):
+        piece = raw[start:stop]
+        try:
+            user = _user_of(_decode(piece.decode()))
+        except (ValueError, TypeError, KeyError):  # UnicodeDecodeError is a ValueError
+            return None
+        before = previous._user_at(row)
+        if (
+            type(user.password_hash) is not str
+            or (user.id, user.username) != (before.id, before.username)
+            or _encode_user(user) != piece
+        ):
+            return None
+        users.append(user)
+    return users, [start - previous._start for start in starts]
+
+
+def _parse_replaced(previous: _Users, raw: bytes, signature: Signature) -> _Users | None:
+    """When ``raw`` is ``previous.raw`` with a few users' entries replaced (password changes, rehashes),
+    index only those entries; None when it is not (the full parse decides).
+
+    What changed is found by comparing the two versions, so every worker sees another's password change for
+    the cost of reading the file and one memcmp, whatever the number of users.
+    """
+    if not previous or previous.store_id is None:
+        return None
+    if raw == previous.raw:  # rewritten as it was
+        previous.signature = signature
+        return previous
+    rows = _changed_rows(previous, raw)
+    replaced = (
+        None if rows is None or rows[1] - rows[0] > _MAX_REPLACED else _replaced_users(previous, raw, *rows)
+    )
+    if rows is None or replaced is None:
+        return None
+    state = previous._with_rows(raw, rows[0], *replaced)
     state.signature = signature
     return state
 
@@ -512,10 +675,14 @@ class JsonFileStore(UserStore):
         except OSError as exc:
             raise self._unavailable(f"cannot read data file {self.path}: {_describe(exc)}") from exc
         # The common change is a registration by another worker: index only the users it appended.
-        appended = _parse_appended(self._users_state, raw, signature)
-        if appended is not None:
-            self._users_state = appended
-            return appended
+        changed = _parse_appended(self._users_state, raw, signature) or _parse_replaced(
+            self._users_state, raw, signature
+        )
+        if changed is not None:
+            self._users_state = changed
+            return changed
+        # Anything else is parsed in full: never on a worker's event loop (the request goes to its pool).
+        must_not_wait()
         try:
             state = _parse_users(raw, signature)
         except (ValueError, TypeError) as exc:
@@ -610,8 +777,11 @@ class JsonFileStore(UserStore):
         then update the index in place."""
         next_id = added[-1].id + 1 if added else state.next_id
         store_id = state.store_id or _new_store_id()
+        row = None if replaced is None or added or removed is not None else state.row_of(replaced.id)
         if removed is None and replaced is None:
             new_state = state.appended(added, next_id, store_id)
+        elif row is not None and replaced is not None and state.store_id is not None:
+            new_state = state.replaced(row, replaced)
         else:
             users = [
                 replaced if replaced is not None and u.id == replaced.id else u
@@ -667,6 +837,7 @@ class JsonFileStore(UserStore):
         state = self._users()
         if state.store_id is not None or state.signature is None:
             return state.store_id
+        must_not_wait()  # a write, under the lock: never on a worker's event loop
         with self._locked(self.lock_path):
             state = self._users()
             if state.store_id is None and state.signature is not None:
@@ -714,15 +885,15 @@ class JsonFileStore(UserStore):
 
     # ------------------------------------------------------------------ sessions (json_sessions.py)
 
-    def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
+    def create_session(self, user: User, session: Session, prune_before: float) -> bool:
         """Start a session unless the user is gone or its password changed since ``user`` was read."""
-        return self.sessions.create(user, session, refresh_hash, prune_before)
+        return self.sessions.create(user, session, prune_before)
 
     def rotate_refresh_token(
-        self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float
+        self, session_id: str, generation: int, now: float, absolute: float, idle: float
     ) -> Session:
-        """Spend a refresh token and make ``new_hash`` current; RefreshRefused when it cannot be."""
-        return self.sessions.rotate(presented_hash, new_hash, now, absolute, idle)
+        """Spend the session's refresh token of ``generation``; RefreshRefused when it cannot be."""
+        return self.sessions.rotate(session_id, generation, now, absolute, idle)
 
     def session_user(self, session_id: str) -> int | None:
         """The user id of a live session, from the sessions file as it is now (one stat per call)."""

@@ -1,11 +1,17 @@
 """Sessions of a JsonFileStore, in ``<data file>.sessions`` under their own lock.
 
-The file holds every live session (id, user id, start, refresh expiry) and the SHA-256 hashes of their refresh
-tokens, each marked current or spent. It follows the user file's rules: every change holds the exclusive
-``flock`` on ``<data file>.sessions.lock``, reads the file afresh, and replaces it atomically and durably
-(a logout lost on a power cut would bring a session back). Each process keeps the parsed file and re-reads it
-only when ``os.stat`` of the file differs, so the check made on every authenticated request costs one
-``stat`` and a dictionary lookup, and sees a logout made by any other process as soon as its write returns.
+The file holds every live session: id, user id, start, refresh expiry, and the generation of its current
+refresh token. A spent token is recognised from its generation (older than the current one), so nothing is
+kept per refresh: the file grows with the live sessions, never with their refreshes. It follows the user
+file's rules: every change holds the exclusive ``flock`` on ``<data file>.sessions.lock``, reads the file
+afresh, and replaces it atomically and durably (a logout lost on a power cut would bring a session back).
+Each process keeps the parsed file and re-reads it only when ``os.stat`` of the file differs, so the check
+made on every authenticated request costs one ``stat`` and a dictionary lookup, and sees a logout made by any
+other process as soon as its write returns. A file larger than ``LOOP_PARSE_LIMIT`` is parsed on a worker's
+thread pool, never on its event loop.
+
+A file of format 1 (which kept the hash of every refresh token) is read as sessions with no valid refresh
+token (generation 0): their access tokens work until they expire, then their users sign in again.
 
 Lock order: the user file's lock, then this one (a password change ends the sessions while holding both);
 a login takes only this one and checks the user file's current password hash while holding it, so a login
@@ -20,30 +26,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..lifecycle import must_not_wait
 from .base import RefreshRefused, Session, User
 
 if TYPE_CHECKING:
     from .json_file import JsonFileStore, Signature
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# A sessions file larger than this (about 2,500 live sessions) is parsed on a worker's thread pool only.
+LOOP_PARSE_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class _Sessions:
     signature: Signature | None
     by_id: dict[str, Session]
-    # refresh token hash -> (session id, spent)
-    tokens: dict[str, tuple[str, bool]]
 
 
-_EMPTY = _Sessions(None, {}, {})
+_EMPTY = _Sessions(None, {})
 
 
-def _encode(sessions: dict[str, Session], tokens: dict[str, tuple[str, bool]]) -> bytes:
+def _encode(sessions: dict[str, Session]) -> bytes:
     doc = {
         "version": FORMAT_VERSION,
-        "sessions": [[s.id, s.user_id, s.created_at, s.expires_at] for s in sessions.values()],
-        "refresh_tokens": {digest: [sid, int(spent)] for digest, (sid, spent) in tokens.items()},
+        "sessions": [[s.id, s.user_id, s.created_at, s.expires_at, s.generation] for s in sessions.values()],
     }
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
@@ -51,15 +57,20 @@ def _encode(sessions: dict[str, Session], tokens: dict[str, tuple[str, bool]]) -
 def _parse(raw: bytes, signature: Signature) -> _Sessions:
     """The sessions of ``raw``; ValueError, TypeError or KeyError when it is not a sessions file."""
     doc = json.loads(raw)
-    if doc["version"] != FORMAT_VERSION:
-        raise ValueError(f"unsupported format version {doc['version']!r}")
+    version = doc["version"]
+    if version not in (1, FORMAT_VERSION):
+        raise ValueError(f"unsupported format version {version!r}")
     by_id: dict[str, Session] = {}
-    for sid, user_id, created_at, expires_at in doc["sessions"]:
-        if type(sid) is not str or type(user_id) is not int:
-            raise TypeError("a session lacks its id or user id")
-        by_id[sid] = Session(sid, user_id, float(created_at), float(expires_at))
-    tokens = {str(digest): (str(sid), bool(spent)) for digest, (sid, spent) in doc["refresh_tokens"].items()}
-    return _Sessions(signature, by_id, tokens)
+    for entry in doc["sessions"]:
+        if version == FORMAT_VERSION:
+            sid, user_id, created_at, expires_at, generation = entry
+        else:  # format 1 kept refresh token hashes, which no token of today's format matches: generation 0
+            sid, user_id, created_at, expires_at = entry
+            generation = 0
+        if type(sid) is not str or type(user_id) is not int or type(generation) is not int:
+            raise TypeError("a session lacks its id, user id or generation")
+        by_id[sid] = Session(sid, user_id, float(created_at), float(expires_at), generation)
+    return _Sessions(signature, by_id)
 
 
 class JsonSessions:
@@ -89,6 +100,8 @@ class JsonSessions:
             raise self.store._unavailable(f"cannot read {self.path}: {exc.strerror}") from exc
         if signature == state.signature:
             return state
+        if signature[2] > LOOP_PARSE_LIMIT:
+            must_not_wait()  # a long parse: on the worker's thread pool, never on its event loop
         try:
             with open(self.path, "rb") as file:
                 signature = self._signature(os.fstat(file.fileno()))
@@ -113,61 +126,54 @@ class JsonSessions:
 
     # ------------------------------------------------------------------ writing
 
-    def _change(self, change: Callable[[dict[str, Session], dict[str, tuple[str, bool]]], bool]) -> None:
-        """Under the lock, apply ``change`` to copies of the current sessions and tokens; write them when it
-        returns True."""
+    def _change(self, change: Callable[[dict[str, Session]], bool]) -> None:
+        """Under the lock, apply ``change`` to a copy of the current sessions; write them when it returns
+        True."""
         with self.store._locked(self.lock_path):
             self.store._sweep_temp_files(self.path)
-            state = self._current()
-            sessions, tokens = dict(state.by_id), dict(state.tokens)
-            if change(sessions, tokens):
-                signature = self.store._replace(self.path, _encode(sessions, tokens), durable=True)
-                self._state = _Sessions(signature, sessions, tokens)
+            sessions = dict(self._current().by_id)
+            if change(sessions):
+                signature = self.store._replace(self.path, _encode(sessions), durable=True)
+                self._state = _Sessions(signature, sessions)
 
     @staticmethod
-    def _drop(sessions: dict[str, Session], tokens: dict[str, tuple[str, bool]], ended: set[str]) -> bool:
-        """Remove the sessions ``ended`` and their token hashes; whether anything was removed."""
-        if not ended:
-            return False
+    def _drop(sessions: dict[str, Session], ended: set[str]) -> bool:
+        """Remove the sessions ``ended``; whether anything was removed."""
         for sid in ended:
-            sessions.pop(sid, None)
-        for digest in [digest for digest, (sid, _) in tokens.items() if sid in ended]:
-            del tokens[digest]
-        return True
+            del sessions[sid]
+        return bool(ended)
 
-    def create(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
+    def create(self, user: User, session: Session, prune_before: float) -> bool:
         """Store a new session unless the user is gone or its password changed; prune expired ones."""
         created = False
 
-        def add(sessions: dict[str, Session], tokens: dict[str, tuple[str, bool]]) -> bool:
+        def add(sessions: dict[str, Session]) -> bool:
             nonlocal created
             current = self.store.find_by_id(user.id)  # the user file as it is now (one stat)
             if current is None or current.password_hash != user.password_hash:
                 return False
             if user.id in self.store.disabled.ids():  # read under this lock: see json_disabled.py
                 return False
-            self._drop(sessions, tokens, {s.id for s in sessions.values() if s.expires_at < prune_before})
+            self._drop(sessions, {s.id for s in sessions.values() if s.expires_at < prune_before})
             sessions[session.id] = session
-            tokens[refresh_hash] = (session.id, False)
             created = True
             return True
 
         self._change(add)
         return created
 
-    def rotate(self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float) -> Session:
-        """Spend ``presented_hash`` and make ``new_hash`` current (see UserStore.rotate_refresh_token)."""
+    def rotate(self, session_id: str, generation: int, now: float, absolute: float, idle: float) -> Session:
+        """Spend the token of ``generation`` (see UserStore.rotate_refresh_token)."""
         outcome: Session | RefreshRefused = RefreshRefused("unknown")
 
-        def rotate(sessions: dict[str, Session], tokens: dict[str, tuple[str, bool]]) -> bool:
+        def rotate(sessions: dict[str, Session]) -> bool:
             nonlocal outcome
-            entry = tokens.get(presented_hash)
-            session = sessions.get(entry[0]) if entry is not None else None
-            if entry is None or session is None:
+            session = sessions.get(session_id)
+            if session is None or generation > session.generation:
                 return False
-            if entry[1]:
+            if generation < session.generation:
                 outcome = RefreshRefused("reused")
-                return self._drop(sessions, tokens, {session.id})
+                return self._drop(sessions, {session.id})
             if session.expires_at <= now:
                 outcome = RefreshRefused("expired")
                 return False
@@ -176,10 +182,9 @@ class JsonSessions:
                 session.user_id,
                 session.created_at,
                 min(session.created_at + absolute, now + idle),
+                session.generation + 1,
             )
             sessions[session.id] = renewed
-            tokens[presented_hash] = (session.id, True)
-            tokens[new_hash] = (session.id, False)
             outcome = renewed
             return True
 
@@ -192,9 +197,9 @@ class JsonSessions:
         """End one session; whether it was live."""
         ended = False
 
-        def end(sessions: dict[str, Session], tokens: dict[str, tuple[str, bool]]) -> bool:
+        def end(sessions: dict[str, Session]) -> bool:
             nonlocal ended
-            ended = self._drop(sessions, tokens, {session_id} & sessions.keys())
+            ended = self._drop(sessions, {session_id} & sessions.keys())
             return ended
 
         self._change(end)
@@ -204,9 +209,9 @@ class JsonSessions:
         """End every session of the user; how many there were."""
         ended: set[str] = set()
 
-        def end(sessions: dict[str, Session], tokens: dict[str, tuple[str, bool]]) -> bool:
+        def end(sessions: dict[str, Session]) -> bool:
             ended.update(s.id for s in sessions.values() if s.user_id == user_id)
-            return self._drop(sessions, tokens, ended)
+            return self._drop(sessions, ended)
 
         self._change(end)
         return len(ended)

@@ -97,7 +97,8 @@ SCHEMA_SQL = (
     )""",
     "CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id)",
     "CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)",
-    # Refresh tokens as SHA-256 hashes only: the current one of each session, and the spent ones.
+    # The current refresh token of each session, as ``<session id>.<generation>`` in ``hash`` (rows of the
+    # earlier format, SHA-256 hashes of every token, match no token and leave with their session).
     """CREATE TABLE IF NOT EXISTS refresh_tokens (
         hash text PRIMARY KEY,
         session_id text NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
@@ -444,6 +445,11 @@ class UserCache:
         self._pid = None
 
 
+def _refresh_key(session_id: str, generation: int) -> str:
+    """The refresh_tokens row of a session's current refresh token: its session and generation."""
+    return f"{session_id}.{generation}"
+
+
 class PostgresStore(UserStore):
     """Users in PostgreSQL at ``url``; see the module docstring for the process and outage behaviour."""
 
@@ -742,9 +748,10 @@ class PostgresStore(UserStore):
 
     # ------------------------------------------------------------------ sessions
 
-    def create_session(self, user: User, session: Session, refresh_hash: str, prune_before: float) -> bool:
-        """Insert the session and its first token hash, only while the user's row still has the hash that
-        was verified (held FOR SHARE, so a concurrent password change or deletion waits or wins); prune."""
+    def create_session(self, user: User, session: Session, prune_before: float) -> bool:
+        """Insert the session and the key of its current refresh token, only while the user's row still has
+        the hash that was verified (held FOR SHARE, so a concurrent password change or deletion waits or
+        wins); prune."""
 
         def create(conn: psycopg.Connection) -> bool:
             with conn.transaction():
@@ -768,38 +775,43 @@ class PostgresStore(UserStore):
                     return False
                 conn.execute(
                     "INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)",
-                    (refresh_hash, session.id),
+                    (_refresh_key(session.id, session.generation), session.id),
                 )
             return True
 
         return self._run(create, idempotent=False)
 
     def rotate_refresh_token(
-        self, presented_hash: str, new_hash: str, now: float, absolute: float, idle: float
+        self, session_id: str, generation: int, now: float, absolute: float, idle: float
     ) -> Session:
-        """Spend the token, renew its session's expiry and store the new hash, in one transaction that holds
-        the session's row (FOR UPDATE) first: every change to a session's tokens takes that lock before any
-        other, so concurrent calls queue there (exactly one finds the token unspent) and never deadlock."""
+        """Spend the token of ``generation``: renew the session's expiry and move its one refresh_tokens row
+        to the next generation, in one transaction that holds the session's row (FOR UPDATE) first, so
+        concurrent calls queue there (exactly one finds the generation current) and never deadlock.
+
+        A session keeps one row of refresh_tokens, its current generation (``<session id>.<generation>``):
+        an earlier generation is a spent token, recognised without a row of its own.
+        """
 
         def rotate(conn: psycopg.Connection) -> Session | RefreshRefused:
             with conn.transaction():
                 row = conn.execute(
-                    "SELECT s.id, s.user_id, s.created_at, s.expires_at FROM sessions s "
-                    "JOIN refresh_tokens t ON t.session_id = s.id WHERE t.hash = %s FOR UPDATE OF s",
-                    (presented_hash,),
+                    "SELECT id, user_id, created_at, expires_at FROM sessions WHERE id = %s FOR UPDATE",
+                    (session_id,),
                 ).fetchone()
                 if row is None:
                     return RefreshRefused("unknown")
-                session = Session(*row)
                 # A new statement, so a new snapshot: it sees what the holder of the lock before us did.
-                token = conn.execute(
-                    "SELECT spent FROM refresh_tokens WHERE hash = %s", (presented_hash,)
+                current = conn.execute(
+                    "SELECT hash FROM refresh_tokens WHERE session_id = %s AND position('.' in hash) > 0",
+                    (session_id,),
                 ).fetchone()
-                if token is None:
+                current_generation = int(current[0].rpartition(".")[2]) if current is not None else 0
+                if generation > current_generation:
                     return RefreshRefused("unknown")
-                if token[0]:
-                    conn.execute("DELETE FROM sessions WHERE id = %s", (session.id,))
+                if generation < current_generation:
+                    conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
                     return RefreshRefused("reused")
+                session = Session(*row)
                 if session.expires_at <= now:
                     return RefreshRefused("expired")
                 renewed = Session(
@@ -807,18 +819,14 @@ class PostgresStore(UserStore):
                     session.user_id,
                     session.created_at,
                     min(session.created_at + absolute, now + idle),
+                    generation + 1,
                 )
-                spent = conn.execute(
-                    "UPDATE refresh_tokens SET spent = true WHERE hash = %s AND NOT spent", (presented_hash,)
+                conn.execute(
+                    "UPDATE refresh_tokens SET hash = %s WHERE hash = %s",
+                    (_refresh_key(session_id, renewed.generation), _refresh_key(session_id, generation)),
                 )
-                if spent.rowcount != 1:  # never under the row lock; a second guard against two winners
-                    conn.execute("DELETE FROM sessions WHERE id = %s", (session.id,))
-                    return RefreshRefused("reused")
                 conn.execute(
                     "UPDATE sessions SET expires_at = %s WHERE id = %s", (renewed.expires_at, session.id)
-                )
-                conn.execute(
-                    "INSERT INTO refresh_tokens (hash, session_id) VALUES (%s, %s)", (new_hash, session.id)
                 )
             return renewed
 

@@ -3,6 +3,7 @@ deletion, GET /users/me, and hashes upgraded at login."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -47,11 +48,12 @@ def test_authenticate_returns_a_refresh_token_and_its_lifetime(auth):
     body = auth.login()
 
     assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"}
-    assert len(body["refresh_token"]) == 43  # 256 random bits, URL-safe base64
+    # <session id>.<generation>.<MAC>: 22 and 43 URL-safe base64 characters around the first generation
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}\.1\.[A-Za-z0-9_-]{43}", body["refresh_token"])
     assert body["refresh_expires_in"] in (604_799, 604_800)  # the 7-day idle limit comes first
 
 
-def test_refresh_token_is_stored_only_as_a_hash(app, auth, app_env):
+def test_refresh_token_is_not_stored(app, auth, app_env):
     refresh_token = auth.login()["refresh_token"]
 
     if "DATABASE_URL" in app_env:
@@ -131,6 +133,28 @@ def test_unknown_or_malformed_refresh_token_returns_401(auth, refresh_token):
     auth.login()
 
     assert_refused(auth.refresh(refresh_token))
+
+
+def test_a_forged_earlier_generation_is_refused_and_ends_nothing(auth):
+    login = auth.login()
+    renewed = auth.refresh(login["refresh_token"]).get_json()
+    session_id, _, mac = login["refresh_token"].split(".")
+    forged = f"{session_id}.1.{mac[::-1]}"  # the spent generation, without its MAC
+
+    response = auth.refresh(forged)
+
+    assert_refused(response)
+    assert response.get_json()["detail"] == "The refresh token is unknown or its session has ended."
+    assert auth.get("/hello", renewed["access_token"]).status_code == 200
+    assert auth.refresh(renewed["refresh_token"]).status_code == 200
+
+
+def test_a_refresh_token_of_the_earlier_random_format_returns_401(auth):
+    auth.login()
+
+    response = auth.refresh("kR2hV0n4yQ7pXw9sL1tB6dF3gJ8mN5cZ0aE2uI4oP7q")  # 43 random characters
+
+    assert_refused(response)
 
 
 def test_access_token_is_not_a_refresh_token(auth):

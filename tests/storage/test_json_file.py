@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from src.lifecycle import WouldWait, on_event_loop
 from src.storage import JsonFileStore, StoreUnavailable, User, UsernameTaken
 from src.storage import json_file as json_file_module
 
@@ -153,9 +154,10 @@ def test_index_reloads_after_another_process_writes(json_store, data_file):
 
 @pytest.fixture
 def parses(monkeypatch):
-    """Names of the parse functions called, in order: "full" or "appended"."""
+    """Names of the parse functions called, in order: "full", "appended" or "replaced"."""
     calls: list[str] = []
     real_full, real_appended = json_file_module._parse_users, json_file_module._parse_appended
+    real_replaced = json_file_module._parse_replaced
 
     def full(*args):
         calls.append("full")
@@ -167,8 +169,15 @@ def parses(monkeypatch):
             calls.append("appended")
         return result
 
+    def replaced(*args):
+        result = real_replaced(*args)
+        if result is not None:
+            calls.append("replaced")
+        return result
+
     monkeypatch.setattr(json_file_module, "_parse_users", full)
     monkeypatch.setattr(json_file_module, "_parse_appended", appended)
+    monkeypatch.setattr(json_file_module, "_parse_replaced", replaced)
     return calls
 
 
@@ -209,6 +218,47 @@ def test_a_removal_by_another_worker_is_seen_through_a_full_parse(json_store, da
     assert other_worker.find_by_id(2) is None
     assert other_worker.find_by_username("user1") is None
     assert parses == ["full", "full"]
+
+
+def test_password_changes_by_another_worker_are_indexed_on_the_event_loop_without_a_full_parse(
+    json_store, data_file, parses
+):
+    json_store.create_users_bulk((f"user{n}", HASH) for n in range(100))
+    other_worker = JsonFileStore(data_file)
+    assert other_worker.find_by_id(1) is not None
+    longer, shorter = HASH + "-longer", HASH[:-5]
+
+    json_store.change_password(50, HASH, longer, end_sessions=True)
+    with on_event_loop():  # a token check on a worker's loop: no full parse there
+        assert other_worker.find_by_id(50) == User(50, "user49", longer)
+    json_store.change_password(100, HASH, shorter, end_sessions=False)
+    json_store.change_password(50, longer, shorter, end_sessions=False)
+    with on_event_loop():
+        assert other_worker.find_by_username("user99") == User(100, "user99", shorter)
+    with on_event_loop():
+        assert other_worker.find_by_username("user49") == User(50, "user49", shorter)
+
+    for n in range(100):
+        expected = User(n + 1, f"user{n}", shorter if n in (49, 99) else HASH)
+        assert other_worker.find_by_id(n + 1) == expected
+        assert other_worker.find_by_username(f"user{n}") == expected
+    assert parses == ["full", "replaced", "replaced"]
+    assert other_worker.create_user("after", HASH).id == 101
+    assert [u["password_hash"] for u in read_doc(data_file)["users"]].count(shorter) == 2
+
+
+def test_a_removal_by_another_worker_is_parsed_on_the_pool_not_on_the_event_loop(json_store, data_file):
+    json_store.create_users_bulk((f"user{n}", HASH) for n in range(3))
+    other_worker = JsonFileStore(data_file)
+    assert other_worker.find_by_id(2) is not None
+
+    json_store.delete_user(2)
+
+    with pytest.raises(WouldWait), on_event_loop():
+        other_worker.find_by_id(1)
+    assert other_worker.find_by_id(2) is None  # where waiting is fine
+    with on_event_loop():
+        assert other_worker.find_by_id(1) == User(1, "user0", HASH)
 
 
 def test_an_invalid_appended_user_is_reported_by_the_full_parse(json_store, data_file):

@@ -3,6 +3,7 @@ once, logins racing a password change, pruning, and a sessions file that cannot 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 
 from harness import wait_until
+from src.lifecycle import WouldWait, on_event_loop
 from src.storage import JsonFileStore, PostgresStore, RefreshRefused, Session, StoreUnavailable, UserStore
 from tests.storage import workers
 
@@ -41,12 +43,13 @@ def postgres_url_if_needed(request: pytest.FixtureRequest, store: UserStore) -> 
     return request.getfixturevalue("postgres_url") if isinstance(store, PostgresStore) else None
 
 
-def start(
-    store: UserStore, user, session_id: str = "S" * 22, refresh_hash: str = "h0", now: float | None = None
-):
+SID = "S" * 22
+
+
+def start(store: UserStore, user, session_id: str = SID, now: float | None = None):
     now = time.time() if now is None else now
     session = Session(session_id, user.id, now, now + DAY)
-    assert store.create_session(user, session, refresh_hash, prune_before=now - 3600)
+    assert store.create_session(user, session, prune_before=now - 3600)
     return session
 
 
@@ -58,26 +61,33 @@ def test_rotation_spends_the_token_and_renews_the_expiry(store):
     alice = store.create_user("alice", HASH)
     session = start(store, alice, now=1000.0)
 
-    renewed = store.rotate_refresh_token("h0", "h1", now=2000.0, absolute=30 * DAY, idle=DAY)
+    renewed = store.rotate_refresh_token(SID, 1, now=2000.0, absolute=30 * DAY, idle=DAY)
 
-    assert renewed == Session(session.id, alice.id, 1000.0, 2000.0 + DAY)
-    with pytest.raises(RefreshRefused) as refused:
-        store.rotate_refresh_token("unknown", "h2", now=2001.0, absolute=30 * DAY, idle=DAY)
-    assert refused.value.reason == "unknown"
+    assert renewed == Session(session.id, alice.id, 1000.0, 2000.0 + DAY, generation=2)
+    for unknown_session, generation in (
+        ("U" * 22, 1),
+        (SID, 3),
+    ):  # no such session; a generation never issued
+        with pytest.raises(RefreshRefused) as refused:
+            store.rotate_refresh_token(unknown_session, generation, now=2001.0, absolute=30 * DAY, idle=DAY)
+        assert refused.value.reason == "unknown"
+    assert store.session_user(SID) == alice.id
 
 
-def test_presenting_a_spent_hash_ends_the_session(store):
+@pytest.mark.parametrize("spent", [1, 2])
+def test_presenting_a_spent_generation_ends_the_session(store, spent):
     alice = store.create_user("alice", HASH)
     session = start(store, alice)
-    store.rotate_refresh_token("h0", "h1", now=time.time(), absolute=30 * DAY, idle=DAY)
+    for generation in (1, 2):
+        store.rotate_refresh_token(SID, generation, now=time.time(), absolute=30 * DAY, idle=DAY)
 
     with pytest.raises(RefreshRefused) as refused:
-        store.rotate_refresh_token("h0", "h2", now=time.time(), absolute=30 * DAY, idle=DAY)
+        store.rotate_refresh_token(SID, spent, now=time.time(), absolute=30 * DAY, idle=DAY)
 
     assert refused.value.reason == "reused"
     assert store.session_user(session.id) is None
     with pytest.raises(RefreshRefused) as after:
-        store.rotate_refresh_token("h1", "h3", now=time.time(), absolute=30 * DAY, idle=DAY)
+        store.rotate_refresh_token(SID, 3, now=time.time(), absolute=30 * DAY, idle=DAY)
     assert after.value.reason == "unknown"
 
 
@@ -87,11 +97,11 @@ def test_an_expired_session_refuses_rotation_and_keeps_its_token_unspent(store):
 
     for _ in range(2):  # still "expired", not "reused": the failed attempt spent nothing
         with pytest.raises(RefreshRefused) as refused:
-            store.rotate_refresh_token("h0", "h1", now=1000.0 + DAY, absolute=30 * DAY, idle=DAY)
+            store.rotate_refresh_token(SID, 1, now=1000.0 + DAY, absolute=30 * DAY, idle=DAY)
         assert refused.value.reason == "expired"
 
 
-def test_twenty_concurrent_rotations_of_one_hash_let_exactly_one_through(store):
+def test_twenty_concurrent_rotations_of_one_token_let_exactly_one_through(store):
     alice = store.create_user("alice", HASH)
     start(store, alice)
     barrier = threading.Barrier(20)
@@ -100,7 +110,7 @@ def test_twenty_concurrent_rotations_of_one_hash_let_exactly_one_through(store):
     def rotate(n: int) -> None:
         barrier.wait()
         try:
-            store.rotate_refresh_token("h0", f"new-{n}", now=time.time(), absolute=30 * DAY, idle=DAY)
+            store.rotate_refresh_token(SID, 1, now=time.time(), absolute=30 * DAY, idle=DAY)
             outcomes.append("ok")
         except RefreshRefused as refused:
             outcomes.append(refused.reason)
@@ -130,8 +140,8 @@ def test_a_session_ended_through_another_store_is_seen_at_once(store, second_sto
 
 def test_a_password_change_ends_every_session_of_the_user_only(store):
     alice, bob = store.create_user("alice", HASH), store.create_user("bob", HASH)
-    first, second = start(store, alice, "A" * 22, "a1"), start(store, alice, "B" * 22, "a2")
-    bobs = start(store, bob, "C" * 22, "b1")
+    first, second = start(store, alice, "A" * 22), start(store, alice, "B" * 22)
+    bobs = start(store, bob, "C" * 22)
 
     assert store.change_password(alice.id, HASH, OTHER_HASH, end_sessions=True)
 
@@ -165,7 +175,7 @@ def test_a_login_verified_against_an_old_hash_starts_no_session(store):
     store.change_password(alice.id, HASH, OTHER_HASH, end_sessions=True)
 
     now = time.time()
-    assert not store.create_session(alice, Session("S" * 22, alice.id, now, now + DAY), "h0", now)
+    assert not store.create_session(alice, Session("S" * 22, alice.id, now, now + DAY), now)
     assert store.session_user("S" * 22) is None
 
 
@@ -177,13 +187,13 @@ def test_deleting_a_user_ends_its_sessions(store):
 
     assert store.session_user(session.id) is None
     with pytest.raises(RefreshRefused):
-        store.rotate_refresh_token("h0", "h1", now=time.time(), absolute=30 * DAY, idle=DAY)
+        store.rotate_refresh_token(SID, 1, now=time.time(), absolute=30 * DAY, idle=DAY)
 
 
 def test_logins_prune_sessions_expired_before_the_cutoff(store):
     alice = store.create_user("alice", HASH)
     old = Session("O" * 22, alice.id, 1000.0, 2000.0)
-    assert store.create_session(alice, old, "old", prune_before=0.0)
+    assert store.create_session(alice, old, prune_before=0.0)
 
     start(store, alice, now=10_000.0)  # prunes what expired before 10_000 - 3600
 
@@ -217,6 +227,56 @@ def test_an_unreadable_sessions_file_is_unavailable_and_left_alone(json_store, d
     assert sessions_file.read_bytes() == b'{"version": 1, "sessions": ['
 
 
+def test_ten_thousand_refreshes_of_one_session_leave_a_sessions_file_under_4_kib(json_store, data_file: Path):
+    alice = json_store.create_user("alice", HASH)
+    start(json_store, alice)
+    sessions_file = Path(str(data_file) + ".sessions")
+    for generation in range(1, 10_001):
+        json_store.rotate_refresh_token(SID, generation, now=time.time(), absolute=30 * DAY, idle=DAY)
+        if generation == 100:  # a file growing with the refreshes is over 4 KiB by now: fail early
+            assert sessions_file.stat().st_size <= 4096
+
+    assert sessions_file.stat().st_size <= 4096
+    with pytest.raises(RefreshRefused) as refused:  # the first token, spent 10,000 refreshes ago
+        json_store.rotate_refresh_token(SID, 1, now=time.time(), absolute=30 * DAY, idle=DAY)
+    assert refused.value.reason == "reused"
+
+
+def test_sessions_of_the_earlier_format_keep_their_access_tokens_but_refresh_no_more(
+    json_store, data_file: Path
+):
+    alice = json_store.create_user("alice", HASH)
+    sessions_file = Path(str(data_file) + ".sessions")
+    earlier = {
+        "version": 1,
+        "sessions": [[SID, alice.id, 1000.0, 9e12]],
+        "refresh_tokens": {"ab12": [SID, 0]},
+    }
+    sessions_file.write_text(json.dumps(earlier))
+
+    assert json_store.session_user(SID) == alice.id
+    with pytest.raises(RefreshRefused) as refused:
+        json_store.rotate_refresh_token(SID, 1, now=time.time(), absolute=30 * DAY, idle=DAY)
+    assert refused.value.reason == "unknown"
+    assert json_store.end_session(SID) is True
+    assert json.loads(sessions_file.read_text()) == {"version": 2, "sessions": []}
+
+
+def test_a_large_sessions_file_is_parsed_on_the_pool_not_on_the_event_loop(json_store, data_file: Path):
+    alice = json_store.create_user("alice", HASH)
+    start(json_store, alice)
+    sessions_file = Path(str(data_file) + ".sessions")
+    doc = json.loads(sessions_file.read_text())
+    doc["sessions"] += [[f"{n:022d}", alice.id, 1000.0, 9e12, 1] for n in range(6000)]  # about 330 KB
+    sessions_file.write_text(json.dumps(doc))
+
+    with pytest.raises(WouldWait), on_event_loop():
+        json_store.session_user(SID)
+    assert json_store.session_user(SID) == alice.id  # on the pool
+    with on_event_loop():  # parsed already: one stat
+        assert json_store.session_user(f"{5999:022d}") == alice.id
+
+
 # ------------------------------------------------------------------------------------------- PostgreSQL only
 
 
@@ -231,6 +291,20 @@ def test_truncating_the_sessions_empties_every_cache(pg_store, postgres_url):
         conn.execute("TRUNCATE sessions CASCADE")
 
     assert seen_within(lambda: pg_store.session_user(session.id) is None) < 0.5
+
+
+def test_refreshes_keep_one_refresh_tokens_row_per_session(pg_store, postgres_url):
+    alice = pg_store.create_user("alice", HASH)
+    start(pg_store, alice)
+    for generation in range(1, 51):
+        pg_store.rotate_refresh_token(SID, generation, now=time.time(), absolute=30 * DAY, idle=DAY)
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT hash FROM refresh_tokens WHERE session_id = %s", (SID,)).fetchall()
+    assert rows == [(f"{SID}.51",)]
+    with pytest.raises(RefreshRefused) as refused:
+        pg_store.rotate_refresh_token(SID, 50, now=time.time(), absolute=30 * DAY, idle=DAY)
+    assert refused.value.reason == "reused"
 
 
 def test_a_database_of_the_earlier_schema_gains_the_session_tables_at_startup(postgres_url):
