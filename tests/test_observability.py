@@ -123,6 +123,47 @@ def test_one_json_access_line_per_request_with_route_template(make_app, capfd):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
 
 
+class SteppedClock:
+    """The clock of src/observability.py: perf_counter steps by ``step`` seconds per reading, time is fixed."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.readings = 0
+
+    def perf_counter(self) -> float:
+        self.readings += 1
+        return 1_000.0 + self.readings * self.step
+
+    def time(self) -> float:
+        return 1_796_000_000.0
+
+
+def test_a_request_of_a_quarter_second_is_logged_as_250_ms_and_observed_as_0_25_s(
+    make_app, capfd, monkeypatch
+):
+    client = make_app().test_client()
+    labels = {"route": "/readyz", "method": "GET", "status": "200"}
+    sum_before = REGISTRY.get_sample_value("http_request_duration_seconds_sum", labels) or 0.0
+    under_half_second = REGISTRY.get_sample_value(
+        "http_request_duration_seconds_bucket", {**labels, "le": "0.5"}
+    )
+    capfd.readouterr()
+    # The request starts and ends on two readings of the clock, 0.25 s apart (a power of two: exact in binary).
+    monkeypatch.setattr(observability, "time", SteppedClock(0.25))
+
+    client.get("/readyz")
+
+    monkeypatch.undo()
+    (line,) = access_lines(stdout_lines(capfd))
+    assert line["duration_ms"] == 250.0
+    assert line["time"] == "2026-11-30T00:53:20.000Z"
+    assert REGISTRY.get_sample_value("http_request_duration_seconds_sum", labels) - sum_before == 0.25
+    assert (
+        REGISTRY.get_sample_value("http_request_duration_seconds_bucket", {**labels, "le": "0.5"})
+        == (under_half_second or 0.0) + 1
+    )
+
+
 def test_unmatched_paths_and_unknown_methods_get_fixed_labels(make_app, capfd):
     client = make_app().test_client()
     capfd.readouterr()
