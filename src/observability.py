@@ -55,13 +55,6 @@ HTTP_REQUEST_DURATION = Histogram(
 )
 
 
-def request_id_from(header_value: str | None) -> str:
-    """The caller's request id if it is 1-128 characters of [A-Za-z0-9._:-], else a new random one."""
-    if header_value and REQUEST_ID_PATTERN.fullmatch(header_value):
-        return header_value
-    return os.urandom(16).hex()
-
-
 class _Outcome:
     """What is fixed for one (route, method, status): its metric values and the constant parts of its line.
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import threading
+from pathlib import Path
 
 import pytest
 from werkzeug.routing import Map, Rule
 
+from harness.gunicorn_config import gunicorn_settings
 from src.lifecycle import WouldWait, must_not_wait, on_event_loop
 from src.routes.waits import loop_endpoints, waits_on_nothing
 from src.storage import JsonFileStore, PostgresStore
 from src.worker import LOOP_ENDPOINTS, ConnectionTable, RoutePlacement, WsgiOnLoop
+from tests.conftest import TEST_SECRET_KEY
 from tests.storage.workers import HASH
 
 
@@ -471,3 +475,43 @@ def test_a_drain_closes_the_idle_connections_and_leaves_a_begun_head_its_time():
     table.close_idle()
 
     assert [idle.closed, begun.closed, answering.closed] == [True, False, False]
+
+
+# ------------------------------------------------------------------------------------ gunicorn selects it
+
+
+def test_gunicorn_conf_selects_the_event_loop_worker_class_as_gunicorn_loads_it():
+    # Loaded by gunicorn's own Config (harness/gunicorn_config.py), as `gunicorn -c gunicorn.conf.py` does.
+    assert gunicorn_settings({}, "worker_class") == {"worker_class": "src.worker.Worker"}
+    # GUNICORN_THREADS=1 is the documented way back to gunicorn's sync workers.
+    assert gunicorn_settings({"GUNICORN_THREADS": "1"}, "worker_class") == {
+        "worker_class": "gunicorn.workers.sync.SyncWorker"
+    }
+
+
+def blocked_signals(pid: int) -> set[int]:
+    """The signals the main thread of ``pid`` blocks (SigBlk of /proc/<pid>/status, a hexadecimal mask)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            mask = int(line.split()[1], 16)
+            return {number for number in range(1, 65) if mask & (1 << (number - 1))}
+    raise AssertionError(f"no SigBlk line in /proc/{pid}/status")
+
+
+def test_a_serving_worker_leaves_its_stop_signals_unblocked(gunicorn_server, tmp_path):
+    # The worker blocks SIGTERM, SIGINT and SIGQUIT while it loads the application and must unblock them
+    # once its loop runs: blocked, a SIGTERM from the master (a deploy, a scale-down) is never taken and the
+    # master waits out graceful_timeout, then kills it mid-request. The worker answered /healthz: it serves.
+    server = gunicorn_server(
+        {
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "SECRET_KEY": TEST_SECRET_KEY,
+            "DATABASE_URL": None,
+            "METRICS_PORT": None,
+            "PROMETHEUS_MULTIPROC_DIR": None,
+        },
+        workers=1,
+    )
+    (worker,) = server.worker_pids()
+
+    assert blocked_signals(worker) & {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT} == set()

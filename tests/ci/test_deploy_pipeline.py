@@ -61,9 +61,11 @@ def test_push_signs_and_summarises_the_digest_it_pushed(workflow):
     script = job_text(workflow, "push")
     assert 'cosign sign --yes "$PUSHED"' in script
     assert "pin-image-eks.sh $PUSHED" in script
-    for step in workflow["jobs"]["push"]["steps"]:
-        if "PUSHED" in (step.get("env") or {}):
-            assert step["env"]["PUSHED"].endswith("@${{ steps.push.outputs.digest }}")
+    # Every step whose script uses $PUSHED gets it from the digest the push step printed.
+    users = [step for step in workflow["jobs"]["push"]["steps"] if "$PUSHED" in run_script(step)]
+    pushed = [(step.get("env") or {}).get("PUSHED", "") for step in users]
+    assert len(users) >= 2, "cosign and pin-image-eks.sh use $PUSHED"
+    assert [value.endswith("@${{ steps.push.outputs.digest }}") for value in pushed] == [True] * len(users)
 
 
 def test_k3d_runs_the_kubernetes_minor_the_manifests_are_validated_against(workflow):

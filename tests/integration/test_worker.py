@@ -113,9 +113,20 @@ def test_keep_alive_serves_pipelined_requests_in_order_with_their_ids(server):
     ]
 
 
-def test_a_header_spelled_with_underscores_never_passes_for_its_dashed_twin(server):
+def test_a_header_spelled_with_underscores_never_passes_for_its_dashed_twin(gunicorn_server, tmp_path):
     # "X_Request_ID" and "X-Request-ID" are one key in the WSGI environ: the underscore spelling is dropped,
     # so it can neither set the id nor (behind a proxy that checks only the dashed one) spoof a header.
+    # gunicorn's parser drops such headers by default (header_map "drop"); "dangerous" hands them over, so
+    # that the worker's own environ building (src/worker.py) is what must drop them.
+    server = gunicorn_server(
+        {
+            "DATA_FILE_PATH": str(tmp_path / "data.json"),
+            "METRICS_PORT": None,
+            "PROMETHEUS_MULTIPROC_DIR": None,
+        },
+        workers=1,
+        extra_args=["--header-map", "dangerous"],
+    )
     raw = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX_Request_ID: spoofed-id\r\nConnection: close\r\n\r\n"
     response = exchange(server.port, raw)
 

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from .manifests import base_objects, containers, one, pod_spec, workloads
+from harness.gunicorn_config import gunicorn_settings
 
-GUNICORN_GRACEFUL_TIMEOUT_DEFAULT = 20
+from .manifests import base_objects, containers, one, pod_spec, workloads
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,8 @@ def test_writable_paths_are_memory_empty_dirs(objects):
 def test_termination_grace_exceeds_prestop_plus_gunicorn_graceful_timeout(objects):
     spec = pod_spec(one(objects, "Deployment", "flask-api"))
     settings = one(objects, "ConfigMap", "flask-api-config")["data"]
-    graceful = int(settings.get("GUNICORN_GRACEFUL_TIMEOUT", GUNICORN_GRACEFUL_TIMEOUT_DEFAULT))
+    # What gunicorn itself makes of gunicorn.conf.py under the pod's settings (its default included).
+    graceful = gunicorn_settings(settings, "graceful_timeout")["graceful_timeout"]
     (app,) = spec["containers"]
     pre_stop = app["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert spec["terminationGracePeriodSeconds"] > pre_stop + graceful

@@ -452,6 +452,43 @@ def test_forwarded_address_from_a_peer_outside_trusted_proxies_is_ignored(make_a
     assert response.status_code == 429
 
 
+def test_behind_two_proxies_the_limit_keys_on_the_address_the_outer_proxy_saw(make_app):
+    # The client reaches an edge proxy, which forwards to an inner proxy, which reaches the app from
+    # 127.0.0.1 (the test client's address). Each proxy appends its peer to X-Forwarded-For, so the chain
+    # ends with "<client>, <edge proxy>" and whatever precedes the client is the client's own, forgeable
+    # claim. With TRUSTED_PROXY_COUNT=2 the client is the second address from the right: not the edge proxy
+    # (every client would share one limit) and not the forged first one (a new one per try escapes it).
+    client = make_app(TRUSTED_PROXY_COUNT="2", TRUSTED_PROXIES="127.0.0.1").test_client()
+    client.post("/register", json={"username": "alice", "password": PASSWORD})
+
+    def login(password: str, forged: str, real: str):
+        chain = f"{forged}, {real}, 10.0.0.5"
+        return client.post(
+            "/authenticate",
+            json={"username": "alice", "password": password},
+            headers={"X-Forwarded-For": chain},
+        )
+
+    failures = [login("wrong password", f"203.0.113.{n}", "198.51.100.1").status_code for n in range(5)]
+    same_client_new_forgery = login(PASSWORD, "203.0.113.99", "198.51.100.1")
+    other_client_same_proxies = login(PASSWORD, "203.0.113.1", "198.51.100.2")
+
+    assert failures == [401] * 5
+    assert same_client_new_forgery.status_code == 429
+    assert other_client_same_proxies.status_code == 200
+
+
+def test_behind_two_proxies_the_access_log_names_the_client(make_app, capfd):
+    client = make_app(TRUSTED_PROXY_COUNT="2", TRUSTED_PROXIES="127.0.0.1").test_client()
+    capfd.readouterr()
+
+    client.get("/readyz", headers={"X-Forwarded-For": "203.0.113.7, 198.51.100.1, 10.0.0.5"})
+
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.strip()]
+    (access,) = [line for line in lines if line.get("logger") == "access"]
+    assert access["remote_addr"] == "198.51.100.1"
+
+
 @pytest.fixture
 def proxied(make_app):
     """AuthActions on an app that believes X-Forwarded-For from the test client's 127.0.0.1."""

@@ -131,3 +131,14 @@ def test_sigkill_of_a_writer_in_the_middle_of_writes_keeps_every_acknowledged_us
     last = store.create_user("after-the-kills", workers.HASH)
     assert last.id == json.loads(data_file.read_bytes())["next_id"] - 1
     assert not [p for p in data_file.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_name_registered_while_another_process_writes_it_is_refused(data_file):
+    """The first process is held inside the user file's lock, between its duplicate check and its write,
+    until the second has entered too or waits for the lock (workers.CriticalSection): one id, one refusal."""
+    section = workers.CriticalSection()
+
+    ids = workers.race(workers.register_once_held, [(str(data_file), "contested", section)] * 2)
+
+    assert sorted(ids, key=lambda r: r is None) == [1, None]
+    assert JsonFileStore(data_file).find_by_username("contested").id == 1

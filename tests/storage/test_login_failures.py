@@ -199,3 +199,13 @@ def test_release_takes_back_one_attempt_of_each_key(store):
 
     assert store.login_failures("user:alice", NOW + 2, WINDOW) == (1, NOW)
     assert store.login_failures("addr:10.0.0.1", NOW + 2, WINDOW) == (1, NOW)
+
+
+def test_a_reservation_made_while_another_is_deciding_waits_for_its_outcome(target):
+    """Two processes reserve under a limit of 1; the first is held inside the store's critical section until
+    the second has entered too or waits for the lock (workers.CriticalSection): exactly one is recorded."""
+    section = workers.CriticalSection()
+
+    recorded = workers.race(workers.reserve_once_held, [(target, section)] * 2)
+
+    assert sorted(recorded) == [False, True]

@@ -14,6 +14,7 @@ import pytest
 from harness import wait_until
 from src.lifecycle import WouldWait, on_event_loop
 from src.storage import JsonFileStore, PostgresStore, RefreshRefused, Session, StoreUnavailable, UserStore
+from src.storage import postgres as postgres_module
 from tests.storage import workers
 
 HASH = workers.HASH
@@ -53,8 +54,26 @@ def start(store: UserStore, user, session_id: str = SID, now: float | None = Non
     return session
 
 
+class FrozenMonotonic:
+    """The clock of the PostgreSQL user and session cache, stopped: no cached entry can expire."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def cache_clock_stopped(monkeypatch):
+    """While a test waits for a change, the cache's TTL cannot be what ends a cached session."""
+    monkeypatch.setattr(postgres_module, "time", FrozenMonotonic())
+
+
 def seen_within(check) -> float:
-    return wait_until(check, timeout=2.0, interval=0.001, what="the change to be seen")
+    """Wait (up to 15 s, room for a loaded machine) until ``check()`` holds. With the cache's clock stopped,
+    a change seen at all was seen through the store's own invalidation, never through the TTL."""
+    return wait_until(check, timeout=15.0, interval=0.001, what="the change to be seen")
 
 
 def test_rotation_spends_the_token_and_renews_the_expiry(store):
@@ -126,6 +145,7 @@ def test_twenty_concurrent_rotations_of_one_token_let_exactly_one_through(store)
     assert set(outcomes) - {"ok"} <= {"reused", "unknown"}  # "unknown" once a reuse has ended the session
 
 
+@pytest.mark.usefixtures("cache_clock_stopped")
 def test_a_session_ended_through_another_store_is_seen_at_once(store, second_store):
     alice = store.create_user("alice", HASH)
     session = start(store, alice)
@@ -134,7 +154,7 @@ def test_a_session_ended_through_another_store_is_seen_at_once(store, second_sto
 
     assert second_store.end_session(session.id) is True
 
-    assert seen_within(lambda: store.session_user(session.id) is None) < 0.5
+    seen_within(lambda: store.session_user(session.id) is None)
     assert second_store.end_session(session.id) is False
 
 
@@ -280,6 +300,7 @@ def test_a_large_sessions_file_is_parsed_on_the_pool_not_on_the_event_loop(json_
 # ------------------------------------------------------------------------------------------- PostgreSQL only
 
 
+@pytest.mark.usefixtures("cache_clock_stopped")
 def test_truncating_the_sessions_empties_every_cache(pg_store, postgres_url):
     alice = pg_store.create_user("alice", HASH)
     session = start(pg_store, alice)
@@ -290,7 +311,7 @@ def test_truncating_the_sessions_empties_every_cache(pg_store, postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("TRUNCATE sessions CASCADE")
 
-    assert seen_within(lambda: pg_store.session_user(session.id) is None) < 0.5
+    seen_within(lambda: pg_store.session_user(session.id) is None)
 
 
 def test_refreshes_keep_one_refresh_tokens_row_per_session(pg_store, postgres_url):

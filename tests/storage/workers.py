@@ -6,6 +6,7 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.queues
 import multiprocessing.synchronize
+import os
 import time
 from collections.abc import Callable
 
@@ -167,3 +168,98 @@ def reserve_under_limit(target: str, start: multiprocessing.synchronize.Event, d
             )
             recorded += ok
     done(recorded)
+
+
+# ------------------------------------------------------------------------ held inside a critical section
+
+
+def waiting_for_the_lock(target: str, lock_path: str) -> int:
+    """Processes blocked on the lock a store serialises with: flock on ``lock_path`` for a JSON store (blocked
+    waiters are the "->" lines of /proc/locks), advisory locks not yet granted for PostgreSQL."""
+    if target.startswith("postgresql://"):
+        with psycopg.connect(target, autocommit=True) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()[0]
+    try:
+        inode = os.stat(lock_path).st_ino
+    except FileNotFoundError:
+        return 0
+    with open("/proc/locks", encoding="ascii") as locks:
+        return sum(
+            1 for line in locks if " -> FLOCK " in line and line.split()[6].rsplit(":", 1)[1] == str(inode)
+        )
+
+
+class CriticalSection:
+    """A hook called inside a store's critical section by two processes, that makes their race happen.
+
+    The first process to call it stays inside until the other has either entered too (the lock is missing) or
+    is blocked on the lock, whatever the machine's load: a missing lock is caught on every run, and a working
+    one costs no fixed wait. Made in the test, handed to both children (spawn pickles its shared values).
+    """
+
+    def __init__(self) -> None:
+        self.inside = SPAWN.Value("i", 0)
+        self.finished = SPAWN.Value("i", 0)
+
+    def hold(self, target: str, lock_path: str, timeout: float = 60.0) -> None:
+        """Called inside the critical section: return once the other process has arrived (see above)."""
+        with self.inside.get_lock():
+            self.inside.value += 1
+        try:
+            deadline = time.monotonic() + timeout
+            while self.inside.value + self.finished.value + waiting_for_the_lock(target, lock_path) < 2:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the other process neither entered nor waited in {timeout} s")
+                time.sleep(0.001)
+        finally:
+            with self.inside.get_lock():
+                self.inside.value -= 1
+
+    def leave(self) -> None:
+        """Called by each process once its whole operation has returned."""
+        with self.finished.get_lock():
+            self.finished.value += 1
+
+
+def reserve_once_held(
+    target: str, section: CriticalSection, start: multiprocessing.synchronize.Barrier
+) -> bool:
+    """One reservation of RESERVED_KEY under a limit of 1, held inside the store's critical section."""
+    with open_store(target) as store:
+        lock_path = getattr(store, "failures_lock_path", "")
+        start.wait(60)
+
+        def allow(counts: list) -> bool:
+            section.hold(target, lock_path)  # the counts are read: hold before deciding and recording
+            return counts[0][0] < 1
+
+        try:
+            recorded, _ = store.reserve_attempt([RESERVED_KEY], time.time(), 300.0, allow)
+        finally:
+            section.leave()
+    return recorded
+
+
+def register_once_held(
+    target: str, username: str, section: CriticalSection, start: multiprocessing.synchronize.Barrier
+) -> int | None:
+    """Register ``username``, held inside the store's critical section after the duplicate check."""
+    store = JsonFileStore(target)
+    start.wait(60)
+    write_users = store._write_users
+
+    def held_write(*args: object, **kwargs: object) -> object:
+        section.hold(target, store.lock_path)  # the name was checked free: hold before writing it
+        return write_users(*args, **kwargs)
+
+    store._write_users = held_write  # type: ignore[method-assign]
+    try:
+        return store.create_user(username, HASH).id
+    except UsernameTaken:
+        return None
+    finally:
+        section.leave()
+        store.close()
