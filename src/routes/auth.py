@@ -115,8 +115,20 @@ def check_new_password(password: str, name: str = "password") -> None:
     """InvalidRequest unless ``password`` may be set (the rule of registration): 8-128 characters of text."""
     if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
         raise InvalidRequest(f"{name} must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
+    check_text(password, name)
+
+
+def password_field(body: Mapping[str, Any], name: str) -> str:
+    """The password ``name`` of ``body`` that is checked against a stored hash: a string of Unicode text."""
+    password = text_field(body, name)
+    check_text(password, name)
+    return password
+
+
+def check_text(value: str, name: str) -> None:
+    """InvalidRequest unless ``value`` can be encoded as UTF-8 (argon2 hashes the UTF-8 bytes)."""
     try:
-        password.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON can spell but UTF-8 cannot
         raise InvalidRequest(f"{name} must be Unicode text (it holds an unpaired surrogate).") from None
 

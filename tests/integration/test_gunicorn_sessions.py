@@ -219,3 +219,23 @@ def test_no_hello_that_starts_after_the_logout_204_succeeds(server):
     assert 200 in before
     assert len(after) >= 20
     assert set(after) == {401}
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def test_a_lone_surrogate_in_a_password_to_check_returns_400_not_500(server):
+    """The JSON escape "\\ud800" decodes to text UTF-8 cannot encode: refused as login refuses it."""
+    token = login(server.url, "alice")["access_token"]
+    headers = {**bearer(token), "Content-Type": "application/json"}
+    change = b'{"current_password": "abcdefgh\\ud800", "new_password": "a brand new passphrase"}'
+
+    changed = requests.put(f"{server.url}/users/me/password", data=change, headers=headers, timeout=60)
+    deleted = requests.delete(
+        f"{server.url}/users/me", data=b'{"password": "abcdefgh\\ud800"}', headers=headers, timeout=60
+    )
+
+    for response in (changed, deleted):
+        assert response.status_code == 400
+        assert response.headers["Content-Type"] == "application/problem+json"
+    assert requests.get(f"{server.url}/hello", headers=bearer(token), timeout=30).status_code == 200

@@ -343,6 +343,28 @@ def test_password_change_with_a_missing_field_returns_400(auth, body):
     assert_problem(auth.client.put("/users/me/password", json=body, headers=bearer(token)), 400)
 
 
+# A lone surrogate, as JSON spells it; UTF-8 (and so argon2) cannot encode it.
+LONE_SURROGATE_PASSWORDS = {
+    "current_password": b'{"current_password": "abcdefgh\\ud800", "new_password": "a new password 1"}',
+    "new_password": b'{"current_password": "correct horse battery", "new_password": "abcdefgh\\ud800"}',
+}
+
+
+@pytest.mark.parametrize("field", sorted(LONE_SURROGATE_PASSWORDS))
+def test_password_change_with_a_lone_surrogate_returns_400_naming_the_field(auth, field):
+    token = auth.login()["access_token"]
+
+    response = auth.client.put(
+        "/users/me/password",
+        data=LONE_SURROGATE_PASSWORDS[field],
+        content_type="application/json",
+        headers=bearer(token),
+    )
+
+    assert field in assert_problem(response, 400)["detail"]
+    assert auth.get("/hello", token).status_code == 200
+
+
 def test_password_change_without_a_token_returns_401(client):
     response = client.put(
         "/users/me/password", json={"current_password": PASSWORD, "new_password": NEW_PASSWORD}
@@ -392,6 +414,17 @@ def test_delete_without_a_password_returns_400(auth):
     token = auth.login()["access_token"]
 
     assert_problem(auth.client.delete("/users/me", json={}, headers=bearer(token)), 400)
+
+
+def test_delete_with_a_lone_surrogate_password_returns_400_and_keeps_the_account(auth):
+    token = auth.login()["access_token"]
+
+    response = auth.client.delete(
+        "/users/me", data=b'{"password": "abcdefgh\\ud800"}', content_type="application/json", headers=bearer(token)
+    )
+
+    assert "password" in assert_problem(response, 400)["detail"]
+    assert auth.get("/hello", token).status_code == 200
 
 
 def test_delete_forgets_the_failed_logins_of_the_user(make_app):
