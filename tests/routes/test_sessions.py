@@ -420,7 +420,10 @@ def test_delete_with_a_lone_surrogate_password_returns_400_and_keeps_the_account
     token = auth.login()["access_token"]
 
     response = auth.client.delete(
-        "/users/me", data=b'{"password": "abcdefgh\\ud800"}', content_type="application/json", headers=bearer(token)
+        "/users/me",
+        data=b'{"password": "abcdefgh\\ud800"}',
+        content_type="application/json",
+        headers=bearer(token),
     )
 
     assert "password" in assert_problem(response, 400)["detail"]
