@@ -19,6 +19,7 @@ The client address is the peer's, or X-Forwarded-For's when the peer is one of T
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -29,7 +30,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from ..errors import InvalidRequest, TooManyRequests, Unauthorized, UnsupportedMediaType
+from ..errors import InvalidRequest, Overloaded, TooManyRequests, Unauthorized, UnsupportedMediaType
 from ..security import start_session
 from ..storage import User, UsernameTaken
 from ..storage.base import Counts
@@ -145,28 +146,48 @@ def _retry_after(counts: Counts, index: int, now: float, window: float) -> int:
 
 @bp.post("/register")
 def register():
-    """Create a user: 201 with its id and name, 409 if the name is taken."""
+    """Create a user: 201 with its id and name, 409 if the name is taken; 429 past the per-address limit."""
     username, password = read_credentials()
-    settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
     passwords = current_app.extensions["passwords"]
-    # Checked first only to spare an argon2 hash; create_user enforces uniqueness atomically.
+    # The limit comes first and a 409 spends it as a 201 does: past the limit, a taken name and a free one get
+    # the same 429, so that the answers cannot be used to list the names that exist.
+    reserved = _reserve_registration(store)
+    # Checked before hashing only to spare an argon2 hash; create_user enforces uniqueness atomically.
     if store.find_by_username(username) is not None:
         raise UsernameTaken(username)
-    with passwords.slot():
-        limit = settings.register_max_per_address
-        if limit:
-            now, window = time.time(), settings.auth_failure_window_seconds
-            recorded, counts = store.reserve_attempt(
-                [f"register:{_address()}"], now, window, lambda counts: counts[0][0] < limit
-            )
-            if not recorded:
-                raise TooManyRequests(
-                    "Too many registrations from this address; try again later.",
-                    retry_after=_retry_after(counts, 0, now, window),
-                )
+    with contextlib.ExitStack() as hashing:
+        try:
+            hashing.enter_context(passwords.slot())
+        except Overloaded:
+            if reserved is not None:  # shed before any work: the client's retry must not cost it twice
+                store.release_attempt([_registration_key()], reserved)
+            raise
         user = store.create_user(username, passwords.hash(password))
     return {"id": user.id, "username": user.username}, HTTPStatus.CREATED
+
+
+def _registration_key() -> str:
+    return f"register:{_address()}"
+
+
+def _reserve_registration(store: Any) -> float | None:
+    """Count one registration of the client address (TooManyRequests past REGISTER_MAX_PER_ADDRESS); the
+    time it was counted at, or None when the limit is off."""
+    settings = current_app.config["SETTINGS"]
+    limit = settings.register_max_per_address
+    if not limit:
+        return None
+    now, window = time.time(), settings.auth_failure_window_seconds
+    recorded, counts = store.reserve_attempt(
+        [_registration_key()], now, window, lambda counts: counts[0][0] < limit
+    )
+    if not recorded:
+        raise TooManyRequests(
+            "Too many registrations from this address; try again later.",
+            retry_after=_retry_after(counts, 0, now, window),
+        )
+    return now
 
 
 @bp.post("/authenticate")
