@@ -64,6 +64,7 @@ class Settings:
     auth_max_failures_per_address: int = 50
     register_max_per_address: int = 10
     argon2_concurrency: int = 1
+    argon2_wait_seconds: float = 10.0
     trusted_proxy_count: int = 0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     argon2_time_cost: int = 3
@@ -132,6 +133,7 @@ class Settings:
             auth_max_failures_per_address=env.number("AUTH_MAX_FAILURES_PER_ADDRESS", int, 50, minimum=0),
             register_max_per_address=env.number("REGISTER_MAX_PER_ADDRESS", int, 10, minimum=0),
             argon2_concurrency=env.number("ARGON2_CONCURRENCY", int, 1, minimum=1),
+            argon2_wait_seconds=_argon2_wait_seconds(env),
             trusted_proxy_count=trusted_proxy_count,
             trusted_proxies=trusted_proxies,
             argon2_time_cost=env.number("ARGON2_TIME_COST", int, 3, minimum=ARGON2_MIN_TIME_COST),
@@ -185,6 +187,20 @@ class EnvReader:
         if port > 65535:
             raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
         return port
+
+
+ARGON2_WAIT_MAX_SECONDS = 60.0
+
+
+def _argon2_wait_seconds(env: EnvReader) -> float:
+    """ARGON2_WAIT_SECONDS: how long a request waits for a hashing slot before 503; 0-60 s."""
+    seconds = env.number("ARGON2_WAIT_SECONDS", float, 10.0, minimum=0.0)
+    if seconds > ARGON2_WAIT_MAX_SECONDS:
+        raise ConfigError(
+            f"ARGON2_WAIT_SECONDS must be <= {ARGON2_WAIT_MAX_SECONDS:g} (a client waits that long for an "
+            f"answer), got {seconds:g}"
+        )
+    return seconds
 
 
 def _check_password_file(path: str, database_url: str | None) -> None:
