@@ -63,6 +63,7 @@ class Settings:
     auth_max_failures_per_username: int = 10
     auth_max_failures_per_address: int = 50
     register_max_per_address: int = 10
+    refresh_max_per_address: int = 120
     argon2_concurrency: int = 1
     argon2_wait_seconds: float = 10.0
     trusted_proxy_count: int = 0
@@ -132,6 +133,7 @@ class Settings:
             auth_max_failures_per_username=env.number("AUTH_MAX_FAILURES_PER_USERNAME", int, 10, minimum=0),
             auth_max_failures_per_address=env.number("AUTH_MAX_FAILURES_PER_ADDRESS", int, 50, minimum=0),
             register_max_per_address=env.number("REGISTER_MAX_PER_ADDRESS", int, 10, minimum=0),
+            refresh_max_per_address=env.number("REFRESH_MAX_PER_ADDRESS", int, 120, minimum=0),
             argon2_concurrency=env.number("ARGON2_CONCURRENCY", int, 1, minimum=1),
             argon2_wait_seconds=_argon2_wait_seconds(env),
             trusted_proxy_count=trusted_proxy_count,

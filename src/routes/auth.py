@@ -152,7 +152,8 @@ def register():
     passwords = current_app.extensions["passwords"]
     # The limit comes first and a 409 spends it as a 201 does: past the limit, a taken name and a free one get
     # the same 429, so that the answers cannot be used to list the names that exist.
-    reserved = _reserve_registration(store)
+    limit = current_app.config["SETTINGS"].register_max_per_address
+    reserved = reserve_per_address(store, "register", limit, "Too many registrations from this address")
     # Checked before hashing only to spare an argon2 hash; create_user enforces uniqueness atomically.
     if store.find_by_username(username) is not None:
         raise UsernameTaken(username)
@@ -161,32 +162,29 @@ def register():
             hashing.enter_context(passwords.slot())
         except Overloaded:
             if reserved is not None:  # shed before any work: the client's retry must not cost it twice
-                store.release_attempt([_registration_key()], reserved)
+                store.release_attempt([_per_address_key("register")], reserved)
             raise
         user = store.create_user(username, passwords.hash(password))
     return {"id": user.id, "username": user.username}, HTTPStatus.CREATED
 
 
-def _registration_key() -> str:
-    return f"register:{_address()}"
+def _per_address_key(kind: str) -> str:
+    return f"{kind}:{_address()}"
 
 
-def _reserve_registration(store: Any) -> float | None:
-    """Count one registration of the client address (TooManyRequests past REGISTER_MAX_PER_ADDRESS); the
-    time it was counted at, or None when the limit is off."""
-    settings = current_app.config["SETTINGS"]
-    limit = settings.register_max_per_address
+def reserve_per_address(store: Any, kind: str, limit: int, refusal: str) -> float | None:
+    """Count one ``kind`` request of the client address within AUTH_FAILURE_WINDOW_SECONDS, in one atomic
+    step with the check of ``limit`` (0: no limit); TooManyRequests with Retry-After past it. The time it was
+    counted at, or None when there is no limit."""
     if not limit:
         return None
-    now, window = time.time(), settings.auth_failure_window_seconds
+    now, window = time.time(), current_app.config["SETTINGS"].auth_failure_window_seconds
     recorded, counts = store.reserve_attempt(
-        [_registration_key()], now, window, lambda counts: counts[0][0] < limit
+        [_per_address_key(kind)], now, window, lambda counts: counts[0][0] < limit
     )
     if not recorded:
-        raise TooManyRequests(
-            "Too many registrations from this address; try again later.",
-            retry_after=_retry_after(counts, 0, now, window),
-        )
+        retry_after = _retry_after(counts, 0, now, window)
+        raise TooManyRequests(f"{refusal}; try again later.", retry_after=retry_after)
     return now
 
 

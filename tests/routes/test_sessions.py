@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from src.routes import auth as auth_routes
 from src.routes import sessions as session_routes
 from tests.conftest import PASSWORD, AuthActions, assert_problem
 
@@ -173,6 +174,35 @@ def test_refresh_token_expires_at_the_absolute_lifetime_however_often_it_is_used
     assert second["refresh_expires_in"] in (199, 200)  # the absolute limit (1000) now comes first
     clock.offset = 1001
     assert_refused(auth.refresh(second["refresh_token"]))
+
+
+def test_refreshes_from_one_address_are_limited_with_429_and_retry_after(make_app):
+    auth = AuthActions(make_app(REFRESH_MAX_PER_ADDRESS="3").test_client())
+    refresh_token = auth.login()["refresh_token"]
+    statuses = []
+    for _ in range(3):
+        response = auth.refresh(refresh_token)
+        statuses.append(response.status_code)
+        refresh_token = response.get_json()["refresh_token"]
+
+    refused = auth.refresh(refresh_token)
+
+    assert statuses == [200, 200, 200]
+    assert_problem(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0
+    assert_problem(auth.refresh("A" * 43), 429)  # a made-up token counts too, and is not tried
+
+
+def test_a_refused_refresh_leaves_the_session_usable_once_the_window_is_over(make_app, clock, monkeypatch):
+    monkeypatch.setattr(auth_routes, "time", clock)  # the limit's clock
+    auth = AuthActions(make_app(REFRESH_MAX_PER_ADDRESS="1", AUTH_FAILURE_WINDOW_SECONDS="60").test_client())
+    refresh_token = auth.login()["refresh_token"]
+    refresh_token = auth.refresh(refresh_token).get_json()["refresh_token"]
+    assert_problem(auth.refresh(refresh_token), 429)
+
+    clock.offset += 61
+
+    assert auth.refresh(refresh_token).status_code == 200
 
 
 def test_concurrent_refreshes_of_one_token_give_exactly_one_200(app, auth):
