@@ -66,6 +66,7 @@ class Settings:
     refresh_max_per_address: int = 120
     argon2_concurrency: int = 1
     argon2_wait_seconds: float = 10.0
+    argon2_queue_length: int = 4
     trusted_proxy_count: int = 0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     argon2_time_cost: int = 3
@@ -136,6 +137,7 @@ class Settings:
             refresh_max_per_address=env.number("REFRESH_MAX_PER_ADDRESS", int, 120, minimum=0),
             argon2_concurrency=env.number("ARGON2_CONCURRENCY", int, 1, minimum=1),
             argon2_wait_seconds=_argon2_wait_seconds(env),
+            argon2_queue_length=env.number("ARGON2_QUEUE_LENGTH", int, 4, minimum=0),
             trusted_proxy_count=trusted_proxy_count,
             trusted_proxies=trusted_proxies,
             argon2_time_cost=env.number("ARGON2_TIME_COST", int, 3, minimum=ARGON2_MIN_TIME_COST),

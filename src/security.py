@@ -68,14 +68,18 @@ def _b64(data: bytes) -> str:
 
 
 class HashingSlots:
-    """At most ``count`` holders at once; the others wait in arrival order, each until its own deadline.
+    """At most ``count`` holders at once; at most ``queue_length`` others wait, in arrival order, each until
+    its own deadline; beyond, a request is refused at once.
 
     A freed slot goes to the longest waiter, never to a request that arrives meanwhile, so that a burst of
-    sign-ups is served in order and a client that retries is not overtaken for ever by newer ones.
+    sign-ups is served in order and a client that retries is not overtaken for ever by newer ones. The
+    queue is bounded so that waiters never hold every thread of the worker's pool, which also serves
+    refreshes, logouts and PostgreSQL reads.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, queue_length: int) -> None:
         self._free = count
+        self._queue_length = queue_length
         self._waiters: collections.deque[threading.Event] = collections.deque()
         self._lock = threading.Lock()
 
@@ -85,6 +89,8 @@ class HashingSlots:
             if self._free and not self._waiters:
                 self._free -= 1
                 return True
+            if len(self._waiters) >= self._queue_length:
+                return False
             granted = threading.Event()
             self._waiters.append(granted)
         if granted.wait(timeout):
@@ -114,7 +120,8 @@ class Passwords:
 
     At most ``argon2_concurrency`` hashes run at once in a worker process (each costs ARGON2_MEMORY_KIB of
     memory and a core for 50-100 ms). A request finding every slot taken waits its turn, first come first
-    served, for at most ARGON2_WAIT_SECONDS, then is refused (Overloaded, 503 with Retry-After), so that a
+    served, behind at most ARGON2_QUEUE_LENGTH others and for at most ARGON2_WAIT_SECONDS, else is refused
+    (Overloaded, 503 with Retry-After), so that a
     login flood neither exhausts memory nor waits without bound; probes run on the worker's event loop and
     never wait here.
     """
@@ -122,7 +129,7 @@ class Passwords:
     RETRY_AFTER_SECONDS = 1
 
     def __init__(self, settings: Settings) -> None:
-        self.slots = HashingSlots(settings.argon2_concurrency)
+        self.slots = HashingSlots(settings.argon2_concurrency, settings.argon2_queue_length)
         self.wait_seconds = settings.argon2_wait_seconds
         self.hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,

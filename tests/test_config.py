@@ -72,6 +72,7 @@ def test_defaults_without_any_variable():
         ("ARGON2_CONCURRENCY", "4", "argon2_concurrency", 4),
         ("ARGON2_WAIT_SECONDS", "0.5", "argon2_wait_seconds", 0.5),
         ("ARGON2_WAIT_SECONDS", "0", "argon2_wait_seconds", 0.0),
+        ("ARGON2_QUEUE_LENGTH", "0", "argon2_queue_length", 0),
         (
             "TRUSTED_PROXIES",
             "10.42.0.0/16, 127.0.0.1",
@@ -176,6 +177,7 @@ def test_database_password_file_problems_stop_startup_naming_the_variable(tmp_pa
         ({"ARGON2_WAIT_SECONDS": "61"}, "ARGON2_WAIT_SECONDS"),
         ({"ARGON2_WAIT_SECONDS": "soon"}, "ARGON2_WAIT_SECONDS"),
         ({"ARGON2_WAIT_SECONDS": "nan"}, "ARGON2_WAIT_SECONDS"),
+        ({"ARGON2_QUEUE_LENGTH": "-1"}, "ARGON2_QUEUE_LENGTH"),
         ({"ARGON2_TIME_COST": "1"}, "ARGON2_TIME_COST"),
         ({"ARGON2_MEMORY_KIB": "19455"}, "ARGON2_MEMORY_KIB"),
         ({"ARGON2_PARALLELISM": "0"}, "ARGON2_PARALLELISM"),

@@ -314,7 +314,7 @@ def test_hashing_slots_are_handed_out_in_arrival_order():
     from harness import wait_until
     from src.security import HashingSlots
 
-    slots = HashingSlots(1)
+    slots = HashingSlots(1, queue_length=8)
     assert slots.acquire(0)
     served: list[int] = []
 
@@ -343,7 +343,7 @@ def test_a_freed_slot_goes_to_the_waiter_not_to_a_newcomer():
     from harness import wait_until
     from src.security import HashingSlots
 
-    slots = HashingSlots(1)
+    slots = HashingSlots(1, queue_length=8)
     assert slots.acquire(0)
     got_it = threading.Event()
 
@@ -365,10 +365,42 @@ def test_a_freed_slot_goes_to_the_waiter_not_to_a_newcomer():
 def test_a_waiter_past_its_deadline_leaves_the_queue():
     from src.security import HashingSlots
 
-    slots = HashingSlots(1)
+    slots = HashingSlots(1, queue_length=8)
     assert slots.acquire(0)
 
     assert slots.acquire(0.01) is False
     assert slots.waiting() == 0
     slots.release()
     assert slots.acquire(0)
+
+
+def test_beyond_the_queue_length_a_request_is_refused_without_waiting():
+    import threading
+
+    from harness import wait_until
+    from src.security import HashingSlots
+
+    slots = HashingSlots(1, queue_length=1)
+    assert slots.acquire(0)
+    answers: list[bool] = []
+
+    def take_and_give_back() -> None:
+        answers.append(slots.acquire(30))
+        if answers[-1]:
+            slots.release()
+
+    waiter = threading.Thread(target=take_and_give_back)
+    waiter.start()
+    wait_until(lambda: slots.waiting() == 1, timeout=10, interval=0.001, what="the waiter to queue")
+    newcomer = threading.Thread(target=take_and_give_back)
+    newcomer.start()
+    wait_until(
+        lambda: not newcomer.is_alive() or slots.waiting() == 2, timeout=10, interval=0.001, what="an answer"
+    )
+    queued = slots.waiting()
+    slots.release()
+    for thread in (waiter, newcomer):
+        thread.join(30)
+
+    assert queued == 1
+    assert sorted(answers) == [False, True]

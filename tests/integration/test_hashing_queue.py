@@ -26,6 +26,7 @@ CLIENTS = 32
 
 def server_env(tmp_path: Path, wait_seconds: str) -> dict[str, str | None]:
     return {
+        "ARGON2_QUEUE_LENGTH": str(CLIENTS),
         "DATA_FILE_PATH": str(tmp_path / "data.json"),
         "METRICS_PORT": None,
         "PROMETHEUS_MULTIPROC_DIR": None,
