@@ -62,9 +62,10 @@ def fuzz(store: str, database_url: str | None, work: Path) -> bool:
         # wait and get the load-shedding 503, which not_a_server_error counts. drills/ covers the shedding.
         "ARGON2_CONCURRENCY": "4",
         "AUTH_MAX_FAILURES": "5",
-        # Every case comes from one address: a registration limit would turn most of them into 429s.
-        # drills/test_guess_limits.py covers it.
+        # Every case comes from one address: a registration or refresh limit would turn most of them into
+        # 429s. drills/test_guess_limits.py and tests/routes/test_sessions.py cover them.
         "REGISTER_MAX_PER_ADDRESS": "0",
+        "REFRESH_MAX_PER_ADDRESS": "0",
         "LOG_LEVEL": "warning",
     }
     with GunicornServer(env, workers=4).start(timeout=60) as server:

@@ -64,7 +64,10 @@ class Settings:
     auth_max_failures_per_username: int = 10
     auth_max_failures_per_address: int = 50
     register_max_per_address: int = 10
+    refresh_max_per_address: int = 120
     argon2_concurrency: int = 1
+    argon2_wait_seconds: float = 10.0
+    argon2_queue_length: int = 4
     trusted_proxy_count: int = 0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     argon2_time_cost: int = 3
@@ -136,7 +139,10 @@ class Settings:
             auth_max_failures_per_username=env.number("AUTH_MAX_FAILURES_PER_USERNAME", int, 10, minimum=0),
             auth_max_failures_per_address=env.number("AUTH_MAX_FAILURES_PER_ADDRESS", int, 50, minimum=0),
             register_max_per_address=env.number("REGISTER_MAX_PER_ADDRESS", int, 10, minimum=0),
+            refresh_max_per_address=env.number("REFRESH_MAX_PER_ADDRESS", int, 120, minimum=0),
             argon2_concurrency=env.number("ARGON2_CONCURRENCY", int, 1, minimum=1),
+            argon2_wait_seconds=_argon2_wait_seconds(env),
+            argon2_queue_length=env.number("ARGON2_QUEUE_LENGTH", int, 4, minimum=0),
             trusted_proxy_count=trusted_proxy_count,
             trusted_proxies=trusted_proxies,
             argon2_time_cost=env.number("ARGON2_TIME_COST", int, 3, minimum=ARGON2_MIN_TIME_COST),
@@ -204,6 +210,20 @@ def _check_previous_key(previous: str, current: str | None) -> None:
         raise ConfigError(
             "SECRET_KEY_PREVIOUS must differ from SECRET_KEY (it is the key before the rotation)"
         )
+
+
+ARGON2_WAIT_MAX_SECONDS = 60.0
+
+
+def _argon2_wait_seconds(env: EnvReader) -> float:
+    """ARGON2_WAIT_SECONDS: how long a request waits for a hashing slot before 503; 0-60 s."""
+    seconds = env.number("ARGON2_WAIT_SECONDS", float, 10.0, minimum=0.0)
+    if seconds > ARGON2_WAIT_MAX_SECONDS:
+        raise ConfigError(
+            f"ARGON2_WAIT_SECONDS must be <= {ARGON2_WAIT_MAX_SECONDS:g} (a client waits that long for an "
+            f"answer), got {seconds:g}"
+        )
+    return seconds
 
 
 def _check_password_file(path: str, database_url: str | None) -> None:

@@ -11,6 +11,7 @@ rotation signs nobody out. A refresh token names its session and generation unde
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import functools
 import hashlib
@@ -69,20 +70,70 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii").rstrip("=")
 
 
+class HashingSlots:
+    """At most ``count`` holders at once; at most ``queue_length`` others wait, in arrival order, each until
+    its own deadline; beyond, a request is refused at once.
+
+    A freed slot goes to the longest waiter, never to a request that arrives meanwhile, so that a burst of
+    sign-ups is served in order and a client that retries is not overtaken for ever by newer ones. The
+    queue is bounded so that waiters never hold every thread of the worker's pool, which also serves
+    refreshes, logouts and PostgreSQL reads.
+    """
+
+    def __init__(self, count: int, queue_length: int) -> None:
+        self._free = count
+        self._queue_length = queue_length
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout: float) -> bool:
+        """Take a slot, waiting at most ``timeout`` seconds behind the earlier waiters; whether it got one."""
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return True
+            if len(self._waiters) >= self._queue_length:
+                return False
+            granted = threading.Event()
+            self._waiters.append(granted)
+        if granted.wait(timeout):
+            return True
+        with self._lock:
+            if granted.is_set():  # handed over between the timeout and the lock: it is ours
+                return True
+            self._waiters.remove(granted)
+            return False
+
+    def release(self) -> None:
+        """Give the slot to the longest waiter, or free it."""
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._free += 1
+
+    def waiting(self) -> int:
+        """How many requests wait for a slot now."""
+        with self._lock:
+            return len(self._waiters)
+
+
 class Passwords:
     """argon2id hashing with the configured cost, and verification that costs the same for unknown users.
 
-    At most ``argon2_concurrency`` hashes run at once in a worker process (each costs
-    ARGON2_MEMORY_KIB of memory and a core for 50-100 ms); a request that finds every slot taken for
-    ``SLOT_WAIT_SECONDS`` is refused at once (Overloaded, 503 with Retry-After) instead of queueing behind
-    them, so that a login flood neither exhausts memory nor holds every thread that probes need.
+    At most ``argon2_concurrency`` hashes run at once in a worker process (each costs ARGON2_MEMORY_KIB of
+    memory and a core for 50-100 ms). A request finding every slot taken waits its turn, first come first
+    served, behind at most ARGON2_QUEUE_LENGTH others and for at most ARGON2_WAIT_SECONDS, else is refused
+    (Overloaded, 503 with Retry-After), so that a
+    login flood neither exhausts memory nor waits without bound; probes run on the worker's event loop and
+    never wait here.
     """
 
-    SLOT_WAIT_SECONDS = 0.1
     RETRY_AFTER_SECONDS = 1
 
     def __init__(self, settings: Settings) -> None:
-        self._slots = threading.BoundedSemaphore(settings.argon2_concurrency)
+        self.slots = HashingSlots(settings.argon2_concurrency, settings.argon2_queue_length)
+        self.wait_seconds = settings.argon2_wait_seconds
         self.hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,
@@ -102,15 +153,15 @@ class Passwords:
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
-        """Hold one of this process's hashing slots; Overloaded (503) when none frees up quickly."""
-        if not self._slots.acquire(timeout=self.SLOT_WAIT_SECONDS):
+        """Hold one of this process's hashing slots; Overloaded (503) when none comes within the wait."""
+        if not self.slots.acquire(self.wait_seconds):
             raise Overloaded(
                 "Too many passwords are being checked right now; retry shortly.", self.RETRY_AFTER_SECONDS
             )
         try:
             yield
         finally:
-            self._slots.release()
+            self.slots.release()
 
     def hash(self, password: str) -> str:
         """The argon2id hash of ``password`` (salted, self-describing)."""

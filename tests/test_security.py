@@ -269,7 +269,7 @@ def test_cors_preflight_allows_the_authorization_header(tmp_path):
     assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
 
 
-def test_a_hash_beyond_the_concurrency_bound_is_refused_at_once_with_retry_after():
+def test_a_hash_beyond_the_concurrency_bound_is_refused_at_once_with_retry_after_when_it_may_not_wait():
     import threading
 
     from src.config import Settings
@@ -277,7 +277,13 @@ def test_a_hash_beyond_the_concurrency_bound_is_refused_at_once_with_retry_after
     from src.security import Passwords
 
     passwords = Passwords(
-        Settings(argon2_time_cost=2, argon2_memory_kib=19456, argon2_parallelism=1, argon2_concurrency=1)
+        Settings(
+            argon2_time_cost=2,
+            argon2_memory_kib=19456,
+            argon2_parallelism=1,
+            argon2_concurrency=1,
+            argon2_wait_seconds=0.0,
+        )
     )
     held, release = threading.Event(), threading.Event()
 
@@ -300,3 +306,101 @@ def test_a_hash_beyond_the_concurrency_bound_is_refused_at_once_with_retry_after
     assert refused.value.headers == (("Retry-After", "1"),)
     with passwords.slot():  # free again
         pass
+
+
+def test_hashing_slots_are_handed_out_in_arrival_order():
+    import threading
+
+    from harness import wait_until
+    from src.security import HashingSlots
+
+    slots = HashingSlots(1, queue_length=8)
+    assert slots.acquire(0)
+    served: list[int] = []
+
+    def wait_for_a_slot(number: int) -> None:
+        assert slots.acquire(30)
+        served.append(number)
+        slots.release()
+
+    waiters = []
+    for number in range(5):
+        waiter = threading.Thread(target=wait_for_a_slot, args=(number,))
+        waiter.start()
+        waiters.append(waiter)
+        wait_until(lambda n=number: slots.waiting() == n + 1, timeout=10, interval=0.001, what="the queue")
+    slots.release()
+    for waiter in waiters:
+        waiter.join(30)
+
+    assert served == [0, 1, 2, 3, 4]
+    assert slots.acquire(0)  # the last one gave the slot back
+
+
+def test_a_freed_slot_goes_to_the_waiter_not_to_a_newcomer():
+    import threading
+
+    from harness import wait_until
+    from src.security import HashingSlots
+
+    slots = HashingSlots(1, queue_length=8)
+    assert slots.acquire(0)
+    got_it = threading.Event()
+
+    def waiter() -> None:
+        if slots.acquire(30):
+            got_it.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_until(lambda: slots.waiting() == 1, timeout=10, interval=0.001, what="the waiter to queue")
+    slots.release()
+    newcomer = slots.acquire(0)
+    thread.join(30)
+
+    assert got_it.is_set()
+    assert newcomer is False
+
+
+def test_a_waiter_past_its_deadline_leaves_the_queue():
+    from src.security import HashingSlots
+
+    slots = HashingSlots(1, queue_length=8)
+    assert slots.acquire(0)
+
+    assert slots.acquire(0.01) is False
+    assert slots.waiting() == 0
+    slots.release()
+    assert slots.acquire(0)
+
+
+def test_beyond_the_queue_length_a_request_is_refused_without_waiting():
+    import threading
+
+    from harness import wait_until
+    from src.security import HashingSlots
+
+    slots = HashingSlots(1, queue_length=1)
+    assert slots.acquire(0)
+    answers: list[bool] = []
+
+    def take_and_give_back() -> None:
+        answers.append(slots.acquire(30))
+        if answers[-1]:
+            slots.release()
+
+    waiter = threading.Thread(target=take_and_give_back)
+    waiter.start()
+    wait_until(lambda: slots.waiting() == 1, timeout=10, interval=0.001, what="the waiter to queue")
+    newcomer = threading.Thread(target=take_and_give_back)
+    newcomer.start()
+    wait_until(
+        lambda: not newcomer.is_alive() or slots.waiting() == 2, timeout=10, interval=0.001, what="an answer"
+    )
+    queued = slots.waiting()
+    slots.release()
+    for thread in (waiter, newcomer):
+        thread.join(30)
+
+    assert queued == 1
+    assert sorted(answers) == [False, True]

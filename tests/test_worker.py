@@ -370,8 +370,8 @@ def test_postgresql_refuses_to_query_on_the_event_loop_and_the_json_store_answer
 
 
 def test_a_read_moved_to_the_pool_is_answered_and_logged_once(app, auth, capfd):
-    # With PostgreSQL the first /hello of a session asks the database (the worker's cache is cold), so it
-    # starts on the loop, meets WouldWait and is answered from the pool: one answer, one access line.
+    # With PostgreSQL every /hello asks the database (its token check is one query), so it starts on the
+    # loop, meets WouldWait and is answered from the pool: one answer, one access line.
     token = auth.token("alice")
     capfd.readouterr()
     request = scope("/hello", headers=[(b"authorization", f"Bearer {token}".encode())])

@@ -503,6 +503,19 @@ def _limit_rows(data: dict) -> list[str]:
             rows.append(
                 f"| {len(statuses)} registrations from one address | {store} store | {_statuses(counts)} |"
             )
+        if f"sign_up_burst_{store}" in data:
+            run = data[f"sign_up_burst_{store}"]
+            rows.append(
+                f"| {run['sign_ups']} sign-ups from {run['clients']} clients honouring Retry-After | {store} "
+                f"store, 1 hashing slot per worker | every one 201 in {run['seconds']} s, after "
+                f"{run['answers_503']} x 503; `/healthz`: {_probes(run['healthz'])} |"
+            )
+        if f"register_enumeration_{store}" in data:
+            run = data[f"register_enumeration_{store}"]
+            rows.append(
+                f"| {run['attempts']} registrations from one address, taken and free names alternating | "
+                f"{store} store | past the limit: {_statuses(run['statuses_past_the_limit'])} |"
+            )
     return rows
 
 

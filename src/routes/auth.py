@@ -19,6 +19,7 @@ The client address is the peer's, or X-Forwarded-For's when the peer is one of T
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -29,7 +30,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from ..errors import InvalidRequest, TooManyRequests, Unauthorized, UnsupportedMediaType
+from ..errors import InvalidRequest, Overloaded, TooManyRequests, Unauthorized, UnsupportedMediaType
 from ..security import start_session
 from ..storage import User, UsernameTaken
 from ..storage.base import Counts
@@ -115,8 +116,20 @@ def check_new_password(password: str, name: str = "password") -> None:
     """InvalidRequest unless ``password`` may be set (the rule of registration): 8-128 characters of text."""
     if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
         raise InvalidRequest(f"{name} must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
+    check_text(password, name)
+
+
+def password_field(body: Mapping[str, Any], name: str) -> str:
+    """The password ``name`` of ``body`` that is checked against a stored hash: a string of Unicode text."""
+    password = text_field(body, name)
+    check_text(password, name)
+    return password
+
+
+def check_text(value: str, name: str) -> None:
+    """InvalidRequest unless ``value`` can be encoded as UTF-8 (argon2 hashes the UTF-8 bytes)."""
     try:
-        password.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON can spell but UTF-8 cannot
         raise InvalidRequest(f"{name} must be Unicode text (it holds an unpaired surrogate).") from None
 
@@ -133,28 +146,46 @@ def _retry_after(counts: Counts, index: int, now: float, window: float) -> int:
 
 @bp.post("/register")
 def register():
-    """Create a user: 201 with its id and name, 409 if the name is taken."""
+    """Create a user: 201 with its id and name, 409 if the name is taken; 429 past the per-address limit."""
     username, password = read_credentials()
-    settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
     passwords = current_app.extensions["passwords"]
-    # Checked first only to spare an argon2 hash; create_user enforces uniqueness atomically.
+    # The limit comes first and a 409 spends it as a 201 does: past the limit, a taken name and a free one get
+    # the same 429, so that the answers cannot be used to list the names that exist.
+    limit = current_app.config["SETTINGS"].register_max_per_address
+    reserved = reserve_per_address(store, "register", limit, "Too many registrations from this address")
+    # Checked before hashing only to spare an argon2 hash; create_user enforces uniqueness atomically.
     if store.find_by_username(username) is not None:
         raise UsernameTaken(username)
-    with passwords.slot():
-        limit = settings.register_max_per_address
-        if limit:
-            now, window = time.time(), settings.auth_failure_window_seconds
-            recorded, counts = store.reserve_attempt(
-                [f"register:{_address()}"], now, window, lambda counts: counts[0][0] < limit
-            )
-            if not recorded:
-                raise TooManyRequests(
-                    "Too many registrations from this address; try again later.",
-                    retry_after=_retry_after(counts, 0, now, window),
-                )
+    with contextlib.ExitStack() as hashing:
+        try:
+            hashing.enter_context(passwords.slot())
+        except Overloaded:
+            if reserved is not None:  # shed before any work: the client's retry must not cost it twice
+                store.release_attempt([_per_address_key("register")], reserved)
+            raise
         user = store.create_user(username, passwords.hash(password))
     return {"id": user.id, "username": user.username}, HTTPStatus.CREATED
+
+
+def _per_address_key(kind: str) -> str:
+    return f"{kind}:{_address()}"
+
+
+def reserve_per_address(store: Any, kind: str, limit: int, refusal: str) -> float | None:
+    """Count one ``kind`` request of the client address within AUTH_FAILURE_WINDOW_SECONDS, in one atomic
+    step with the check of ``limit`` (0: no limit); TooManyRequests with Retry-After past it. The time it was
+    counted at, or None when there is no limit."""
+    if not limit:
+        return None
+    now, window = time.time(), current_app.config["SETTINGS"].auth_failure_window_seconds
+    recorded, counts = store.reserve_attempt(
+        [_per_address_key(kind)], now, window, lambda counts: counts[0][0] < limit
+    )
+    if not recorded:
+        retry_after = _retry_after(counts, 0, now, window)
+        raise TooManyRequests(f"{refusal}; try again later.", retry_after=retry_after)
+    return now
 
 
 @bp.post("/authenticate")

@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, request
 from ..errors import Unauthorized
 from ..security import read_refresh_token, token_response
 from ..storage import RefreshRefused
-from .auth import no_content, read_body, text_field
+from .auth import no_content, read_body, reserve_per_address, text_field
 
 bp = Blueprint("sessions", __name__)
 
@@ -29,12 +29,17 @@ _REFUSALS = {
 def refresh():
     """Exchange a refresh token for a new access token and a new refresh token; the presented one is spent."""
     presented = text_field(read_body(), "refresh_token")
-    # Checked before the store is touched: a token this service did not make is refused unread.
+    settings = current_app.config["SETTINGS"]
+    store = current_app.extensions["user_store"]
+    # Each refresh is a synced write and needs no password: one address gets a bounded number, tokens right
+    # or wrong, so that a flood can neither grind the store nor try tokens at will.
+    reserve_per_address(
+        store, "refresh", settings.refresh_max_per_address, "Too many token refreshes from this address"
+    )
+    # Checked before the sessions are touched: a token this service did not make is refused unread.
     named = read_refresh_token(current_app.extensions["access_tokens"].key, presented)
     if named is None:
         raise Unauthorized(_REFUSALS["unknown"])
-    settings = current_app.config["SETTINGS"]
-    store = current_app.extensions["user_store"]
     now = time.time()
     try:
         session = store.rotate_refresh_token(

@@ -9,8 +9,8 @@ from .auth import (
     check_new_password,
     forget_login_failures_of,
     no_content,
+    password_field,
     read_body,
-    text_field,
     verify_password,
 )
 from .waits import reads_store
@@ -47,8 +47,8 @@ def me(user: User):
 def change_password(user: User):
     """Replace the password (the current one proves it is the user) and end every session of the user."""
     body = read_body()
-    current_password = text_field(body, "current_password")
-    new_password = text_field(body, "new_password")
+    current_password = password_field(body, "current_password")
+    new_password = password_field(body, "new_password")
     check_new_password(new_password, "new_password")
     store = current_app.extensions["user_store"]
     passwords = current_app.extensions["passwords"]
@@ -70,7 +70,7 @@ def change_password(user: User):
 @token_required
 def delete_me(user: User):
     """Delete the account, its sessions and its failed-login records; the password confirms it."""
-    password = text_field(read_body(), "password")
+    password = password_field(read_body(), "password")
     store = current_app.extensions["user_store"]
     with current_app.extensions["passwords"].slot():
         verify_password(user.username, password, "The password is wrong.")

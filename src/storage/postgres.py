@@ -289,24 +289,6 @@ class UserCache:
         """(the user id of the cached live session or None, the generation for ``remember_session``)."""
         return self._lookup(self._sessions, session_id)
 
-    def lookup_session_user(self, user_id: int, session_id: str) -> tuple[User | None, int | None]:
-        """(the cached user, or None unless the session is cached live for that same user), read with one
-        drain of the notifications: the cheap path of every authenticated request."""
-        with self._lock:
-            if not self._drain():
-                return None, None
-            user = self._entries.get(user_id)
-            session = self._sessions.get(session_id)
-            now = time.monotonic()
-            if (
-                user is not None
-                and session is not None
-                and session[0] == user_id
-                and min(user[1], session[1]) > now
-            ):
-                return user[0], self._generation
-            return None, self._generation
-
     def _lookup(self, entries: dict, key: object) -> tuple:
         with self._lock:
             if not self._drain():
@@ -838,13 +820,22 @@ class PostgresStore(UserStore):
         return outcome
 
     def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool]:
-        """The user and whether the session is live for them: both from this process's cache when they are
-        there (one read of the notifications), else the lookups below."""
-        if self.user_cache is not None and 0 < user_id <= BIGINT_MAX:
-            user, _ = self.user_cache.lookup_session_user(user_id, session_id)
-            if user is not None:
-                return user, True
-        return super().find_session_user(user_id, session_id)
+        """The user and whether the session is live for them, read from the database at each call (one
+        query). Not from this process's cache: another process's logout or password change reaches it as
+        a notification a moment after that request's answer, and from that answer on its tokens must be
+        refused everywhere."""
+        if not 0 < user_id <= BIGINT_MAX or "\x00" in session_id:
+            return None, False
+        row = self._run(
+            lambda conn: conn.execute(
+                "SELECT u.id, u.username, u.password_hash, s.id IS NOT NULL FROM users u "
+                "LEFT JOIN sessions s ON s.id = %s AND s.user_id = u.id WHERE u.id = %s",
+                (session_id, user_id),
+            ).fetchone()
+        )
+        if row is None:
+            return None, False
+        return User(row[0], row[1], row[2]), bool(row[3])
 
     def session_user(self, session_id: str) -> int | None:
         """The user id of a live session: from this process's cache, else one query."""

@@ -52,3 +52,29 @@ def test_attack_figures_read_as_a_table_with_one_row_per_recorded_drill():
         "| database dropped and created, then a new registration | new user id 1 | "
         "old token's `/hello`: 401 |",
     ]
+
+
+def test_sign_up_burst_and_name_probing_figures_read_as_rows():
+    from tools.docs import attacks_table
+
+    table = attacks_table(
+        {
+            "date": "2026-12-06",
+            "sign_up_burst_json": {
+                "sign_ups": 200,
+                "clients": 32,
+                "seconds": 98.9,
+                "answers_503": 25,
+                "healthz": {"probes": 392, "failed": 0, "median_ms": 10.7, "p99_ms": 68.2, "max_ms": 158.9},
+            },
+            "register_enumeration_json": {"attempts": 53, "statuses_past_the_limit": {"429": 50}},
+        }
+    )
+
+    assert table.splitlines()[4:] == [
+        "| 200 sign-ups from 32 clients honouring Retry-After | json store, 1 hashing slot per worker | "
+        "every one 201 in 98.9 s, after 25 x 503; `/healthz`: 0 of 392 probes failed, median 11 ms, "
+        "p99 68 ms |",
+        "| 53 registrations from one address, taken and free names alternating | json store | "
+        "past the limit: 50 x 429 |",
+    ]

@@ -219,3 +219,79 @@ def test_no_hello_that_starts_after_the_logout_204_succeeds(server):
     assert 200 in before
     assert len(after) >= 20
     assert set(after) == {401}
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def test_a_lone_surrogate_in_a_password_to_check_returns_400_not_500(server):
+    """The JSON escape "\\ud800" decodes to text UTF-8 cannot encode: refused as login refuses it."""
+    token = login(server.url, "alice")["access_token"]
+    headers = {**bearer(token), "Content-Type": "application/json"}
+    change = b'{"current_password": "abcdefgh\\ud800", "new_password": "a brand new passphrase"}'
+
+    changed = requests.put(f"{server.url}/users/me/password", data=change, headers=headers, timeout=60)
+    deleted = requests.delete(
+        f"{server.url}/users/me", data=b'{"password": "abcdefgh\\ud800"}', headers=headers, timeout=60
+    )
+
+    for response in (changed, deleted):
+        assert response.status_code == 400
+        assert response.headers["Content-Type"] == "application/problem+json"
+    assert requests.get(f"{server.url}/hello", headers=bearer(token), timeout=30).status_code == 200
+
+
+# --------------------------------------------------------------------------------------------- revocation
+
+
+def _request(port: int, request: bytes) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    connection.sendall(request)
+    return connection
+
+
+def _status(connection: socket.socket) -> int:
+    with connection:
+        return int(_read_all(connection).split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("store_env", ["postgresql"], indirect=True)
+def test_right_after_the_logout_204_every_worker_refuses_the_token(server):
+    """Rounds of: sign in, use the token on 8 keep-alive connections (spread over the 4 workers, each of which
+    then knows the session), log out, and the moment the 204 is read send GET /users/me with the old token
+    on all 8 at once: every answer is 401."""
+    credentials = {"username": "alice", "password": PASSWORD}
+    assert requests.post(f"{server.url}/register", json=credentials, timeout=60).status_code == 201
+    used: list[int] = []
+    after_logout: list[int] = []
+    for _ in range(40):
+        signed_in = requests.post(f"{server.url}/authenticate", json=credentials, timeout=60)
+        auth = f"Authorization: Bearer {signed_in.json()['access_token']}\r\n".encode()
+        me = b"GET /users/me HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth
+        connections = [_request(server.port, me + b"\r\n") for _ in range(8)]
+        used.extend(_keep_alive_status(connection) for connection in connections)
+        logout = b"POST /logout HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth + b"Content-Length: 0\r\n"
+        assert _status(_request(server.port, logout + b"Connection: close\r\n\r\n")) == 204
+        for connection in connections:
+            connection.sendall(me + b"Connection: close\r\n\r\n")
+        after_logout.extend(_status(connection) for connection in connections)
+
+    assert used == [200] * 320
+    assert after_logout == [401] * 320
+
+
+def _keep_alive_status(connection: socket.socket) -> int:
+    """The status of one response on a kept-alive connection (its body read to its Content-Length)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = connection.recv(65536)
+        assert chunk, "the connection closed before a whole response"
+        head += chunk
+    head, _, body = head.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return int(head.split(b" ", 2)[1])

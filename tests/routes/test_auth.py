@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from src.routes import auth as auth_routes
-from tests.conftest import PASSWORD, assert_problem
+from tests.conftest import PASSWORD, AuthActions, assert_problem
 
 VALID_USERNAMES = ["a", "A" * 64, "alice", "Jean Pierre", "a.b_c-d", "007", "x y z", "-._"]
 INVALID_USERNAMES = [
@@ -492,7 +492,6 @@ def test_behind_two_proxies_the_access_log_names_the_client(make_app, capfd):
 @pytest.fixture
 def proxied(make_app):
     """AuthActions on an app that believes X-Forwarded-For from the test client's 127.0.0.1."""
-    from tests.conftest import AuthActions
 
     def build(**settings: str) -> AuthActions:
         app = make_app(TRUSTED_PROXY_COUNT="1", TRUSTED_PROXIES="127.0.0.1", **settings)
@@ -542,3 +541,38 @@ def test_registrations_are_limited_per_address(proxied):
     assert_problem(refused, 429)
     assert int(refused.headers["Retry-After"]) > 0
     assert auth.register("user3", **from_address("198.51.100.2")).status_code == 201
+
+
+def test_past_the_registration_limit_a_taken_name_gets_the_same_429_as_a_free_one(proxied):
+    auth = proxied(REGISTER_MAX_PER_ADDRESS="2")
+    attacker = from_address("198.51.100.1")
+    assert auth.register("alice", **from_address("198.51.100.2")).status_code == 201
+    assert [auth.register(f"user{n}", **attacker).status_code for n in range(2)] == [201, 201]
+
+    taken, free = auth.register("alice", **attacker), auth.register("nobody", **attacker)
+
+    taken_body, free_body = assert_problem(taken, 429), assert_problem(free, 429)
+    assert taken_body == free_body
+    assert int(taken.headers["Retry-After"]) > 0
+    assert int(free.headers["Retry-After"]) > 0
+
+
+def test_a_409_spends_the_registration_limit_as_a_201_does(proxied):
+    auth = proxied(REGISTER_MAX_PER_ADDRESS="2")
+    assert auth.register("alice", **from_address("198.51.100.2")).status_code == 201
+    attacker = from_address("198.51.100.1")
+
+    statuses = [auth.register(name, **attacker).status_code for name in ("alice", "alice", "alice", "bob")]
+
+    assert statuses == [409, 409, 429, 429]
+
+
+def test_a_registration_shed_with_503_does_not_spend_the_registration_limit(make_app):
+    app = make_app(REGISTER_MAX_PER_ADDRESS="2", ARGON2_CONCURRENCY="1", ARGON2_WAIT_SECONDS="0")
+    auth = AuthActions(app.test_client())
+
+    with app.extensions["passwords"].slot():  # every hashing slot of the process is busy
+        shed = auth.register("alice")
+
+    assert_problem(shed, 503)
+    assert [auth.register(name).status_code for name in ("alice", "bob", "carol")] == [201, 201, 429]

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from src.routes import auth as auth_routes
 from src.routes import sessions as session_routes
 from tests.conftest import PASSWORD, AuthActions, assert_problem
 
@@ -199,6 +200,35 @@ def test_refresh_token_expires_at_the_absolute_lifetime_however_often_it_is_used
     assert_refused(auth.refresh(second["refresh_token"]))
 
 
+def test_refreshes_from_one_address_are_limited_with_429_and_retry_after(make_app):
+    auth = AuthActions(make_app(REFRESH_MAX_PER_ADDRESS="3").test_client())
+    refresh_token = auth.login()["refresh_token"]
+    statuses = []
+    for _ in range(3):
+        response = auth.refresh(refresh_token)
+        statuses.append(response.status_code)
+        refresh_token = response.get_json()["refresh_token"]
+
+    refused = auth.refresh(refresh_token)
+
+    assert statuses == [200, 200, 200]
+    assert_problem(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0
+    assert_problem(auth.refresh("A" * 43), 429)  # a made-up token counts too, and is not tried
+
+
+def test_a_refused_refresh_leaves_the_session_usable_once_the_window_is_over(make_app, clock, monkeypatch):
+    monkeypatch.setattr(auth_routes, "time", clock)  # the limit's clock
+    auth = AuthActions(make_app(REFRESH_MAX_PER_ADDRESS="1", AUTH_FAILURE_WINDOW_SECONDS="60").test_client())
+    refresh_token = auth.login()["refresh_token"]
+    refresh_token = auth.refresh(refresh_token).get_json()["refresh_token"]
+    assert_problem(auth.refresh(refresh_token), 429)
+
+    clock.offset += 61
+
+    assert auth.refresh(refresh_token).status_code == 200
+
+
 def test_concurrent_refreshes_of_one_token_give_exactly_one_200(app, auth):
     refresh_token = auth.login()["refresh_token"]
     start = threading.Barrier(8)
@@ -367,6 +397,28 @@ def test_password_change_with_a_missing_field_returns_400(auth, body):
     assert_problem(auth.client.put("/users/me/password", json=body, headers=bearer(token)), 400)
 
 
+# A lone surrogate, as JSON spells it; UTF-8 (and so argon2) cannot encode it.
+LONE_SURROGATE_PASSWORDS = {
+    "current_password": b'{"current_password": "abcdefgh\\ud800", "new_password": "a new password 1"}',
+    "new_password": b'{"current_password": "correct horse battery", "new_password": "abcdefgh\\ud800"}',
+}
+
+
+@pytest.mark.parametrize("field", sorted(LONE_SURROGATE_PASSWORDS))
+def test_password_change_with_a_lone_surrogate_returns_400_naming_the_field(auth, field):
+    token = auth.login()["access_token"]
+
+    response = auth.client.put(
+        "/users/me/password",
+        data=LONE_SURROGATE_PASSWORDS[field],
+        content_type="application/json",
+        headers=bearer(token),
+    )
+
+    assert field in assert_problem(response, 400)["detail"]
+    assert auth.get("/hello", token).status_code == 200
+
+
 def test_password_change_without_a_token_returns_401(client):
     response = client.put(
         "/users/me/password", json={"current_password": PASSWORD, "new_password": NEW_PASSWORD}
@@ -416,6 +468,20 @@ def test_delete_without_a_password_returns_400(auth):
     token = auth.login()["access_token"]
 
     assert_problem(auth.client.delete("/users/me", json={}, headers=bearer(token)), 400)
+
+
+def test_delete_with_a_lone_surrogate_password_returns_400_and_keeps_the_account(auth):
+    token = auth.login()["access_token"]
+
+    response = auth.client.delete(
+        "/users/me",
+        data=b'{"password": "abcdefgh\\ud800"}',
+        content_type="application/json",
+        headers=bearer(token),
+    )
+
+    assert "password" in assert_problem(response, 400)["detail"]
+    assert auth.get("/hello", token).status_code == 200
 
 
 def test_delete_forgets_the_failed_logins_of_the_user(make_app):
