@@ -12,8 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gitops.rendered import ENVIRONMENTS, applications, build
-from tests.kube.manifests import REPO, load_documents
+from tests.gitops.rendered import ENVIRONMENTS, applications, build, helm_values
 
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 # The StorageClasses a cluster has before anything of this repository is applied, and its default one:
@@ -36,24 +35,6 @@ CHART_CLAIMS = {
 }
 
 
-def merged(files: list[str]) -> dict:
-    """Helm's merge of values files: later maps merged key by key into earlier ones, the rest replaced."""
-
-    def merge(base: dict, override: dict) -> dict:
-        out = dict(base)
-        for key, value in override.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = value
-        return out
-
-    result: dict = {}
-    for name in files:
-        result = merge(result, load_documents(REPO / name.removeprefix("$values/"))[0] or {})
-    return result
-
-
 def dig(values: dict, path: str) -> dict | None:
     for key in path.split("."):
         if not isinstance(values, dict) or key not in values:
@@ -67,7 +48,7 @@ def deployed(env: str) -> Iterator[tuple[str, dict | None, list[dict]]]:
     for name, app in applications(env).items():
         for source in app["spec"].get("sources") or [app["spec"]["source"]]:
             if "chart" in source:
-                yield f"{name} (chart {source['chart']})", merged(source["helm"]["valueFiles"]), []
+                yield f"{name} (chart {source['chart']})", helm_values(source["helm"]["valueFiles"]), []
             elif "path" in source:
                 yield f"{name} ({source['path']})", None, build(source["path"])
 
@@ -81,7 +62,7 @@ def claims(env: str) -> Iterator[tuple[str, str | None]]:
         if "chart" in source
     }
     for chart, source in charts.items():
-        values = merged(source["helm"]["valueFiles"])
+        values = helm_values(source["helm"]["valueFiles"])
         for path, class_key, switch in CHART_CLAIMS.get(chart, []):
             settings = dig(values, path)
             if settings is None or (switch is not None and settings.get(switch) is not True):
