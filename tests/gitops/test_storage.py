@@ -8,11 +8,13 @@ Clusters) and the Helm values they pass to the charts that make volumes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from tests.gitops.rendered import ENVIRONMENTS, applications, build, helm_values
+from tests.kube.manifests import KUBE_CONFIG
 
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 # The StorageClasses a cluster has before anything of this repository is applied, and its default one:
@@ -119,6 +121,11 @@ def test_eks_volumes_are_encrypted_gp3_made_in_the_zone_of_their_pod_and_can_gro
     assert gp3["provisioner"] == "ebs.csi.aws.com"
     assert gp3["parameters"]["type"] == "gp3"
     assert gp3["parameters"]["encrypted"] == "true"
+    # The cluster's own key (infrastructure/storage.tf), the one of this environment's account.
+    assert re.fullmatch(r"arn:aws:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}", gp3["parameters"]["kmsKeyId"])
+    env_file = {"staging": "overlays/staging", "prod": "overlays/eks"}[env]
+    settings = (KUBE_CONFIG / env_file / "infrastructure.env").read_text(encoding="utf-8")
+    assert f"EBS_KMS_KEY_ARN={gp3['parameters']['kmsKeyId']}\n" in settings
     assert gp3["volumeBindingMode"] == "WaitForFirstConsumer"
     assert gp3["allowVolumeExpansion"] is True
 
