@@ -7,11 +7,12 @@ project limits); test_argocd_install.py validates the same objects against the C
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
-from tests.gitops.rendered import ARGOCD, ENVIRONMENTS, REPO_URL, applications, render
-from tests.kube.manifests import REPO, load_documents
+from tests.gitops.rendered import ARGOCD, ENVIRONMENTS, REPO_URL, applications, render, render_path
+from tests.kube.manifests import KUBE_CONFIG, REPO, load_documents
 
 PINNED_CHARTS = {
     "kube-prometheus-stack": ("https://prometheus-community.github.io/helm-charts", "88.5.3"),
@@ -182,3 +183,27 @@ def test_charts_that_make_prometheus_operator_objects_come_after_its_crds(env):
     monitors = {"fluent-bit", "monitoring"} | ({"cloudnative-pg"} & set(apps))
     for name in monitors:
         assert wave(apps[name]) > wave(apps["kube-prometheus-stack"]), name
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_load_balancer_controller_runs_in_the_region_opentofu_wrote(env, tmp_path):
+    # Another region in infrastructure.env reaches the controller with no edit of a values file.
+    copy = tmp_path / "kube_config"
+    shutil.copytree(KUBE_CONFIG, copy)
+    settings = copy / "overlays" / "eks" / "infrastructure.env"
+    settings.write_text(
+        settings.read_text(encoding="utf-8").replace("REGION=us-east-1\n", "REGION=eu-central-1\n"),
+        encoding="utf-8",
+    )
+    apps = {
+        o["metadata"]["name"]: o
+        for o in render_path(copy / "argocd" / "envs" / env)
+        if o["kind"] == "Application"
+    }
+    (chart,) = [s for s in apps["aws-load-balancer-controller"]["spec"]["sources"] if "chart" in s]
+    assert {"name": "region", "value": "eu-central-1"} in chart["helm"]["parameters"]
+    for name in ("values.yaml", f"values-{env}.yaml"):
+        assert (
+            "region"
+            not in load_documents(KUBE_CONFIG / "platform" / "aws-load-balancer-controller" / name)[0]
+        )
