@@ -207,3 +207,19 @@ def test_the_load_balancer_controller_runs_in_the_region_opentofu_wrote(env, tmp
             "region"
             not in load_documents(KUBE_CONFIG / "platform" / "aws-load-balancer-controller" / name)[0]
         )
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_root_may_only_write_applications_and_projects_into_argocd(env):
+    (root,) = load_documents(ARGOCD / "roots" / f"{env}.yaml")
+    (project,) = load_documents(ARGOCD / "roots" / "project.yaml")
+    assert root["spec"]["project"] == project["metadata"]["name"] != "default"
+    spec = project["spec"]
+    assert spec["sourceRepos"] == [REPO_URL]
+    assert spec["destinations"] == [{"server": "https://kubernetes.default.svc", "namespace": "argocd"}]
+    assert spec["clusterResourceWhitelist"] == []
+    allowed = {(k["group"], k["kind"]) for k in spec["namespaceResourceWhitelist"]}
+    assert allowed == {("argoproj.io", "Application"), ("argoproj.io", "AppProject")}
+    for obj in render(f"argocd/envs/{env}"):
+        assert (obj["apiVersion"].partition("/")[0], obj["kind"]) in allowed, obj["kind"]
+        assert obj["metadata"]["namespace"] == "argocd"
