@@ -223,3 +223,23 @@ def test_each_root_may_only_write_applications_and_projects_into_argocd(env):
     for obj in render(f"argocd/envs/{env}"):
         assert (obj["apiVersion"].partition("/")[0], obj["kind"]) in allowed, obj["kind"]
         assert obj["metadata"]["namespace"] == "argocd"
+
+
+def test_the_api_project_cannot_deploy_into_kube_system():
+    spec = projects("dev")["flask-api"]["spec"]
+    assert {d["namespace"] for d in spec["destinations"]} == {"flask-api", "monitoring"}
+
+
+@pytest.mark.parametrize("env", ["dev", "selfhosted"])
+def test_k3s_traefik_settings_reach_kube_system_through_the_platform_project(env):
+    traefik = applications(env)["traefik"]
+    assert (traefik["spec"]["project"], traefik["spec"]["destination"]["namespace"]) == (
+        "platform",
+        "kube-system",
+    )
+    (settings,) = render(traefik["spec"]["source"]["path"].removeprefix("kube_config/"))
+    assert (settings["kind"], settings["metadata"]["namespace"], settings["metadata"]["name"]) == (
+        "HelmChartConfig",
+        "kube-system",
+        "traefik",
+    )
