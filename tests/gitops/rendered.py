@@ -81,3 +81,22 @@ def values(chart: str, *variants: str) -> list[dict]:
 def fluent_bit_pipeline() -> dict:
     """Fluent Bit's YAML configuration, kube_config/logging/fluent-bit.yaml."""
     return load_documents(LOGGING / "fluent-bit.yaml")[0]
+
+
+def merge_values(base: dict, override: dict) -> dict:
+    """Helm's merge of two values maps: maps merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_values(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def helm_values(value_files: list[str]) -> dict:
+    """The values an Application's valueFiles ($values/<path in this repository>) give its chart, merged."""
+    result: dict = {}
+    for name in value_files:
+        result = merge_values(result, load_documents(REPO / name.removeprefix("$values/"))[0] or {})
+    return result

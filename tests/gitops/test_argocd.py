@@ -7,11 +7,12 @@ project limits); test_argocd_install.py validates the same objects against the C
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
-from tests.gitops.rendered import ARGOCD, ENVIRONMENTS, REPO_URL, applications, render
-from tests.kube.manifests import REPO, load_documents
+from tests.gitops.rendered import ARGOCD, ENVIRONMENTS, REPO_URL, applications, render, render_path
+from tests.kube.manifests import KUBE_CONFIG, REPO, load_documents
 
 PINNED_CHARTS = {
     "kube-prometheus-stack": ("https://prometheus-community.github.io/helm-charts", "88.5.3"),
@@ -105,7 +106,9 @@ def test_every_values_file_and_path_an_application_names_exists(env):
             if "path" in source:
                 assert (REPO / source["path"] / "kustomization.yaml").is_file(), source["path"]
             if source.get("ref") == "values" or "path" in source:
-                assert (source["repoURL"], source["targetRevision"]) == (REPO_URL, "main")
+                # prod's revision is the promoted commit (test_promotion.py), the others follow main.
+                assert source["repoURL"] == REPO_URL
+                assert (source["targetRevision"] == "main") is (env != "prod")
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -180,3 +183,63 @@ def test_charts_that_make_prometheus_operator_objects_come_after_its_crds(env):
     monitors = {"fluent-bit", "monitoring"} | ({"cloudnative-pg"} & set(apps))
     for name in monitors:
         assert wave(apps[name]) > wave(apps["kube-prometheus-stack"]), name
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_load_balancer_controller_runs_in_the_region_opentofu_wrote(env, tmp_path):
+    # Another region in infrastructure.env reaches the controller with no edit of a values file.
+    copy = tmp_path / "kube_config"
+    shutil.copytree(KUBE_CONFIG, copy)
+    settings = copy / "overlays" / "eks" / "infrastructure.env"
+    settings.write_text(
+        settings.read_text(encoding="utf-8").replace("REGION=us-east-1\n", "REGION=eu-central-1\n"),
+        encoding="utf-8",
+    )
+    apps = {
+        o["metadata"]["name"]: o
+        for o in render_path(copy / "argocd" / "envs" / env)
+        if o["kind"] == "Application"
+    }
+    (chart,) = [s for s in apps["aws-load-balancer-controller"]["spec"]["sources"] if "chart" in s]
+    assert {"name": "region", "value": "eu-central-1"} in chart["helm"]["parameters"]
+    for name in ("values.yaml", f"values-{env}.yaml"):
+        assert (
+            "region"
+            not in load_documents(KUBE_CONFIG / "platform" / "aws-load-balancer-controller" / name)[0]
+        )
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_root_may_only_write_applications_and_projects_into_argocd(env):
+    (root,) = load_documents(ARGOCD / "roots" / f"{env}.yaml")
+    (project,) = load_documents(ARGOCD / "roots" / "project.yaml")
+    assert root["spec"]["project"] == project["metadata"]["name"] != "default"
+    spec = project["spec"]
+    assert spec["sourceRepos"] == [REPO_URL]
+    assert spec["destinations"] == [{"server": "https://kubernetes.default.svc", "namespace": "argocd"}]
+    assert spec["clusterResourceWhitelist"] == []
+    allowed = {(k["group"], k["kind"]) for k in spec["namespaceResourceWhitelist"]}
+    assert allowed == {("argoproj.io", "Application"), ("argoproj.io", "AppProject")}
+    for obj in render(f"argocd/envs/{env}"):
+        assert (obj["apiVersion"].partition("/")[0], obj["kind"]) in allowed, obj["kind"]
+        assert obj["metadata"]["namespace"] == "argocd"
+
+
+def test_the_api_project_cannot_deploy_into_kube_system():
+    spec = projects("dev")["flask-api"]["spec"]
+    assert {d["namespace"] for d in spec["destinations"]} == {"flask-api", "monitoring"}
+
+
+@pytest.mark.parametrize("env", ["dev", "selfhosted"])
+def test_k3s_traefik_settings_reach_kube_system_through_the_platform_project(env):
+    traefik = applications(env)["traefik"]
+    assert (traefik["spec"]["project"], traefik["spec"]["destination"]["namespace"]) == (
+        "platform",
+        "kube-system",
+    )
+    (settings,) = render(traefik["spec"]["source"]["path"].removeprefix("kube_config/"))
+    assert (settings["kind"], settings["metadata"]["namespace"], settings["metadata"]["name"]) == (
+        "HelmChartConfig",
+        "kube-system",
+        "traefik",
+    )

@@ -22,10 +22,16 @@ import requests
 
 from tests.conftest import FAST_ARGON2
 from tests.gitops.rendered import LOGGING, fluent_bit_pipeline, values
+from tests.gitops.upstream import vendored
 from tests.kube.manifests import load_documents
 
-# Fluent Bit's built-in `cri` parser, as documented (named groups in Python's spelling).
-CRI_LINE = re.compile(r"^(?P<time>.+?) (?P<stream>stdout|stderr) (?P<_p>F|P) (?P<log>.*)$")
+# Fluent Bit's built-in `cri` parser, read from its source at the pinned version (tests/gitops/upstream).
+CRI_SOURCE = vendored("fluent-bit", "flb_ml_parser_cri.c")
+CRI_LINE = re.compile(
+    re.search(r'#define FLB_ML_CRI_REGEX\s*\\\s*"(.*)"', CRI_SOURCE).group(1).replace("(?<", "(?P<")
+)
+CRI_TIME_KEY = re.search(r'"(\w+)",\s*/\* time key \*/', CRI_SOURCE).group(1)
+CRI_TIME_KEEP = re.search(r"FLB_(TRUE|FALSE),\s*/\* time keep \*/", CRI_SOURCE).group(1) == "TRUE"
 API_LOG_FILE = (
     "/var/log/containers/flask-api-7c9d8f6b5d-x2x4k_flask-api_flask-api-"
     "4f1c2b3a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708.log"
@@ -53,19 +59,90 @@ def strptime_fluent_bit(value: str, time_format: str) -> datetime.datetime:
     return datetime.datetime.strptime(value, time_format.replace("%L", "%f")).replace(tzinfo=datetime.UTC)
 
 
-def through_pipeline(line: str) -> dict:
-    """One stdout line of the API as the kubelet writes it, then as the parser filter leaves the record."""
+Record = list[tuple[str, object]]
+
+
+def cri_record(line: str) -> tuple[datetime.datetime, Record]:
+    """One stdout line as the kubelet writes it, split by the `cri` parser: (time, key-value pairs)."""
     cri = f"2026-11-30T12:00:00.123456789Z stdout F {line}"
-    record = CRI_LINE.fullmatch(cri).groupdict()
+    pairs: Record = list(CRI_LINE.fullmatch(cri).groupdict().items())
+    runtime_time = datetime.datetime.fromisoformat(dict(pairs)[CRI_TIME_KEY][:26] + "+00:00")
+    if not CRI_TIME_KEEP:
+        pairs = [(k, v) for k, v in pairs if k != CRI_TIME_KEY]
+    # The kubernetes filter (merge_log off) appends one key, the pod's metadata.
+    return runtime_time, [*pairs, ("kubernetes", {"namespace_name": "flask-api"})]
+
+
+def parser_filter(timestamp: datetime.datetime, record: Record) -> tuple[datetime.datetime, Record]:
+    """The parser filter over one record, as plugins/filter_parser/filter_parser.c and src/flb_parser_json.c
+    of Fluent Bit 5.1.1 do it: the JSON object's keys in their order (the time key dropped unless time_keep,
+    and only when its time parsed), then with reserve_data every original key but key_name (kept too with
+    preserve_key), appended without looking for the same key among the parsed ones. A value that is not a
+    JSON object leaves the record as it was."""
     settings = api_parser()
-    parsed = json.loads(record.pop(settings["key_name"]))
-    assert isinstance(parsed, dict)
     rule = settings["rule"]
-    timestamp = strptime_fluent_bit(parsed[rule["time_key"]], rule["time_format"])
-    if rule["time_keep"] is not True:
-        parsed.pop(rule["time_key"])
-    kept = record if settings["reserve_data"] is True else {}
-    return {**kept, **parsed, "@timestamp": timestamp}
+    value = dict(record).get(settings["key_name"])
+    try:
+        parsed = json.loads(value, object_pairs_hook=list) if isinstance(value, str) else None
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, list):
+        return timestamp, record
+    times = [v for k, v in parsed if k == rule["time_key"]]
+    if times:
+        try:
+            timestamp = strptime_fluent_bit(times[0], rule["time_format"])
+        except ValueError:
+            pass
+        else:
+            if rule.get("time_keep") is not True:
+                at = [k for k, _ in parsed].index(rule["time_key"])
+                parsed = parsed[:at] + parsed[at + 1 :]
+    kept: Record = []
+    if settings.get("reserve_data") is True:
+        preserve = settings.get("preserve_key") is True
+        kept = [(k, v) for k, v in record if k != settings["key_name"] or preserve]
+    return timestamp, parsed + kept
+
+
+def through_pipeline_pairs(line: str) -> tuple[datetime.datetime, Record]:
+    """One stdout line of the API through the cri parser, the kubernetes filter and the parser filter."""
+    return parser_filter(*cri_record(line))
+
+
+def through_pipeline(line: str) -> dict:
+    """The record of one line as a document, its time as @timestamp; a key twice fails the test (OpenSearch
+    refuses such a document and the output retries, then drops, the whole chunk)."""
+    timestamp, pairs = through_pipeline_pairs(line)
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"keys twice in one record: {keys}"
+    return {**dict(pairs), "@timestamp": timestamp}
+
+
+def api_log_lines(gunicorn_server, tmp_path) -> list[str]:
+    """The JSON lines of a real gunicorn run of the API: startup, access lines of a 200 and a 404."""
+    env = {**UNSET, **FAST_ARGON2, "DATA_FILE_PATH": str(tmp_path / "data.json")}
+    server = gunicorn_server(env, workers=1)
+    assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
+    assert requests.get(f"{server.url}/nowhere", timeout=30).status_code == 404
+    assert server.stop() == 0
+    return [line for line in server.output().splitlines() if line.startswith("{")]
+
+
+def test_every_record_of_a_real_run_has_exactly_one_time_key(gunicorn_server, tmp_path):
+    lines = api_log_lines(gunicorn_server, tmp_path)
+    assert any('"logger": "access"' in line or '"logger":"access"' in line for line in lines)
+    for line in [*lines, "LOG:  database system is ready to accept connections"]:
+        _, pairs = through_pipeline_pairs(line)
+        assert [k for k, _ in pairs].count("time") == 1, pairs
+
+
+def test_a_json_line_takes_the_time_the_api_wrote_not_the_runtimes(gunicorn_server, tmp_path):
+    (line, *_) = api_log_lines(gunicorn_server, tmp_path)
+    runtime_time, _ = cri_record(line)
+    timestamp, _ = through_pipeline_pairs(line)
+    assert timestamp != runtime_time
+    assert timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z") == json.loads(line)["time"]
 
 
 def test_the_api_containers_tag_reaches_the_json_parser_and_other_namespaces_do_not():

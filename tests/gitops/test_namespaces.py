@@ -100,6 +100,20 @@ def test_the_database_admits_the_operator_from_the_namespace_it_is_installed_in(
     assert namespace_of("cloudnative-pg") in namespaces
 
 
+@pytest.mark.parametrize("port", [5432, 8000])
+def test_the_database_admits_the_operator_on_postgresql_and_the_status_port(port):
+    # The operator connects to each instance on 5432 as well as on the instance manager's 8000.
+    ingress = one(render("overlays/selfhosted"), "NetworkPolicy", "flask-api-pg")["spec"]["ingress"]
+    namespaces = {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in ingress
+        if {"protocol": "TCP", "port": port} in rule["ports"]
+        for peer in rule["from"]
+        if "namespaceSelector" in peer and "podSelector" not in peer
+    }
+    assert namespace_of("cloudnative-pg") in namespaces
+
+
 def test_the_dashboard_and_alertmanager_objects_go_where_the_chart_runs():
     monitoring = applications("dev")["monitoring"]["spec"]["destination"]["namespace"]
     assert monitoring == namespace_of("kube-prometheus-stack", "dev")

@@ -136,15 +136,49 @@ def test_the_app_reads_its_own_role_password_from_a_secret_volume_that_follows_t
 
 
 def test_eks_secrets_come_from_secrets_manager_refreshed_every_minute(eks):
-    store = one(eks, "SecretStore", "aws-secrets-manager")
-    assert store["spec"]["provider"]["aws"]["service"] == "SecretsManager"
-    assert "auth" not in store["spec"]["provider"]["aws"], "Pod Identity of the controller, no static key"
     for name in ("flask-api-db", "flask-api-db-admin"):
         external = one(eks, "ExternalSecret", name)
         assert external["spec"]["refreshInterval"] == "1m"
         assert external["spec"]["target"]["name"] == name
         keys = {ref["remoteRef"]["key"] for ref in external["spec"]["data"]}
         assert all(key.startswith("arn:aws:secretsmanager:") for key in keys), keys
+        store = one(eks, "SecretStore", external["spec"]["secretStoreRef"]["name"])
+        assert store["spec"]["provider"]["aws"]["service"] == "SecretsManager"
+
+
+def test_each_eks_secret_store_authenticates_as_its_own_service_account_with_its_own_role(eks):
+    stores = find(eks, "SecretStore")
+    assert len(stores) == 2
+    accounts = set()
+    for store in stores:
+        auth = store["spec"]["provider"]["aws"].get("auth", {})
+        # Without auth a store borrows the operator's identity, which any namespace's store would share.
+        assert "jwt" in auth, store["metadata"]["name"]
+        account = one(eks, "ServiceAccount", auth["jwt"]["serviceAccountRef"]["name"])
+        assert account["metadata"]["namespace"] == store["metadata"]["namespace"]
+        role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+", role)
+        assert account["automountServiceAccountToken"] is False
+        accounts.add(role)
+    assert len(accounts) == 2, "the two stores share one IAM role"
+
+
+def test_only_the_migrations_store_reads_the_rds_master_secret(eks):
+    master = {
+        ref["remoteRef"]["key"]
+        for ref in one(eks, "ExternalSecret", "flask-api-db-admin")["spec"]["data"]
+        if ref["secretKey"] in ("username", "password")
+    }
+    (master_arn,) = master
+    assert ":secret:rds!" in master_arn
+    readers = {
+        external["spec"]["secretStoreRef"]["name"]
+        for external in find(eks, "ExternalSecret")
+        if any(ref["remoteRef"]["key"] == master_arn for ref in external["spec"].get("data", []))
+    }
+    app_store = one(eks, "ExternalSecret", "flask-api-db")["spec"]["secretStoreRef"]["name"]
+    assert readers == {"db-migration"}
+    assert app_store not in readers
 
 
 # --- 3. HTTPS on the ALB, HTTP only redirects --------------------------------------------------------------

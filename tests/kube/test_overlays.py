@@ -14,15 +14,21 @@ from .manifests import (
 
 
 def test_k3d_overlay_takes_every_top_level_manifest():
-    shared = [p for p in overlay_resources("k3d") if p.parent != (KUBE_CONFIG / "overlays" / "k3d").resolve()]
+    resources = overlay_resources("k3d")
+    shared = [
+        p for p in resources if p.parent != (KUBE_CONFIG / "overlays" / "k3d").resolve() and p.is_file()
+    ]
     assert sorted(shared) == [p.resolve() for p in top_level_files()]
+    # Traefik's own settings, which Argo CD deploys with the platform instead (Application "traefik").
+    assert [p for p in resources if p.is_dir()] == [(KUBE_CONFIG / "platform" / "traefik").resolve()]
 
 
 def test_k3d_ingress_buffers_whole_requests_up_to_the_body_limit_in_traefik():
     traefik = load_documents(KUBE_CONFIG / "overlays" / "k3d" / "traefik.yaml")
     middleware = one(traefik, "Middleware", "buffering")
     ingress = overlay_patch("k3d", "Ingress", "flask-api")
-    arguments = one(traefik, "HelmChartConfig", "traefik")["spec"]["valuesContent"]
+    settings = load_documents(KUBE_CONFIG / "platform" / "traefik" / "helmchartconfig.yaml")
+    arguments = one(settings, "HelmChartConfig", "traefik")["spec"]["valuesContent"]
 
     assert middleware["metadata"]["namespace"] == "flask-api"
     # The application's MAX_CONTENT_LENGTH default, which the ConfigMap leaves as it is.
