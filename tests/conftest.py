@@ -41,6 +41,17 @@ SECURITY_HEADERS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _process_environment_restored() -> Iterator[None]:
+    """Each test leaves os.environ as it found it: load_env_file (load_dotenv) writes a .env's variables into
+    it, which monkeypatch cannot undo since it did not set them, and a later test would read them."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(params=["json", "postgresql"])
 def app_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """The environment the app is built from: a JSON file in tmp_path, or a fresh PostgreSQL database."""
