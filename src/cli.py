@@ -86,13 +86,19 @@ def list_users() -> None:
         click.echo(f"{user.id:>6}  {'disabled' if disabled else 'active':<8}  {user.username}")
 
 
+def _set_disabled(username: str, disabled: bool) -> User:
+    """Disable or enable USERNAME; the user, or a ClickException when it is gone meanwhile."""
+    user = _user(username)
+    if not _store().set_disabled(user.id, disabled):
+        raise click.ClickException(f"no user named {username!r}")
+    return user
+
+
 @users.command("disable")
 @click.argument("username")
 def disable_user(username: str) -> None:
     """Disable USERNAME: its sessions end at once and it cannot sign in until enabled."""
-    user = _user(username)
-    if not _store().set_disabled(user.id, True):
-        raise click.ClickException(f"no user named {username!r}")
+    user = _set_disabled(username, True)
     click.echo(f"disabled user {user.id} {user.username}; its sessions have ended")
 
 
@@ -100,9 +106,7 @@ def disable_user(username: str) -> None:
 @click.argument("username")
 def enable_user(username: str) -> None:
     """Enable USERNAME again: it can sign in with its password."""
-    user = _user(username)
-    if not _store().set_disabled(user.id, False):
-        raise click.ClickException(f"no user named {username!r}")
+    user = _set_disabled(username, False)
     click.echo(f"enabled user {user.id} {user.username}")
 
 
