@@ -8,6 +8,20 @@ import socket
 import time
 from collections.abc import Callable
 
+# OWASP's minimum argon2id cost keeps test servers fast; production defaults are argon2-cffi's.
+FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
+# Settings a test server takes from its test alone, never from the shell that runs the suite (None: unset).
+UNSET = dict.fromkeys(
+    (
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "SECRET_KEY_PREVIOUS",
+        "METRICS_PORT",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "CORS_ORIGINS",
+    )
+)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""

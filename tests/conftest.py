@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from harness import free_port, in_ci
+from harness import FAST_ARGON2, free_port, in_ci
 from src import create_app
 
 # `make test` runs pytest under make, whose MAKEFLAGS (`make test VENV=.venv-3.13` puts VENV there) and
@@ -24,8 +24,6 @@ from src import create_app
 for _name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
     os.environ.pop(_name, None)
 
-# OWASP's minimum argon2id cost keeps the suite fast; production defaults are argon2-cffi's.
-FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
 TEST_SECRET_KEY = "test-signing-key-of-the-suite-0123456789abcdef-0123456789abcdef-0123"
 PASSWORD = "correct horse battery"
 PROBLEM = "application/problem+json"

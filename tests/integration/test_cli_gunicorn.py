@@ -18,22 +18,7 @@ from harness.gunicorn import GunicornServer
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
-FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
-UNSET = ("DATABASE_URL", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "CORS_ORIGINS", "SECRET_KEY_PREVIOUS")
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(params=["json", "postgresql"])
-def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str | None]:
-    env: dict[str, str | None] = {
-        **dict.fromkeys(UNSET),
-        **FAST_ARGON2,
-        "DATA_FILE_PATH": str(tmp_path / "data.json"),
-        "SECRET_KEY": os.urandom(32).hex(),
-    }
-    if request.param == "postgresql":
-        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    return env
 
 
 @pytest.fixture

@@ -16,26 +16,20 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import FAST_ARGON2, UNSET
 from harness.gunicorn import REPO_ROOT, GunicornServer, gunicorn_executable
 from src.storage import JsonFileStore, PostgresStore, UserStore
 
 PASSWORD = "correct horse battery"
-FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
-# Variables that must come from the test alone, never from the shell that runs it.
-UNSET = dict.fromkeys(
-    ("DATABASE_URL", "SECRET_KEY", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR", "CORS_ORIGINS")
-)
 
 
-@pytest.fixture(params=["json", "postgresql"])
-def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str | None]:
+@pytest.fixture
+def store_env(store_env: dict[str, str | None]) -> dict[str, str | None]:
     """Server environment for one store; JSON runs without SECRET_KEY, so the generated key is exercised."""
-    env: dict[str, str | None] = {**UNSET, **FAST_ARGON2, "DATA_FILE_PATH": str(tmp_path / "data.json")}
+    if store_env["DATABASE_URL"] is None:
+        store_env["SECRET_KEY"] = None
     # Storage under concurrency, not its limits: every registration from loopback is let through and hashed.
-    env.update(REGISTER_MAX_PER_ADDRESS="0", ARGON2_CONCURRENCY="64")
-    if request.param == "postgresql":
-        env.update(DATABASE_URL=request.getfixturevalue("postgres_url"), SECRET_KEY=os.urandom(32).hex())
-    return env
+    return {**store_env, "REGISTER_MAX_PER_ADDRESS": "0", "ARGON2_CONCURRENCY": "64"}
 
 
 def open_store(env: dict[str, str | None]) -> UserStore:

@@ -7,7 +7,6 @@ under the id it answered, and the JSON file must still parse; a restarted server
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -18,21 +17,17 @@ from harness import wait_until
 from src.storage import JsonFileStore, PostgresStore
 
 PASSWORD = "correct horse battery"
-FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
-UNSET = dict.fromkeys(("DATABASE_URL", "SECRET_KEY", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"))
 WRITERS = 8
 MAX_ATTEMPTS_PER_WRITER = 200
 
 
-@pytest.fixture(params=["json", "postgresql"])
-def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str | None]:
-    env: dict[str, str | None] = {**UNSET, **FAST_ARGON2, "DATA_FILE_PATH": str(tmp_path / "data.json")}
-    env["AUTH_MAX_FAILURES"] = "0"
+@pytest.fixture
+def store_env(store_env: dict[str, str | None]) -> dict[str, str | None]:
+    if store_env["DATABASE_URL"] is None:
+        store_env["SECRET_KEY"] = None  # the JSON store's generated key, shared by the workers
     # Storage under concurrency, not its limits: every registration from loopback is let through and hashed.
-    env.update(REGISTER_MAX_PER_ADDRESS="0", ARGON2_CONCURRENCY="64")
-    if request.param == "postgresql":
-        env.update(DATABASE_URL=request.getfixturevalue("postgres_url"), SECRET_KEY=os.urandom(32).hex())
-    return env
+    limits_off = {"AUTH_MAX_FAILURES": "0", "REGISTER_MAX_PER_ADDRESS": "0", "ARGON2_CONCURRENCY": "64"}
+    return {**store_env, **limits_off}
 
 
 class Writers:

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import free_port, wait_until
+from harness import FAST_ARGON2, free_port, wait_until
 from harness.command import ServingCommand, children
 from harness.gunicorn import gunicorn_executable
 
 REPO = Path(__file__).resolve().parents[2]
-FAST_ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
 # Settings a developer's shell may hold; each test says what it wants.
 CLEARED = dict.fromkeys(
     (
