@@ -145,7 +145,7 @@ check-image: $(SCANNERS_STAMP) ## Build the image on a local stand-in base and r
 check-pod: $(DEV_STAMP) ## Run the Deployment's pod (base and selfhosted) as a kubelet does, use the API (root)
 	.ci/check-pod.sh $(BIN)/python
 
-bench: $(DEV_STAMP) ## Benchmark against two reference apps (wrk, JSON and PostgreSQL, 10 and 100k users)
+bench: $(DEV_STAMP) ## Benchmark against flask, fastapi and Granian references (wrk, JSON and PostgreSQL, 10 and 100k users)
 	$(BIN)/python bench/run.py
 
 diagram: ## Render Illustrations/{architecture,gitops}.{png,svg} from their Graphviz sources (needs dot: graphviz)

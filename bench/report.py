@@ -8,12 +8,12 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-# (route, reference) -> lowest acceptable ratio of the service's req/s to the reference's, same rounds.
+# (route, reference) -> lowest acceptable ratio of the service's req/s to the reference's, same rounds. The
+# flask reference is measured and shown, with no bar: the service is far past it.
 TARGETS_VS_REFERENCE = {
-    ("/healthz", "flask"): 0.90,
-    ("/hello", "flask"): 1.0,
-    ("/healthz", "fastapi"): 0.65,
-    ("/hello", "fastapi"): 0.70,
+    ("/hello", "fastapi"): 1.15,
+    ("/healthz", "fastapi"): 1.4,
+    ("/hello", "granian"): 0.90,
 }
 TARGET_SCALING = 0.95  # /hello at the most users against the fewest, same store
 TARGET_JSON_RSS_MIB = 80  # per worker after the load, JSON store, most users
@@ -170,7 +170,7 @@ def plot(results: dict, path: Path) -> None:
     left.set_yscale("log")
     left.set_xticks(range(len(configs)), labels)
     left.set_ylabel("requests per second (log scale)")
-    left.set_title("Throughput, gunicorn -w 4 (hatched: reference apps)")
+    left.set_title("Throughput, 4 workers each (hatched: the references)")
     left.set_ylim(bottom=0.5)
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=4)
     left.grid(axis="y", which="both", alpha=0.3)

@@ -1,10 +1,11 @@
-"""Benchmark the service against two reference apps: one command, ``python bench/run.py``.
+"""Benchmark the service against three references: one command, ``python bench/run.py``.
 
 Starts the service under its production gunicorn config (``gunicorn.conf.py``, 4 workers), once per user
 count, and in the same run the two reference apps (``bench/reference_app.py``: Flask + flask-jwt-extended
-under gthread workers; ``bench/reference_fastapi.py``: FastAPI + PyJWT under uvicorn workers). Drives them
-with ``wrk`` on 127.0.0.1 in alternating rounds, for the JSON store and PostgreSQL (a throwaway server from
-``harness/``), the services at 10 and at 100k users side by side. Writes ``bench/results/results.json``,
+under gthread workers; ``bench/reference_fastapi.py``: FastAPI + PyJWT under uvicorn workers) and, beside
+each service, the same app on the same store under Granian (4 workers, WSGI). Drives them with ``wrk`` on
+127.0.0.1 in alternating rounds, for the JSON store and PostgreSQL (a throwaway server from ``harness/``),
+the services at 10 and at 100k users side by side. Writes ``bench/results/results.json``,
 ``bench/results/results.md`` and ``Illustrations/benchmark.png``.
 
 Modules: ``apps`` (what is served and how), ``load`` (wrk), ``stores`` (seeding), ``report`` (tables, targets,
@@ -65,6 +66,23 @@ def service_key(users: int) -> str:
     return f"service@{users}"
 
 
+def granian_key(users: int) -> str:
+    return f"{apps.GRANIAN.key}@{users}"
+
+
+def reference_name(contender: str, users: int) -> str | None:
+    """The reference a contender is to the service at ``users`` users, or None if it is none of its own.
+
+    The reference apps serve every service; a Granian server serves only the service on its own store.
+    """
+    if contender.startswith("service@"):
+        return None
+    name, _, at = contender.partition("@")
+    if at and at != str(users):
+        return None
+    return name
+
+
 def bench_store(*, store_name, store_envs, references, args) -> tuple[list[dict], dict | None]:
     """One store at every user count: a service per count, all run in the same rounds as the references.
 
@@ -74,17 +92,27 @@ def bench_store(*, store_name, store_envs, references, args) -> tuple[list[dict]
     """
     load = {"threads": args.threads, "connections": args.connections, "duration": args.duration}
     with contextlib.ExitStack() as stack:
-        servers = {}
+        servers, granian_servers = {}, {}
         for users, store_env in store_envs.items():
             env = {**store_env, "SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "info"}
             servers[users] = stack.enter_context(apps.served("src:application", env, worker_args(args)))
+            # The same app, store and keys under Granian: the service's token opens it too.
+            granian_servers[users] = stack.enter_context(apps.served_by_granian(env))
         apps.settle()
         idle = {users: apps.memory(server.worker_pids()) for users, server in servers.items()}
         services = {
             users: apps.Running(server, apps.sign_in(server.url, BENCH_USERNAME, BENCH_PASSWORD))
             for users, server in servers.items()
         }
-        contenders = {**{service_key(users): running for users, running in services.items()}, **references}
+        granians = {}
+        for users, server in granian_servers.items():
+            apps.check_token(server.url, services[users].token, ("/hello", "/id"))
+            granians[granian_key(users)] = apps.Running(server, services[users].token)
+        contenders = {
+            **{service_key(users): running for users, running in services.items()},
+            **granians,
+            **references,
+        }
         for running in contenders.values():  # warm up: first requests pay imports and connection set-up
             wrk(running.url + "/hello", **{**load, "duration": 1}, script="bearer.lua", env=bearer(running))
 
@@ -136,7 +164,7 @@ def bench_store(*, store_name, store_envs, references, args) -> tuple[list[dict]
         {
             "store": store_name,
             "users": users,
-            "routes": summarised(runs, service_key(users)),
+            "routes": summarised(runs, users),
             "memory": memory[users],
         }
         for users in services
@@ -154,16 +182,17 @@ def bench_store(*, store_name, store_envs, references, args) -> tuple[list[dict]
     return configs, scaling
 
 
-def summarised(runs: dict, key: str) -> dict:
-    """Per route: the medians of one service's runs, and its ratio to each reference in the same rounds."""
+def summarised(runs: dict, users: int) -> dict:
+    """Per route: the medians of one service's runs, and its ratio to each of its references, same rounds."""
     routes = {}
     for route, by_app in runs.items():
-        service_runs = by_app.get(key)
+        service_runs = by_app.get(service_key(users))
         if not service_runs:
             continue
         entry = {"service": summarise(service_runs), "references": {}}
-        for name, reference_runs in by_app.items():
-            if not name.startswith("service@"):
+        for contender, reference_runs in by_app.items():
+            name = reference_name(contender, users)
+            if name is not None:
                 entry["references"][name] = {
                     **summarise(reference_runs),
                     "ratio_rps": ratio(service_runs, reference_runs),
@@ -201,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
             else f"{args.worker_class} (--worker-class)"
         ),
         "repeats": args.repeats,
-        "references": {ref.key: ref.title for ref in apps.REFERENCES},
+        "references": {ref.key: ref.title for ref in (*apps.REFERENCES, apps.GRANIAN)},
         "configurations": [],
         "scaling": [],
     }

@@ -117,11 +117,15 @@ class GunicornServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self._process.returncode}:\n{self.output()}")
-            if self._healthy() and len(self.worker_pids()) >= self.workers:
+            if self.ready():
                 return self
             time.sleep(0.1)
         self.stop(signal.SIGKILL)
         raise TimeoutError(f"gunicorn not ready after {timeout} s:\n{self.output()}")
+
+    def ready(self) -> bool:
+        """/healthz answers 200 and every worker is up."""
+        return self._healthy() and len(self.worker_pids()) >= self.workers
 
     def _healthy(self) -> bool:
         try:
