@@ -217,3 +217,20 @@ def test_a_failed_migration_exits_4_and_leaves_the_database_at_the_previous_vers
     assert applied(postgres_url) == ["0001_baseline"]
     with psycopg.connect(postgres_url) as conn:  # its DELETE was rolled back with the rest
         assert conn.execute("SELECT count(*) FROM refresh_tokens").fetchone() == (4,)
+
+
+def test_a_lock_row_left_by_a_killed_migration_does_not_stop_the_next(postgres_url):
+    # A process killed while yoyo created its bookkeeping tables leaves its row in yoyo_lock; yoyo alone would
+    # wait for it, then fail, at every later run.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE yoyo_lock (locked int DEFAULT 1, ctime timestamp, pid int NOT NULL, PRIMARY KEY (locked))"
+        )
+        conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999)")
+
+    code, line = migrate.migrate({"DATABASE_URL": postgres_url})
+
+    assert (code, line) == (
+        0,
+        f"migrate: schema is up to date at version {LATEST} (applied now: 0001_baseline, {LATEST}; {TABLES})",
+    )
