@@ -224,7 +224,8 @@ def test_a_lock_row_left_by_a_killed_migration_does_not_stop_the_next(postgres_u
     # wait for it, then fail, at every later run.
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(
-            "CREATE TABLE yoyo_lock (locked int DEFAULT 1, ctime timestamp, pid int NOT NULL, PRIMARY KEY (locked))"
+            "CREATE TABLE yoyo_lock (locked int DEFAULT 1, ctime timestamp, pid int NOT NULL, "
+            "PRIMARY KEY (locked))"
         )
         conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999)")
 
