@@ -76,7 +76,7 @@ docs: $(DEV_STAMP) ## Copy the figures the tools wrote (build/, bench/results/) 
 check-install: ## Fresh clone, cold caches, stock pip: time make run and make test's install (build/figures/)
 	PYTHON=$(PYTHON) $(PYTHON) -m tools.fresh_install
 
-migrate: $(RUNTIME_STAMP) ## Create the PostgreSQL schema (DATABASE_URL) under an advisory lock
+migrate: $(RUNTIME_STAMP) ## Migrate the PostgreSQL schema (DATABASE_URL) to the latest version under an advisory lock
 	$(BIN)/python -m src.migrate
 
 PG_PORT ?= 5433

@@ -196,11 +196,12 @@ def check_config() -> None:
 
 
 @click.command("migrate")
-def migrate_command() -> None:
-    """Create or update the PostgreSQL schema (python -m src.migrate): the same steps, exit codes and line."""
-    from .migrate import migrate  # noqa: PLC0415 - psycopg's DDL helpers, for this command only
+@click.option("--rollback-to", "version", default="", help="Undo the versions applied after this one.")
+def migrate_command(version: str) -> None:
+    """Migrate the PostgreSQL schema (python -m src.migrate): the same steps, exit codes and line."""
+    from .migrate import migrate  # noqa: PLC0415 - the migrations' helpers, for this command only
 
-    code, line = migrate(os.environ)
+    code, line = migrate(os.environ, rollback_to_version=version)
     click.echo(line, err=bool(code))
     sys.exit(code)
 

@@ -8,6 +8,7 @@ import pytest
 
 from src.storage import PostgresStore
 from tests.conftest import PASSWORD, TEST_SECRET_KEY, assert_problem
+from tests.storage import previous_release
 
 
 @pytest.fixture
@@ -191,9 +192,23 @@ def test_migrate_command_creates_the_schema(runner, postgres_url):
     result = runner.invoke(args=["migrate"], env={"DATABASE_URL": postgres_url})
 
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("migrate: schema is up to date (tables users, ")
+    assert result.output.startswith("migrate: schema is up to date at version 0002_")
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+
+
+def test_migrate_command_rolls_back_to_a_version(runner, postgres_url):
+    assert runner.invoke(args=["migrate"], env={"DATABASE_URL": postgres_url}).exit_code == 0
+
+    result = runner.invoke(
+        args=["migrate", "--rollback-to", "0001_baseline"], env={"DATABASE_URL": postgres_url}
+    )
+
+    assert (result.exit_code, result.output) == (
+        0,
+        "migrate: schema rolled back to version 0001_baseline "
+        "(undone now: 0002_one_refresh_token_per_session)\n",
+    )
 
 
 def test_migrate_command_without_a_database_exits_2(runner, monkeypatch):
@@ -206,7 +221,7 @@ def test_migrate_command_without_a_database_exits_2(runner, monkeypatch):
 
 
 def test_a_schema_from_before_disabled_users_is_migrated(postgres_url):
-    PostgresStore(postgres_url).close()
+    previous_release.load().create_schema(postgres_url)  # a database of a release before versions
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE users DROP COLUMN disabled")
         conn.execute("INSERT INTO users (username, password_hash) VALUES ('alice', 'x')")

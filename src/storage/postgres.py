@@ -2,8 +2,9 @@
 
 Process model (gunicorn forks workers from a master):
 
-* Construction opens no pool. It creates the schema over one short connection that is closed before it
-  returns, so the store may be built in the master before ``fork``. ``src.create_app`` builds it when
+* Construction opens no pool. It checks the schema's version over one short connection that is closed
+  before it returns, and applies the pending migrations when there are any (src/storage/schema.py, under the
+  schema lock), so the store may be built in the master before ``fork``. ``src.create_app`` builds it when
   ``src:application`` is first loaded: in each worker after fork (gunicorn's default), or once in the master
   with ``--preload``; both are safe. When the database is down the
   construction logs one line and succeeds; the schema is then created on first use.
@@ -43,6 +44,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..lifecycle import must_not_wait
 from .base import Counts, RefreshRefused, Session, StoreUnavailable, User, UsernameTaken, UserStore
+from .schema import Connect, MigrationFailed, baseline_present, schema_current, upgrade
 
 log = logging.getLogger(__name__)
 # psycopg_pool logs every failed reconnection attempt (two lines, twice a second per worker during an
@@ -51,87 +53,6 @@ log = logging.getLogger(__name__)
 if logging.getLogger("psycopg.pool").level == logging.NOTSET:
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
-# Every process that creates or migrates the schema takes this transaction-scoped advisory lock first, so
-# many workers or pods starting at once run the DDL one after the other.
-SCHEMA_LOCK_ID = 0x666C61736B617069  # "flaskapi"
-SCHEMA_SQL = (
-    """CREATE TABLE IF NOT EXISTS users (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        username text NOT NULL UNIQUE,
-        password_hash text NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now()
-    )""",
-    # A disabled user cannot start a session (create_session); added to a users table made before it.
-    "ALTER TABLE users ADD COLUMN IF NOT EXISTS disabled boolean NOT NULL DEFAULT false",
-    """CREATE TABLE IF NOT EXISTS login_failures (
-        key text NOT NULL,
-        at double precision NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS login_failures_key_at ON login_failures (key, at)",
-    "CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (at)",
-    # One row: the random id of this database's user store, carried by every token it issues, so that a
-    # database created afresh (ids handed out again from 1) never accepts an older database's tokens.
-    """CREATE TABLE IF NOT EXISTS store_identity (
-        only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
-        store_id text NOT NULL DEFAULT md5(gen_random_uuid()::text)
-    )""",
-    "INSERT INTO store_identity DEFAULT VALUES ON CONFLICT DO NOTHING",
-    # Tells every process's user cache which user changed ('*': all of them).
-    """CREATE OR REPLACE FUNCTION flask_api_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        PERFORM pg_notify('flask_api_users', CASE WHEN TG_OP = 'TRUNCATE' THEN '*' ELSE OLD.id::text END);
-        RETURN NULL;
-    END
-    $$""",
-    "CREATE OR REPLACE TRIGGER users_changed AFTER UPDATE OR DELETE ON users "
-    "FOR EACH ROW EXECUTE FUNCTION flask_api_users_changed()",
-    "CREATE OR REPLACE TRIGGER users_truncated AFTER TRUNCATE ON users "
-    "FOR EACH STATEMENT EXECUTE FUNCTION flask_api_users_changed()",
-    # One row per login. No foreign key to users, so that users can still be truncated or dropped by hand:
-    # a session whose user is gone names no user, and the token check looks the user up as well.
-    """CREATE TABLE IF NOT EXISTS sessions (
-        id text PRIMARY KEY,
-        user_id bigint NOT NULL,
-        created_at double precision NOT NULL,
-        expires_at double precision NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id)",
-    "CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)",
-    # The current refresh token of each session, as ``<session id>.<generation>`` in ``hash`` (rows of the
-    # earlier format, SHA-256 hashes of every token, match no token and leave with their session).
-    """CREATE TABLE IF NOT EXISTS refresh_tokens (
-        hash text PRIMARY KEY,
-        session_id text NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        spent boolean NOT NULL DEFAULT false
-    )""",
-    "CREATE INDEX IF NOT EXISTS refresh_tokens_session_id ON refresh_tokens (session_id)",
-    # Tells every process which session ended ('*': all of them). A session only ever ends by deletion.
-    """CREATE OR REPLACE FUNCTION flask_api_sessions_ended() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        PERFORM pg_notify('flask_api_sessions', CASE WHEN TG_OP = 'TRUNCATE' THEN '*' ELSE OLD.id END);
-        RETURN NULL;
-    END
-    $$""",
-    "CREATE OR REPLACE TRIGGER sessions_ended AFTER DELETE ON sessions "
-    "FOR EACH ROW EXECUTE FUNCTION flask_api_sessions_ended()",
-    "CREATE OR REPLACE TRIGGER sessions_truncated AFTER TRUNCATE ON sessions "
-    "FOR EACH STATEMENT EXECUTE FUNCTION flask_api_sessions_ended()",
-)
-SCHEMA_OBJECTS = (
-    "users",
-    "login_failures",
-    "login_failures_key_at",
-    "login_failures_at",
-    "store_identity",
-    "sessions",
-    "sessions_user_id",
-    "sessions_expires_at",
-    "refresh_tokens",
-    "refresh_tokens_session_id",
-)
-SCHEMA_TRIGGERS = ("users_changed", "users_truncated", "sessions_ended", "sessions_truncated")
-# Columns added to a table after its first release: a schema without them is migrated again.
-SCHEMA_COLUMNS = ("users.disabled",)
 # Every table of the schema with what the application does to its rows: ``python -m src.migrate`` grants the
 # application's role exactly this, and refuses to finish while a table of the schema is missing here. A
 # SELECT ... FOR UPDATE or FOR SHARE needs UPDATE too; refresh_tokens rows go with their session (ON DELETE
@@ -205,45 +126,30 @@ def describe_error(exc: BaseException, url: str) -> str:
     return text
 
 
-def create_schema(url: str, timeout: float = 5.0, password_file: str | None = None) -> None:
-    """Create the tables and indexes if missing, under the advisory lock; StoreUnavailable if unreachable."""
+def connector(url: str, timeout: float = 5.0, password_file: str | None = None) -> Connect:
+    """A function opening one autocommit connection to ``url`` (the password file read at each call)."""
+    return lambda: psycopg.connect(
+        url, autocommit=True, connect_timeout=max(1, round(timeout)), **password_kwargs(password_file)
+    )
+
+
+def create_schema(url: str, timeout: float = 5.0, password_file: str | None = None) -> list[str]:
+    """Apply the pending migrations (src/storage/schema.py); the versions applied now.
+
+    StoreUnavailable if the database cannot be reached, MigrationFailed (one of those) if a migration fails.
+    """
+    connect = connector(url, timeout, password_file)
     try:
-        with psycopg.connect(
-            url, autocommit=True, connect_timeout=max(1, round(timeout)), **password_kwargs(password_file)
-        ) as conn:
-            _create_schema_on(conn)
+        with connect() as conn:
+            # Look first: a role without DDL rights (schema migrated by an administrator with python -m
+            # src.migrate) has nothing to do, and could not take the steps anyway.
+            if schema_current(conn):
+                return []
+        return upgrade(connect)
+    except MigrationFailed:
+        raise
     except psycopg.Error as exc:
         raise StoreUnavailable(f"database unavailable: {describe_error(exc, url)}") from None
-
-
-def _create_schema_on(conn: psycopg.Connection) -> None:
-    # Look first: a role without DDL rights (schema migrated by an administrator with python -m src.migrate)
-    # would be refused even "CREATE TABLE IF NOT EXISTS" on a table that exists.
-    if _schema_present(conn):
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
-        for statement in SCHEMA_SQL:
-            conn.execute(statement)
-
-
-def _schema_present(conn: psycopg.Connection) -> bool:
-    """Whether every table, index and trigger of the schema exists."""
-    row = conn.execute(
-        "SELECT bool_and(to_regclass(name) IS NOT NULL) AND (SELECT count(*) FROM pg_trigger "
-        "WHERE tgrelid IN (to_regclass('users'), to_regclass('sessions')) AND tgname = ANY(%s)) = %s "
-        "AND (SELECT count(*) FROM pg_attribute WHERE NOT attisdropped "
-        "AND attrelid::regclass::text || '.' || attname = ANY(%s)) = %s "
-        "FROM unnest(%s::text[]) AS name",
-        (
-            list(SCHEMA_TRIGGERS),
-            len(SCHEMA_TRIGGERS),
-            list(SCHEMA_COLUMNS),
-            len(SCHEMA_COLUMNS),
-            list(SCHEMA_OBJECTS),
-        ),
-    ).fetchone()
-    return row is not None and bool(row[0])
 
 
 def _user(row: tuple[int, str, str] | None) -> User | None:
@@ -390,7 +296,7 @@ class UserCache:
                 keepalives_count=3,
                 **password_kwargs(self._password_file),
             )
-            if not _schema_present(conn):
+            if not baseline_present(conn):
                 # A schema created before the triggers existed: no notifications would ever come.
                 raise psycopg.OperationalError("the users triggers are missing: run python -m src.migrate")
             conn.execute(f"LISTEN {USERS_CHANNEL}")
@@ -519,6 +425,12 @@ class PostgresStore(UserStore):
             log.warning("%s", reason)
         return StoreUnavailable(reason)
 
+    def _ensure_schema(self, conn: psycopg.Connection) -> None:
+        """Migrate when the schema is behind (the database was down at construction); one query when not."""
+        if not schema_current(conn):
+            create_schema(self._url, self.timeout, self._password_file)
+        self._schema_ready = True
+
     def _run(
         self,
         work: Callable[[psycopg.Connection], T],
@@ -545,8 +457,7 @@ class PostgresStore(UserStore):
                         # A write must not be sent twice, so make sure first that the connection is alive.
                         pool.check_connection(conn)
                     if not self._schema_ready:
-                        _create_schema_on(conn)
-                        self._schema_ready = True
+                        self._ensure_schema(conn)
                     sent = True
                     result = work(conn)
             except errors.UniqueViolation as exc:

@@ -19,7 +19,7 @@ from harness import free_port
 from harness.postgres import PostgresServer
 from src import create_app, migrate
 from src.storage import PostgresStore, Session
-from src.storage.postgres import SCHEMA_LOCK_ID
+from src.storage.schema import SCHEMA_LOCK_ID
 from tests.conftest import FAST_ARGON2, PASSWORD, TEST_SECRET_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -220,8 +220,9 @@ def test_migrate_creates_the_app_role_with_row_access_only(postgres_url, app_rol
 
     assert (code, line) == (
         0,
-        f"migrate: schema is up to date (tables users, login_failures, store_identity, sessions, "
-        f"refresh_tokens, role {role} granted what the application does with them)",
+        "migrate: schema is up to date at version 0002_one_refresh_token_per_session (applied now: "
+        "0001_baseline, 0002_one_refresh_token_per_session; tables users, login_failures, store_identity, "
+        f"sessions, refresh_tokens, role {role} granted what the application does with them)",
     )
     with PostgresStore(app_url, min_size=1, max_size=1, timeout=5) as store:  # sessions as the app role
         user = store.create_user("s", "h")
@@ -363,6 +364,7 @@ def test_migrate_grants_the_app_role_exactly_the_rights_the_application_uses(pos
         "store_identity": "SELECT",
         "sessions": "DELETE, INSERT, SELECT, UPDATE",
         "refresh_tokens": "INSERT, SELECT, UPDATE",
+        "_yoyo_migration": "SELECT",  # which versions are applied, read by the store at startup
     }
 
 

@@ -26,12 +26,26 @@ from src.storage import (
     store_from_settings,
 )
 from src.storage import postgres as postgres_module
-from src.storage.postgres import LISTENER_APPLICATION_NAME, SCHEMA_SQL, create_schema, describe_error
+from src.storage.postgres import LISTENER_APPLICATION_NAME, create_schema, describe_error
 
-from . import workers
+from . import previous_release, workers
 
 HASH = workers.HASH
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# The application's tables and yoyo's bookkeeping of the versions applied (src/storage/schema.py).
+SCHEMA_TABLES = {
+    "users",
+    "login_failures",
+    "store_identity",
+    "sessions",
+    "refresh_tokens",
+    "_yoyo_migration",
+    "_yoyo_log",
+    "_yoyo_version",
+    "yoyo_lock",
+}
 
 
 def tables(url: str) -> set[str]:
@@ -43,7 +57,7 @@ def tables(url: str) -> set[str]:
 def test_construction_creates_the_schema(postgres_url):
     PostgresStore(postgres_url).close()
 
-    assert tables(postgres_url) == {"users", "login_failures", "store_identity", "sessions", "refresh_tokens"}
+    assert tables(postgres_url) == SCHEMA_TABLES
 
 
 def test_create_user_returns_user_found_by_name_and_by_id(pg_store):
@@ -80,6 +94,7 @@ def test_a_role_without_ddl_rights_works_on_a_migrated_schema(postgres_url):
         admin.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
         admin.execute(f"GRANT SELECT, INSERT, DELETE ON users, login_failures TO {role}")
         admin.execute(f"GRANT USAGE ON SEQUENCE users_id_seq TO {role}")
+        admin.execute(f"GRANT SELECT ON _yoyo_migration TO {role}")  # the store checks the version
     app_url = postgres_url.replace("postgres@", f"{role}@", 1)
     try:
         with PostgresStore(app_url) as store:
@@ -144,7 +159,7 @@ def test_check_ready_passes_when_the_database_answers(pg_store):
 def test_several_processes_creating_the_schema_at_once_all_succeed(postgres_url):
     assert workers.race(workers.create_schema_at_once, [(postgres_url,)] * 6) == [True] * 6
 
-    assert tables(postgres_url) == {"users", "login_failures", "store_identity", "sessions", "refresh_tokens"}
+    assert tables(postgres_url) == SCHEMA_TABLES
 
 
 def test_several_processes_registering_at_once_get_unique_ids(postgres_url, pg_store):
@@ -265,7 +280,7 @@ def test_schema_is_created_on_first_use_when_the_database_was_down_at_constructi
     own_server.start()
 
     assert store.create_user("alice", HASH).id == 1
-    assert tables(url) == {"users", "login_failures", "store_identity", "sessions", "refresh_tokens"}
+    assert tables(url) == SCHEMA_TABLES
     store.close()
 
 
@@ -462,7 +477,7 @@ def test_without_the_triggers_nothing_is_cached(pg_store, postgres_url, caplog):
 
 
 def test_a_schema_from_before_the_triggers_gets_them(postgres_url):
-    for statement in SCHEMA_SQL:
+    for statement in previous_release.load().SCHEMA_SQL:
         if "TRIGGER" not in statement and "FUNCTION" not in statement:  # tables and indexes only
             run_sql(postgres_url, statement)
 
