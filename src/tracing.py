@@ -33,11 +33,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .config import Settings
 from .lifecycle import WouldWait
 from .logs import TRACE_ID_ENVIRON
-from .observability import ROUTE_ENVIRON
+from .observability import KNOWN_METHODS, ROUTE_ENVIRON
 from .storage import PostgresStore
 
 TRACEPARENT_HEADER = "traceparent"
 TRACER_PROVIDER = "flask_api.tracer_provider"
+OTHER_METHOD = "_OTHER"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -64,9 +65,12 @@ class RequestTracing:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         parent = _PROPAGATOR.extract(environ, getter=_ENVIRON)
-        method = environ.get("REQUEST_METHOD", "")
+        method = name = environ.get("REQUEST_METHOD", "")
+        if method not in KNOWN_METHODS:
+            # As the semantic conventions ask: a client must not choose span names.
+            method, name = OTHER_METHOD, "HTTP"
         span = self.tracer.start_span(
-            method,
+            name,
             context=parent,
             kind=SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": environ.get("PATH_INFO", "")},
@@ -83,12 +87,12 @@ class RequestTracing:
             return start_response(status_line, headers, exc_info)
 
         token = context.attach(trace.set_span_in_context(span, parent))
-        ended = False
+        dropped = False
         try:
             return self.wsgi_app(environ, start_response_with_trace)
         except WouldWait:
             # Run again on the pool, traced there: this attempt's span is dropped, never ended nor exported.
-            ended = True
+            dropped = True
             raise
         except Exception as exc:  # only with PROPAGATE_EXCEPTIONS: Flask answers 500 itself otherwise
             span.record_exception(exc)
@@ -96,14 +100,14 @@ class RequestTracing:
             raise
         finally:
             context.detach(token)
-            if not ended:
-                self.end(span, method, environ.get(ROUTE_ENVIRON), status[0])
+            if not dropped:
+                self.end(span, name, environ.get(ROUTE_ENVIRON), status[0])
 
     @staticmethod
-    def end(span: trace.Span, method: str, route: str | None, status: int) -> None:
+    def end(span: trace.Span, name: str, route: str | None, status: int) -> None:
         """Name the span after its route (``GET /hello``), record the status, end it."""
         if route is not None:
-            span.update_name(f"{method} {route}")
+            span.update_name(f"{name} {route}")
             span.set_attribute("http.route", route)
         span.set_attribute("http.response.status_code", status)
         if status >= 500:

@@ -153,6 +153,15 @@ def test_an_application_log_line_of_the_request_carries_the_trace_id(traced, cap
     assert warning["trace_id"] == TRACE_ID
 
 
+def test_an_unknown_method_does_not_name_the_span(traced):
+    response = traced.client.open("/healthz", method="BREW", headers={"traceparent": TRACEPARENT})
+
+    assert response.status_code == 405
+    (span,) = traced.server_spans()
+    assert span.name == "HTTP"
+    assert span.attributes["http.request.method"] == "_OTHER"
+
+
 def test_a_5xx_answer_marks_the_server_span_as_an_error(traced):
     def boom():
         raise RuntimeError("boom")
