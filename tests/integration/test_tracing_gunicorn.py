@@ -151,3 +151,24 @@ def test_a_traceparent_round_trips_through_gunicorn_and_its_spans_reach_the_coll
     records = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
     (access,) = (r for r in records if r.get("logger") == "access" and r["request_id"] == "traced-hello")
     assert access["trace_id"] == TRACE_ID
+
+
+def test_spans_still_in_the_batch_are_sent_when_gunicorn_stops(gunicorn_server, collector, tmp_path):
+    env = {
+        "DATA_FILE_PATH": str(tmp_path / "data.json"),
+        "DATABASE_URL": None,
+        "METRICS_PORT": None,
+        "PROMETHEUS_MULTIPROC_DIR": None,
+        "OTEL_TRACES_ENABLED": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",  # ten minutes: only the flush at exit can send the span
+    }
+    server = gunicorn_server(env, workers=1)
+    response = requests.get(
+        f"{server.url}/healthz", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"}, timeout=10
+    )
+    assert response.status_code == 200
+
+    assert server.stop() == 0  # SIGTERM, as a rollout sends it
+    names = [span.name for _, span in collector.spans() if span.trace_id.hex() == TRACE_ID]
+    assert names == ["GET /healthz"]
