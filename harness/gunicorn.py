@@ -65,7 +65,8 @@ class GunicornServer:
     """``gunicorn -c gunicorn.conf.py -b 127.0.0.1:<port> -w <workers> <app>`` from the repo root.
 
     ``env`` is laid over the current environment; a value of None removes that variable. ``app`` is
-    ``src:application`` unless another WSGI app is served under the same settings (the benchmark's reference).
+    ``src:application`` unless another WSGI app is served under the same settings (the benchmark's reference);
+    ``root`` is the folder it runs from (another build of the project: bench/tracing.py's baseline).
     ``with server.start():`` closes it whatever happens inside the block.
     """
 
@@ -75,8 +76,10 @@ class GunicornServer:
         workers: int = 4,
         extra_args: Iterable[str] = (),
         app: str = "src:application",
+        root: Path = REPO_ROOT,
     ) -> None:
         self.env = dict(env)
+        self.root = root
         self.workers = workers
         self.extra_args = tuple(extra_args)
         self.app = app
@@ -109,7 +112,7 @@ class GunicornServer:
     def start(self, timeout: float = 30) -> GunicornServer:
         """Start the master and wait until /healthz answers 200 and every worker is up."""
         self._process, self._log_path = spawn_in_session(
-            self.command(), REPO_ROOT, self.env, prefix="gunicorn-"
+            self.command(), self.root, self.env, prefix="gunicorn-"
         )
         # Removed when this object goes away or at interpreter exit, whichever comes first.
         weakref.finalize(self, _remove, self._log_path)

@@ -68,6 +68,11 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     from . import observability  # noqa: PLC0415
 
     health.answer_liveness_first(app, observability.ROUTE_ENVIRON)
+    if settings.otel_traces_enabled:
+        # Imported only when on: with tracing off, no OpenTelemetry module loads and no middleware runs.
+        from . import tracing  # noqa: PLC0415
+
+        tracing.init_app(app, settings)  # inside the access-log middleware, which logs the trace id
     observability.init_app(app)
     security.init_app(app, settings, store)
     routes.init_app(app)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
@@ -21,6 +22,8 @@ ARGON2_MIN_MEMORY_KIB = 19456
 ARGON2_MIN_PARALLELISM = 1
 SECRET_KEY_MIN_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEFAULT_SERVICE_NAME = "flask-api"
+OTLP_PROTOCOL = "http/protobuf"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -77,6 +80,9 @@ class Settings:
     metrics_port: int | None = None
     log_level: str = "info"
     api_docs_enabled: bool = True
+    otel_traces_enabled: bool = False
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = DEFAULT_SERVICE_NAME
 
     def __repr__(self) -> str:
         # The key and the database URL (which may hold a password) never reach a log line or a traceback.
@@ -120,6 +126,7 @@ class Settings:
         log_level = (env.text("LOG_LEVEL") or "info").lower()
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        otel_traces_enabled = env.flag("OTEL_TRACES_ENABLED", default=False)
         return cls(
             secret_key=secret_key,
             secret_key_previous=secret_key_previous,
@@ -152,6 +159,9 @@ class Settings:
             metrics_port=env.optional_port("METRICS_PORT"),
             log_level=log_level,
             api_docs_enabled=env.flag("API_DOCS_ENABLED", default=True),
+            otel_traces_enabled=otel_traces_enabled,
+            otel_exporter_otlp_endpoint=_otlp_endpoint(env) if otel_traces_enabled else None,
+            otel_service_name=env.text("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME,
         )
 
 
@@ -237,6 +247,31 @@ def _check_password_file(path: str, database_url: str | None) -> None:
         raise ConfigError(f"DATABASE_PASSWORD_FILE cannot be read: {path}: {exc.strerror}") from None
     if empty:
         raise ConfigError(f"DATABASE_PASSWORD_FILE is empty: {path}")
+
+
+def _otlp_endpoint(env: EnvReader) -> str | None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT: the collector's base URL (spans go to <url>/v1/traces, http/protobuf).
+
+    Read only with OTEL_TRACES_ENABLED: a cluster-wide value meant for other services changes nothing here.
+    """
+    endpoint = env.text("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint is None:
+        return None
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL like http://collector:4318, "
+            f"got {endpoint!r}"
+        )
+    if parts.username is not None or parts.password is not None:
+        # The URL is printed by `flask config check` and may reach a log: credentials do not belong in it.
+        raise ConfigError("OTEL_EXPORTER_OTLP_ENDPOINT must not hold credentials (user:password@)")
+    protocol = env.text("OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol is not None and protocol != OTLP_PROTOCOL:
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL must be {OTLP_PROTOCOL} (the exporter shipped), got {protocol!r}"
+        )
+    return endpoint.rstrip("/")
 
 
 def _article(kind: Callable[[str], object]) -> str:

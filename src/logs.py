@@ -19,6 +19,8 @@ import time
 from flask import has_request_context, request
 
 REQUEST_ID_ENVIRON = "flask_api.request_id"
+# The request's trace id (32 hex digits), set only while tracing is on (src/tracing.py).
+TRACE_ID_ENVIRON = "flask_api.trace_id"
 
 # Safety net for log records: a token, bearer credential or password hash that slipped into a message or a
 # traceback is masked before the line is written. Access lines never carry headers, bodies or query strings.
@@ -57,8 +59,8 @@ def utc_timestamp(seconds: float) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, pid; request_id inside a request;
-    exc_info when there is a traceback."""
+    """One JSON object per record: time, level, logger, message, pid; request_id (and trace_id while tracing)
+    inside a request; exc_info when there is a traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -68,9 +70,14 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
             "pid": record.process,
         }
-        request_id = current_request_id()
-        if request_id is not None:
-            line["request_id"] = request_id
+        if has_request_context():
+            environ = request.environ
+            request_id = environ.get(REQUEST_ID_ENVIRON)
+            if request_id is not None:
+                line["request_id"] = request_id
+            trace_id = environ.get(TRACE_ID_ENVIRON)
+            if trace_id is not None:
+                line["trace_id"] = trace_id
         if record.exc_info:
             line["exc_info"] = redact(self.formatException(record.exc_info))
         return json.dumps(line, default=str)

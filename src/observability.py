@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 
 from .lifecycle import WouldWait
-from .logs import REQUEST_ID_ENVIRON, JsonFormatter, StdoutLineHandler, utc_timestamp
+from .logs import REQUEST_ID_ENVIRON, TRACE_ID_ENVIRON, JsonFormatter, StdoutLineHandler, utc_timestamp
 from .metrics_files import FoldingCollector
 from .routes.waits import waits_on_nothing
 
@@ -131,12 +131,15 @@ class RequestObserver:
             outcome.sum.inc(elapsed)
             outcome.buckets[bisect_left(_BUCKET_BOUNDS, elapsed)].inc(1)
         if self.access_log:
+            # The trace id is set by src/tracing.py, only while tracing is on (32 hex digits, made there).
+            trace_id = environ.get(TRACE_ID_ENVIRON)
+            trace = "" if trace_id is None else f', "trace_id": "{trace_id}"'
             # Built by hand: json.dumps of a dict costs several times more.
             line = (
                 f'{{"time": "{utc_timestamp(time.time())}{outcome.line_after_time}'
                 f"{json_string(environ.get('PATH_INFO', ''))}{outcome.line_after_path}"
                 f'{elapsed * 1000:.3f}, "request_id": "{environ[REQUEST_ID_ENVIRON]}", '
-                f'"remote_addr": {json_string(environ.get("REMOTE_ADDR") or "")}}}\n'
+                f'"remote_addr": {json_string(environ.get("REMOTE_ADDR") or "")}{trace}}}\n'
             )
             try:  # noqa: SIM105 - contextlib.suppress costs an object per request
                 os.write(1, line.encode())

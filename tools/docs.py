@@ -607,6 +607,7 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
         None,
     ),
     "profile": ("profile.md", "python bench/profile.py", None),
+    "tracing": ("tracing.md", "python bench/tracing.py", None),
     "attacks": ("attacks.json", "make drills", attacks_table),
 }
 
@@ -747,6 +748,8 @@ def collect(root: Path = REPO) -> list[str]:
         ("gthread.json", "bench-gthread.json"),
         ("profile.md", "profile.md"),
         ("profile.json", "profile.json"),
+        ("tracing.md", "tracing.md"),
+        ("tracing.json", "tracing.json"),
     ):
         if (root / "bench" / "results" / source).is_file():
             write(target, (root / "bench" / "results" / source).read_text(encoding="utf-8"))

@@ -365,6 +365,9 @@ class PostgresStore(UserStore):
         # The store id, with the listening generation it was read under: a database dropped and created
         # again ends the listening session, so a new generation reads the id again.
         self._store_id: tuple[str, int] | None = None
+        # Called on each new pooled connection before its first use (src/tracing.py instruments it); set
+        # before the pool opens, that is before the first request.
+        self.configure_connection: Callable[[psycopg.Connection], None] | None = None
         self.user_cache = UserCache(url, self.timeout, password_file) if user_cache else None
         try:
             create_schema(url, self.timeout, password_file)
@@ -399,6 +402,7 @@ class PostgresStore(UserStore):
                     # A callable: the pool asks for the arguments (and so reads the password file) on every
                     # new connection.
                     kwargs=self._connect_kwargs,
+                    configure=self.configure_connection,
                     name=f"flask-api-{pid}",
                     open=False,
                 )
