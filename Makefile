@@ -23,7 +23,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 .DEFAULT_GOAL := help
 .PHONY: help run test test-system system-tools mutants lint fmt requirements clean docs migrate scanners pre-commit \
 	check-kube check-infra \
-	check-install check-workflows check-alerts fuzz drills image check-image check-pod bench diagram ci dev-postgres
+	check-install check-workflows check-alerts openapi fuzz drills image check-image check-pod bench diagram ci dev-postgres
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -129,6 +129,9 @@ test-system: $(DEV_STAMP) system-tools ## As root: the tests marked system (Prom
 
 mutants: $(DEV_STAMP) system-tools ## Apply each one-line bug of .ci/mutants.toml to a scratch copy; all must be caught
 	$(BIN)/python .ci/check_mutants.py
+
+openapi: $(DEV_STAMP) ## Write src/openapi.json from the routes' @operation metadata and src/schemas.py
+	$(BIN)/python -m tools.openapi
 
 fuzz: $(DEV_STAMP) ## Schemathesis against a live gunicorn, driven by src/openapi.json
 	$(BIN)/python .ci/check_fuzz.py

@@ -54,21 +54,20 @@ def _user(username: str) -> User:
 )
 def create_user(username: str, password_stdin: bool) -> None:
     """Create USERNAME with a password typed at the prompt (twice) or read from standard input."""
-    from .routes.auth import USERNAME_PATTERN, check_new_password  # noqa: PLC0415 - the routes' rules
+    from .schemas import Credentials, parse_body  # noqa: PLC0415 - the routes' rules
 
-    if not USERNAME_PATTERN.fullmatch(username):
-        raise click.ClickException(
-            "username must be 1-64 characters of letters, digits, space, '.', '_' or '-', "
-            "and must not start or end with a space"
-        )
+    def check(password: str) -> None:
+        try:
+            parse_body(Credentials, {"username": username, "password": password})
+        except InvalidRequest as exc:
+            raise click.ClickException(exc.detail.rstrip(".")) from None
+
+    check("x" * 8)  # the name first, before a password is asked for
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    try:
-        check_new_password(password)
-    except InvalidRequest as exc:
-        raise click.ClickException(exc.detail.rstrip(".")) from None
+    check(password)
     passwords = current_app.extensions["passwords"]
     try:
         user = _store().create_user(username, passwords.hash(password))

@@ -27,6 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .apidoc import ok, operation
 from .lifecycle import WouldWait
 from .logs import REQUEST_ID_ENVIRON, TRACE_ID_ENVIRON, JsonFormatter, StdoutLineHandler, utc_timestamp
 from .metrics_files import FoldingCollector
@@ -213,7 +214,17 @@ def init_app(app: Flask) -> None:
             """Prometheus text exposition of the request counter and latency histogram."""
             return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        app.add_url_rule("/metrics", "metrics", waits_on_nothing(metrics), methods=["GET"])
+        documented = operation(
+            "metrics",
+            "health",
+            "Prometheus metrics summed over all workers",
+            {
+                200: ok("Prometheus text exposition format.", {"type": "string"}, media_type="text/plain"),
+                404: None,
+            },
+            description="Served here unless METRICS_PORT is set (then only on that port, 404 here).",
+        )
+        app.add_url_rule("/metrics", "metrics", waits_on_nothing(documented(metrics)), methods=["GET"])
 
     app.wsgi_app = RequestObserver(  # type: ignore[method-assign]
         app.wsgi_app, access_log=level <= logging.INFO, metrics=metrics_enabled

@@ -248,3 +248,9 @@ def test_body_over_the_limit_is_a_documented_413(spec_client, spec_app, content_
     response = spec_client.post("/register", data=b"a" * (limit + 1), content_type=content_type)
     assert response.status_code == 413
     assert_conforms("/register", "post", response)
+
+
+def test_the_committed_document_is_the_one_the_routes_and_models_build(spec_app):
+    from src.apidoc import build_document, render
+
+    assert SPEC_PATH.read_text(encoding="utf-8") == render(build_document(spec_app)), "run make openapi"

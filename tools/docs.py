@@ -4,6 +4,7 @@
 ``make test``, ``build/junit-system.xml`` from ``make test-system``, ``build/mutants.json`` from
 ``make mutants``, ``build/gates.tsv`` from ``.ci/run``, ``build/figures/image.json`` from
 ``make check-image``, ``build/figures/install.json`` from ``make check-install``,
+``bench/results/schema-{cost,libraries}.json`` from ``bench/schema_{cost,libraries}.py``,
 ``build/figures/api-docs.png`` from ``make test-system``, ``bench/results/results.md`` from
 ``make bench``) into ``docs/figures/``, which is committed, then rewrites every block between
 ``<!-- figures:NAME -->`` and ``<!-- /figures -->`` in README.md and docs/ from those files.
@@ -591,6 +592,45 @@ def mutants_table(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def schema_cost_table(data: dict) -> str:
+    """bench/schema_cost.py's medians: the hand-written checks against the pydantic models."""
+    load = ", ".join(f"{value:.2f}" for value in data["load_average"])
+    lines = [
+        f"Measured {data['date']} with Python {data['python']}: {data['rounds']} rounds, each tree in a "
+        f"fresh interpreter, alternating; load average {load}. CPU µs per call, median of the rounds.",
+        "",
+        f"| what | hand-written checks ({data['baseline']}) | pydantic models | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    medians = data["cpu_us_per_call"]
+    for name, ratio in data["ratio_models_to_baseline"].items():
+        lines.append(
+            f"| {name} | {medians['baseline'][name]:.1f} | {medians['models'][name]:.1f} | {ratio:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def schema_libraries_table(data: dict) -> str:
+    """bench/schema_libraries.py's medians: each library against Flask with the project's own decorator."""
+    load = ", ".join(f"{value:.2f}" for value in data["load_average"])
+    versions = ", ".join(f"{name} {number}" for name, number in data["versions"].items())
+    medians = data["cpu_us_per_request"]
+    base = medians["flask + own decorator"]
+    routes = list(base)
+    lines = [
+        f"Measured {data['date']} with Python {data['python']} ({versions}): {data['rounds']} rounds, the "
+        f"apps alternating; load average {load}. CPU µs per request, median of the rounds (ratio to the "
+        "first row).",
+        "",
+        "| app | " + " | ".join(routes) + " |",
+        "| --- |" + " ---: |" * len(routes),
+    ]
+    for name, figures in medians.items():
+        cells = [f"{figures[route]:.1f} ({figures[route] / base[route]:.2f}x)" for route in routes]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # NAME of a block: (file in docs/figures/, the command that records it, how it reads in the docs).
 # A .md file is included as it is (the benchmark writes its own tables).
 FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
@@ -609,6 +649,16 @@ FIGURES_OF: dict[str, tuple[str, str, Callable[[dict], str] | None]] = {
     "profile": ("profile.md", "python bench/profile.py", None),
     "tracing": ("tracing.md", "python bench/tracing.py", None),
     "attacks": ("attacks.json", "make drills", attacks_table),
+    "schema-libraries": (
+        "schema-libraries.json",
+        ".venv-schema-libs/bin/python bench/schema_libraries.py",
+        schema_libraries_table,
+    ),
+    "schema-cost": (
+        "schema-cost.json",
+        "python bench/schema_cost.py --baseline 5a6da25",
+        schema_cost_table,
+    ),
 }
 
 
@@ -750,6 +800,8 @@ def collect(root: Path = REPO) -> list[str]:
         ("profile.json", "profile.json"),
         ("tracing.md", "tracing.md"),
         ("tracing.json", "tracing.json"),
+        ("schema-cost.json", "schema-cost.json"),
+        ("schema-libraries.json", "schema-libraries.json"),
     ):
         if (root / "bench" / "results" / source).is_file():
             write(target, (root / "bench" / "results" / source).read_text(encoding="utf-8"))

@@ -21,64 +21,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
-from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from ..errors import InvalidRequest, Overloaded, TooManyRequests, Unauthorized, UnsupportedMediaType
+from ..apidoc import ok, operation, problem
+from ..errors import Overloaded, TooManyRequests, Unauthorized
+from ..schemas import Credentials, Token, accepts
+from ..schemas import User as UserBody
 from ..security import start_session
 from ..storage import User, UsernameTaken
 from ..storage.base import Counts
 
 bp = Blueprint("auth", __name__)
-
-# 1-64 of letters, digits, space, '.', '_', '-'; no space at either end; ASCII only, so that two names that
-# look the same are the same name.
-USERNAME_PATTERN = re.compile(r"[A-Za-z0-9._-](?:[A-Za-z0-9 ._-]{0,62}[A-Za-z0-9._-])?")
-PASSWORD_MIN_LENGTH = 8
-PASSWORD_MAX_LENGTH = 128
-FORM_MIMETYPE = "application/x-www-form-urlencoded"
-
-
-def _check_streamed_length() -> None:
-    """413 for a body sent without Content-Length (chunked) that goes past MAX_CONTENT_LENGTH.
-
-    werkzeug stops reading such a body at the limit without a word; one more byte from the server's stream
-    tells a body of exactly the limit from a longer one.
-    """
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if (
-        request.content_length is None
-        and len(request.get_data(cache=True)) >= limit
-        and request.environ["wsgi.input"].read(1)
-    ):
-        raise RequestEntityTooLarge()
-
-
-def read_body() -> Mapping[str, Any]:
-    """The request body as a mapping: a JSON object or a urlencoded form (empty when there is none)."""
-    _check_streamed_length()
-    mimetype = request.mimetype
-    if mimetype == "application/json" or mimetype.endswith("+json"):
-        try:
-            body = request.get_json()
-        except BadRequest:
-            raise InvalidRequest("The body is not valid JSON.") from None
-        except RecursionError:
-            raise InvalidRequest("The body is nested too deeply.") from None
-        if not isinstance(body, dict):
-            raise InvalidRequest("The body must be a JSON object.")
-        return body
-    if mimetype == FORM_MIMETYPE:
-        return request.form
-    if not mimetype and not request.content_length and not request.get_data(cache=False):
-        return {}
-    raise UnsupportedMediaType(f"Send the body as application/json or {FORM_MIMETYPE}.")
 
 
 def no_content() -> Response:
@@ -86,52 +43,6 @@ def no_content() -> Response:
     response = Response(status=HTTPStatus.NO_CONTENT)
     del response.headers["Content-Type"]
     return response
-
-
-def text_field(body: Mapping[str, Any], name: str) -> str:
-    """The string field ``name`` of ``body``; InvalidRequest when it is missing or not a string."""
-    if name not in body:
-        raise InvalidRequest(f"{name} is required.")
-    value = body[name]
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be a string.")
-    return value
-
-
-def read_credentials() -> tuple[str, str]:
-    """Username and password from the body, validated; InvalidRequest names the first bad field."""
-    body = read_body()
-    username = text_field(body, "username")
-    password = text_field(body, "password")
-    if not USERNAME_PATTERN.fullmatch(username):
-        raise InvalidRequest(
-            "username must be 1-64 characters of letters, digits, space, '.', '_' or '-', "
-            "and must not start or end with a space."
-        )
-    check_new_password(password)
-    return username, password
-
-
-def check_new_password(password: str, name: str = "password") -> None:
-    """InvalidRequest unless ``password`` may be set (the rule of registration): 8-128 characters of text."""
-    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        raise InvalidRequest(f"{name} must be {PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters long.")
-    check_text(password, name)
-
-
-def password_field(body: Mapping[str, Any], name: str) -> str:
-    """The password ``name`` of ``body`` that is checked against a stored hash: a string of Unicode text."""
-    password = text_field(body, name)
-    check_text(password, name)
-    return password
-
-
-def check_text(value: str, name: str) -> None:
-    """InvalidRequest unless ``value`` can be encoded as UTF-8 (argon2 hashes the UTF-8 bytes)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate such as "\ud800", which JSON can spell but UTF-8 cannot
-        raise InvalidRequest(f"{name} must be Unicode text (it holds an unpaired surrogate).") from None
 
 
 def _address() -> str:
@@ -145,9 +56,24 @@ def _retry_after(counts: Counts, index: int, now: float, window: float) -> int:
 
 
 @bp.post("/register")
-def register():
+@operation(
+    "register",
+    "auth",
+    "Create a user",
+    {
+        201: ok("The user was created and stored.", UserBody),
+        400: None,
+        409: problem(409, "The username is taken."),
+        413: None,
+        415: None,
+        429: None,
+        503: None,
+    },
+)
+@accepts(Credentials)
+def register(credentials: Credentials):
     """Create a user: 201 with its id and name, 409 if the name is taken; 429 past the per-address limit."""
-    username, password = read_credentials()
+    username, password = credentials.username, credentials.password
     store = current_app.extensions["user_store"]
     passwords = current_app.extensions["passwords"]
     # The limit comes first and a 409 spends it as a 201 does: past the limit, a taken name and a free one get
@@ -189,9 +115,28 @@ def reserve_per_address(store: Any, kind: str, limit: int, refusal: str) -> floa
 
 
 @bp.post("/authenticate")
-def authenticate():
+@operation(
+    "authenticate",
+    "auth",
+    "Exchange a username and password for an access token and a refresh token (a new session)",
+    {
+        200: ok(
+            "A signed access token carrying the new session's id, and the session's first refresh token.",
+            Token,
+            headers=["Cache-Control"],
+        ),
+        400: None,
+        401: problem(401, "Unknown user or wrong password (one answer for both)."),
+        413: None,
+        415: None,
+        429: None,
+        503: None,
+    },
+)
+@accepts(Credentials)
+def authenticate(credentials: Credentials):
     """Exchange a username and password for an access token and a refresh token (a new session)."""
-    username, password = read_credentials()
+    username, password = credentials.username, credentials.password
     store = current_app.extensions["user_store"]
     passwords = current_app.extensions["passwords"]
     with passwords.slot():

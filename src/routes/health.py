@@ -5,8 +5,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app
 
+from ..apidoc import ok, operation
 from ..errors import ServiceUnavailable
 from ..lifecycle import is_draining
+from ..schemas import Status
 from ..storage import StoreUnavailable
 from .waits import reads_store, waits_on_nothing
 
@@ -59,6 +61,12 @@ def answer_liveness_first(app: Flask, route_key: str) -> None:
 
 @bp.get("/healthz")
 @waits_on_nothing
+@operation(
+    "healthz",
+    "health",
+    "Liveness: the process serves; touches no storage",
+    {200: ok("The process serves.", Status)},
+)
 def healthz():
     """Liveness: the process answers. Touches no storage, so a database outage never restarts pods."""
     return LIVE
@@ -66,6 +74,12 @@ def healthz():
 
 @bp.get("/readyz")
 @reads_store
+@operation(
+    "readyz",
+    "health",
+    "Readiness: the store is usable and the process is not draining",
+    {200: ok("Ready for traffic.", Status), 503: None},
+)
 def readyz():
     """Readiness: 200 only when the store is usable and the process is not shutting down."""
     if is_draining():

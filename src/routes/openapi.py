@@ -5,6 +5,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app
 from werkzeug.exceptions import NotFound
 
+from ..apidoc import ok, operation
 from .waits import waits_on_nothing
 
 bp = Blueprint("openapi", __name__)
@@ -23,6 +24,9 @@ def _load_document(state) -> None:
 
 @bp.get("/openapi.json")
 @waits_on_nothing
+@operation(
+    "openapi", "health", "This description", {200: ok("The OpenAPI 3.1 document.", {"type": "object"})}
+)
 def openapi_document():
     """The OpenAPI 3.1 description of this API."""
     document = current_app.extensions["openapi_document"]

@@ -11,10 +11,12 @@ import time
 
 from flask import Blueprint, current_app, request
 
+from ..apidoc import ok, operation, problem
 from ..errors import Unauthorized
+from ..schemas import RefreshRequest, Token, accepts
 from ..security import read_refresh_token, token_response
 from ..storage import RefreshRefused
-from .auth import no_content, read_body, reserve_per_address, text_field
+from .auth import no_content, reserve_per_address
 
 bp = Blueprint("sessions", __name__)
 
@@ -26,9 +28,34 @@ _REFUSALS = {
 
 
 @bp.post("/token/refresh")
-def refresh():
+@operation(
+    "refreshToken",
+    "auth",
+    "Exchange a refresh token for a new access token and a new refresh token",
+    {
+        200: ok(
+            "A new access token for the same session and the session's new refresh token.",
+            Token,
+            headers=["Cache-Control"],
+        ),
+        400: None,
+        413: None,
+        415: None,
+        401: problem(
+            401,
+            "The refresh token is unknown, malformed, expired or spent (a spent one also ends its session).",
+        ),
+        429: None,
+        503: None,
+    },
+    description="The presented refresh token is spent. Presenting a spent one answers 401 and ends its whole "
+    "session (its newest refresh token and its access tokens stop working). Of concurrent refreshes with one "
+    "token exactly one succeeds; the others present a spent token.",
+)
+@accepts(RefreshRequest)
+def refresh(body: RefreshRequest):
     """Exchange a refresh token for a new access token and a new refresh token; the presented one is spent."""
-    presented = text_field(read_body(), "refresh_token")
+    presented = body.refresh_token
     settings = current_app.config["SETTINGS"]
     store = current_app.extensions["user_store"]
     # Each refresh is a synced write and needs no password: one address gets a bounded number, tokens right
@@ -54,6 +81,15 @@ def refresh():
 
 
 @bp.post("/logout")
+@operation(
+    "logout",
+    "auth",
+    "End the session of the bearer token",
+    {204: ok("Done."), 401: None, 503: None},
+    description="From the 204 on, the session's access and refresh tokens answer 401 on every worker and "
+    "instance. Other sessions of the user keep working.",
+    bearer=True,
+)
 def logout():
     """End the session of the bearer token: its access and refresh tokens are refused from now on."""
     _user, session_id = current_app.extensions["access_tokens"].check(request.headers.get("Authorization"))

@@ -2,17 +2,12 @@
 
 from flask import Blueprint, current_app
 
+from ..apidoc import ok, operation, problem
 from ..errors import InvalidRequest, Unauthorized
+from ..schemas import Hello, Me, PasswordChange, PasswordConfirmation, UserId, accepts
 from ..security import token_required
 from ..storage import User
-from .auth import (
-    check_new_password,
-    forget_login_failures_of,
-    no_content,
-    password_field,
-    read_body,
-    verify_password,
-)
+from .auth import forget_login_failures_of, no_content, verify_password
 from .waits import reads_store
 
 bp = Blueprint("users", __name__)
@@ -20,6 +15,13 @@ bp = Blueprint("users", __name__)
 
 @bp.get("/id")
 @reads_store
+@operation(
+    "getId",
+    "users",
+    "The id of the user the token names",
+    {200: ok("The caller's id.", UserId), 401: None, 503: None},
+    bearer=True,
+)
 @token_required
 def user_id(user: User):
     """The id of the user the token names."""
@@ -28,6 +30,13 @@ def user_id(user: User):
 
 @bp.get("/hello")
 @reads_store
+@operation(
+    "getHello",
+    "users",
+    "A greeting with the caller's name, capitalised",
+    {200: ok("The greeting.", Hello), 401: None, 503: None},
+    bearer=True,
+)
 @token_required
 def hello(user: User):
     """A greeting with the user's name capitalised ("alice" -> "Hello Alice")."""
@@ -36,6 +45,13 @@ def hello(user: User):
 
 @bp.get("/users/me")
 @reads_store
+@operation(
+    "getMe",
+    "users",
+    "The user the token names",
+    {200: ok("The caller's id and name.", Me), 401: None, 503: None},
+    bearer=True,
+)
 @token_required
 def me(user: User):
     """The user the token names (never its password hash)."""
@@ -43,13 +59,31 @@ def me(user: User):
 
 
 @bp.put("/users/me/password")
+@operation(
+    "changePassword",
+    "users",
+    "Change the password and end every session of the user",
+    {
+        204: ok("Done."),
+        400: None,
+        413: None,
+        415: None,
+        401: problem(
+            401, "The token is refused, or the current password is wrong (counted as a failed login)."
+        ),
+        429: None,
+        503: None,
+    },
+    description="The new password follows the rule of registration and must differ from the current one. "
+    "Afterwards every session of the user has ended, this one included: authenticate again with the new "
+    "password.",
+    bearer=True,
+)
 @token_required
-def change_password(user: User):
+@accepts(PasswordChange)
+def change_password(user: User, change: PasswordChange):
     """Replace the password (the current one proves it is the user) and end every session of the user."""
-    body = read_body()
-    current_password = password_field(body, "current_password")
-    new_password = password_field(body, "new_password")
-    check_new_password(new_password, "new_password")
+    current_password, new_password = change.current_password, change.new_password
     store = current_app.extensions["user_store"]
     passwords = current_app.extensions["passwords"]
     with passwords.slot():
@@ -67,10 +101,28 @@ def change_password(user: User):
 
 
 @bp.delete("/users/me")
+@operation(
+    "deleteMe",
+    "users",
+    "Delete the account, its sessions and its failed-login records",
+    {
+        204: ok("Done."),
+        400: None,
+        413: None,
+        415: None,
+        401: problem(401, "The token is refused, or the password is wrong (counted as a failed login)."),
+        429: None,
+        503: None,
+    },
+    description="The password confirms the deletion. Afterwards every token of the user answers 401; the "
+    "name may be registered again, under a new id.",
+    bearer=True,
+)
 @token_required
-def delete_me(user: User):
+@accepts(PasswordConfirmation)
+def delete_me(user: User, confirmation: PasswordConfirmation):
     """Delete the account, its sessions and its failed-login records; the password confirms it."""
-    password = password_field(read_body(), "password")
+    password = confirmation.password
     store = current_app.extensions["user_store"]
     with current_app.extensions["passwords"].slot():
         verify_password(user.username, password, "The password is wrong.")

@@ -120,3 +120,45 @@ def test_make_mutants_results_become_a_table_with_the_time(tmp_path):
         "| `hsts-removed` | security | killed | 3.0 |",
         "| `json-store-lock-removed` | storage | killed | 31.0 |",
     ]
+
+
+def test_schema_cost_medians_become_a_table_with_the_ratio_and_the_load(tmp_path):
+    report = {
+        "date": "2026-12-07 00:08 UTC",
+        "baseline": "5a6da25",
+        "rounds": 5,
+        "python": "3.11.7",
+        "load_average": [4.06, 5.21, 5.86],
+        "cpu_us_per_call": {"baseline": {"GET /hello": 171.5}, "models": {"GET /hello": 178.4}},
+        "ratio_models_to_baseline": {"GET /hello": 1.04},
+    }
+    (tmp_path / "schema-cost.json").write_text(json.dumps(report))
+    assert render_figure("schema-cost", tmp_path).splitlines() == [
+        "Measured 2026-12-07 00:08 UTC with Python 3.11.7: 5 rounds, each tree in a fresh interpreter, "
+        "alternating; load average 4.06, 5.21, 5.86. CPU µs per call, median of the rounds.",
+        "",
+        "| what | hand-written checks (5a6da25) | pydantic models | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        "| GET /hello | 171.5 | 178.4 | 1.04x |",
+    ]
+
+
+def test_schema_library_medians_become_a_table_of_ratios_to_the_projects_way(tmp_path):
+    report = {
+        "date": "2026-12-07 00:10 UTC",
+        "rounds": 5,
+        "python": "3.11.7",
+        "versions": {"flask": "3.1.3", "spectree": "3.0.0"},
+        "load_average": [4.0, 4.5, 5.0],
+        "cpu_us_per_request": {
+            "flask + own decorator": {"GET /hello": 100.0},
+            "spectree": {"GET /hello": 150.0},
+        },
+    }
+    (tmp_path / "schema-libraries.json").write_text(json.dumps(report))
+    assert render_figure("schema-libraries", tmp_path).splitlines()[2:] == [
+        "| app | GET /hello |",
+        "| --- | ---: |",
+        "| flask + own decorator | 100.0 (1.00x) |",
+        "| spectree | 150.0 (1.50x) |",
+    ]

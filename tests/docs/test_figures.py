@@ -28,7 +28,7 @@ def test_a_block_naming_no_figure_fails_the_check(tmp_path):
     page = Page(REPO / "docs" / "example.md", "<!-- figures:speed -->\n<!-- /figures -->\n")
     assert stale_blocks([page], tmp_path) == [
         "docs/example.md: block speed: no such figure (known: attacks, bench, bench-gthread, drills, gates, "
-        "image, install, mutants, profile, tests, tracing)"
+        "image, install, mutants, profile, schema-cost, schema-libraries, tests, tracing)"
     ]
 
 
