@@ -24,8 +24,9 @@ PINNED_CHARTS = {
     "cert-manager": ("https://charts.jetstack.io", "v1.21.1"),
 }
 PLATFORM_BY_ENV = {
-    "dev": {"kube-prometheus-stack", "opensearch", "fluent-bit"},
+    "dev": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cert-manager"},
     "staging": {
+        "cert-manager",
         "kube-prometheus-stack",
         "opensearch",
         "fluent-bit",

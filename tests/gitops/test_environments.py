@@ -167,10 +167,6 @@ def test_opensearch_is_one_node_by_default_and_three_on_distinct_nodes_when_high
     base, ha = values("opensearch", "ha")
     assert (base["singleNode"], base["replicas"]) == (True, 1)
     assert (ha["singleNode"], ha["replicas"], ha["antiAffinity"]) == (False, 3, "hard")
-    assert base["extraEnvs"][0]["valueFrom"]["secretKeyRef"] == {
-        "name": "opensearch-admin",
-        "key": "password",
-    }
 
 
 def test_opensearch_values_keep_every_container_within_the_restricted_pod_security_level():
