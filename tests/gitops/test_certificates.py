@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.gitops.crds import crd_schemas, schema_errors
-from tests.gitops.rendered import build, kustomizations
+from tests.gitops.rendered import build, kustomizations, values
 from tests.gitops.upstream import checksums, vendored
 from tests.kube.manifests import REPO
 
@@ -21,7 +21,8 @@ GROUP = "cert-manager.io"
 
 @functools.cache
 def schemas() -> dict[tuple[str, str], dict]:
-    return crd_schemas(yaml.safe_load(vendored("cert-manager", name)) for name in checksums("cert-manager"))
+    names = [name for name in checksums("cert-manager") if name.startswith(f"{GROUP}_")]
+    return crd_schemas(yaml.safe_load(vendored("cert-manager", name)) for name in names)
 
 
 def rendered_folders() -> list[str]:
@@ -54,3 +55,12 @@ def test_every_cert_manager_object_is_valid_under_its_crd(folder):
         if obj["apiVersion"].split("/")[0] == GROUP:
             errors = schema_errors(obj, schemas()[obj["apiVersion"], obj["kind"]])
             assert errors == [], f"{folder}: {obj['kind']} {obj['metadata']['name']}: {errors}"
+
+
+def test_every_key_of_the_cert_manager_values_is_one_the_pinned_chart_reads():
+    chart = yaml.safe_load(vendored("cert-manager", "values.yaml"))
+    (committed,) = values("cert-manager")
+    assert set(committed) <= set(chart), set(committed) - set(chart)
+    assert set(committed["crds"]) <= set(chart["crds"])
+    # The chart installs its CRDs and keeps them when the release goes, with every Certificate.
+    assert committed["crds"] == {"enabled": True, "keep": True}
