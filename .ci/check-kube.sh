@@ -23,8 +23,10 @@ step() { printf '\n== %s\n' "$*"; }
 # kubernetes-validate only warns on a kind it has no schema for (a misspelled kind passes): every warning
 # fails here, except the custom resources whose fields tests/kube and tests/gitops check instead: the
 # Prometheus Operator's, the Traefik and k3s kinds of the k3d overlay, the External Secrets kinds of the EKS
-# overlay, CloudNativePG's Cluster, Argo CD's Application and AppProject (validated against the CRDs of the
-# vendored Argo CD install by tests/gitops/test_argocd_install.py).
+# overlay, Argo CD's Application and AppProject (validated against the CRDs of the vendored Argo CD install by
+# tests/gitops/test_argocd_install.py), CloudNativePG's Cluster, ScheduledBackup and the Barman Cloud plugin's
+# ObjectStore (against the vendored upstream CRDs by tests/gitops/test_cloudnativepg_backup.py), cert-manager's
+# Certificate, Issuer and ClusterIssuer (by tests/gitops/test_certificates.py): kubernetes-validate takes no CRD.
 validate() {
   local label="$1"
   shift
@@ -42,7 +44,9 @@ validate() {
     -e 'kind Password with api version generators\.external-secrets\.io/v1alpha1 ' \
     -e 'kind Middleware with api version traefik\.io/v1alpha1 ' \
     -e 'kind HelmChartConfig with api version helm\.cattle\.io/v1 ' \
-    -e 'kind Cluster with api version postgresql\.cnpg\.io/v1 ' \
+    -e 'kind (Cluster|ScheduledBackup) with api version postgresql\.cnpg\.io/v1 ' \
+    -e 'kind ObjectStore with api version barmancloud\.cnpg\.io/v1 ' \
+    -e 'kind (Certificate|Issuer|ClusterIssuer) with api version cert-manager\.io/v1 ' \
     -e 'kind (Application|AppProject) with api version argoproj\.io/v1alpha1 ' || true)"
   if [ -n "$unexpected" ]; then
     printf '%s\n' "$unexpected"

@@ -21,10 +21,12 @@ PINNED_CHARTS = {
     "opensearch": ("https://opensearch-project.github.io/helm-charts", "3.6.0"),
     "external-secrets": ("https://charts.external-secrets.io", "2.9.0"),
     "aws-load-balancer-controller": ("https://aws.github.io/eks-charts", "3.5.0"),
+    "cert-manager": ("https://charts.jetstack.io", "v1.21.1"),
 }
 PLATFORM_BY_ENV = {
-    "dev": {"kube-prometheus-stack", "opensearch", "fluent-bit"},
+    "dev": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cert-manager"},
     "staging": {
+        "cert-manager",
         "kube-prometheus-stack",
         "opensearch",
         "fluent-bit",
@@ -38,7 +40,7 @@ PLATFORM_BY_ENV = {
         "external-secrets",
         "aws-load-balancer-controller",
     },
-    "selfhosted": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cloudnative-pg"},
+    "selfhosted": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cloudnative-pg", "cert-manager"},
 }
 
 
@@ -93,7 +95,7 @@ def test_each_environment_installs_exactly_its_platform_charts_at_pinned_version
                 charts[source["chart"]] = (source["repoURL"], source["targetRevision"])
     assert set(charts) == PLATFORM_BY_ENV[env]
     assert charts == {name: PINNED_CHARTS[name] for name in PLATFORM_BY_ENV[env]}
-    assert all(re.fullmatch(r"\d+\.\d+\.\d+", version) for _, version in charts.values())
+    assert all(re.fullmatch(r"v?\d+\.\d+\.\d+", version) for _, version in charts.values())
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
 from src.config import Settings
-from tests.gitops.rendered import ENVIRONMENTS, render, render_path, values
+from tests.gitops.rendered import ENVIRONMENTS, render, values
 from tests.kube.manifests import (
     KUBE_CONFIG,
     SCRIPTS,
@@ -168,10 +167,6 @@ def test_opensearch_is_one_node_by_default_and_three_on_distinct_nodes_when_high
     base, ha = values("opensearch", "ha")
     assert (base["singleNode"], base["replicas"]) == (True, 1)
     assert (ha["singleNode"], ha["replicas"], ha["antiAffinity"]) == (False, 3, "hard")
-    assert base["extraEnvs"][0]["valueFrom"]["secretKeyRef"] == {
-        "name": "opensearch-admin",
-        "key": "password",
-    }
 
 
 def test_opensearch_values_keep_every_container_within_the_restricted_pod_security_level():
@@ -182,27 +177,6 @@ def test_opensearch_values_keep_every_container_within_the_restricted_pod_securi
     context = base["securityContext"]
     assert (context["runAsNonRoot"], context["allowPrivilegeEscalation"]) == (True, False)
     assert context["capabilities"]["drop"] == ["ALL"]
-
-
-def test_the_backup_component_archives_the_selfhosted_cluster_to_object_storage_nightly(tmp_path):
-    # Kustomize takes relative paths only: reach the overlay and the component from tmp_path.
-    overlay = os.path.relpath(KUBE_CONFIG / "overlays" / "selfhosted", tmp_path)
-    component = os.path.relpath(KUBE_CONFIG / "components" / "cloudnativepg-backup", tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(f"resources: [{overlay}]\ncomponents: [{component}]\n")
-    objects = render_path(tmp_path)
-    (cluster,) = find(objects, "Cluster")
-    (scheduled,) = find(objects, "ScheduledBackup")
-    store = cluster["spec"]["backup"]["barmanObjectStore"]
-    assert store["destinationPath"].startswith("s3://")
-    credentials = store["s3Credentials"]
-    assert {credentials["accessKeyId"]["name"], credentials["secretAccessKey"]["name"]} == {
-        "flask-api-pg-backup"
-    }
-    assert cluster["spec"]["backup"]["retentionPolicy"] == "14d"
-    assert scheduled["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
-    assert scheduled["spec"]["schedule"] == "0 0 3 * * *"
-    assert scheduled["metadata"]["namespace"] == "flask-api"
-    assert scheduled["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
 
 
 def test_prometheus_scrapes_the_instances_on_the_port_their_network_policy_opens_to_monitoring():

@@ -226,6 +226,6 @@ def test_logs_go_to_the_opensearch_service_of_the_chart_with_a_login_from_the_en
     (settings,) = values("fluent-bit")
     assert settings["envFrom"] == [{"secretRef": {"name": "opensearch-credentials"}}]
     login = platform_secrets["logging", "opensearch-credentials"]
-    assert login["OPENSEARCH_USER"] == "admin"
-    # The password OpenSearch's admin starts with, so that Fluent Bit's first login succeeds.
-    assert login["OPENSEARCH_PASSWORD"] == platform_secrets["opensearch", "opensearch-admin"]["password"]
+    # Its own user, not OpenSearch's administrator, with a password of its own.
+    assert login["OPENSEARCH_USER"] == "fluentbit"
+    assert login["OPENSEARCH_PASSWORD"] != platform_secrets["opensearch", "opensearch-admin"]["password"]

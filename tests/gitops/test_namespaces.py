@@ -24,8 +24,10 @@ def test_fluent_bit_writes_to_the_service_the_opensearch_chart_names_in_its_name
 
 
 def test_the_fluent_bit_configuration_lives_in_the_namespace_of_the_fluent_bit_release():
-    (config_map,) = render("logging")
-    assert config_map["metadata"]["namespace"] == namespace_of("fluent-bit") == "logging"
+    objects = render("logging")
+    assert {o["kind"] for o in objects} == {"ConfigMap", "Certificate"}
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == namespace_of("fluent-bit") == "logging"
 
 
 @pytest.mark.parametrize(
@@ -33,6 +35,7 @@ def test_the_fluent_bit_configuration_lives_in_the_namespace_of_the_fluent_bit_r
     [
         ("grafana-admin", "kube-prometheus-stack"),
         ("opensearch-admin", "opensearch"),
+        ("opensearch-internal-users", "opensearch"),
         ("opensearch-credentials", "fluent-bit"),
     ],
 )
@@ -50,8 +53,10 @@ def test_the_platform_script_creates_the_keys_the_values_name(platform_secrets):
         admin["userKey"],
         admin["passwordKey"],
     }
-    reference = opensearch["extraEnvs"][0]["valueFrom"]["secretKeyRef"]
-    assert set(platform_secrets["opensearch", reference["name"]]) == {reference["key"]}
+    users = opensearch["securityConfig"]["internalUsersSecret"]
+    # The chart mounts the file of that name from the Secret into the security plugin's folder.
+    assert set(platform_secrets["opensearch", users]) == {"internal_users.yml"}
+    assert set(platform_secrets["opensearch", "opensearch-admin"]) == {"password"}
     assert set(platform_secrets["logging", "opensearch-credentials"]) == {
         "OPENSEARCH_USER",
         "OPENSEARCH_PASSWORD",
