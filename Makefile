@@ -113,12 +113,13 @@ check-workflows: $(SCANNERS_STAMP) ## actionlint, checkov and yamllint on .githu
 check-alerts: $(DEV_STAMP) ## amtool routes for every alert; Prometheus -> Alertmanager -> receiver end to end
 	.ci/check-alerts.sh $(BIN)/python
 
-# Debian packages of the tests marked `system`, installed only when missing (apt-get: root); the package
-# is named like the command.
-SYSTEM_TOOLS := prometheus strace curl chromium
+# Debian packages of the tests marked `system`, installed only when missing (apt-get: root), as
+# command:package (the package is named like the command where no package is given).
+SYSTEM_TOOLS := prometheus strace curl chromium htpasswd:apache2-utils
 
 system-tools: ## As root: apt-get install what the tests marked system need (Prometheus, strace, chromium), if missing
-	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in $(SYSTEM_TOOLS); do \
+		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi

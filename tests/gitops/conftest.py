@@ -11,6 +11,15 @@ __all__ = ["k3d_secrets", "platform_secrets"]
 PLATFORM_NAMESPACES = ("monitoring", "opensearch", "logging")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The platform's secret script hashes passwords with htpasswd (apache2-utils), a Debian tool: the tests
+    that run it are marked system (`make test-system` installs it), so `make test` needs python3 only."""
+    for item in items:
+        if "platform_secrets" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.system)
+
+
 @pytest.fixture(scope="module")
 def platform_secrets(tmp_path_factory) -> dict[tuple[str, str], dict[str, str]]:
     """(namespace, Secret) -> its data, as kube_config/scripts/create-secrets-platform.sh leaves them."""
