@@ -21,6 +21,7 @@ PINNED_CHARTS = {
     "opensearch": ("https://opensearch-project.github.io/helm-charts", "3.6.0"),
     "external-secrets": ("https://charts.external-secrets.io", "2.9.0"),
     "aws-load-balancer-controller": ("https://aws.github.io/eks-charts", "3.5.0"),
+    "cluster-autoscaler": ("https://kubernetes.github.io/autoscaler", "9.59.0"),
 }
 PLATFORM_BY_ENV = {
     "dev": {"kube-prometheus-stack", "opensearch", "fluent-bit"},
@@ -30,6 +31,7 @@ PLATFORM_BY_ENV = {
         "fluent-bit",
         "external-secrets",
         "aws-load-balancer-controller",
+        "cluster-autoscaler",
     },
     "prod": {
         "kube-prometheus-stack",
