@@ -39,6 +39,7 @@ PLATFORM_BY_ENV = {
         "fluent-bit",
         "external-secrets",
         "aws-load-balancer-controller",
+        "cluster-autoscaler",
     },
     "selfhosted": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cloudnative-pg"},
 }

@@ -15,7 +15,7 @@ from tests.gitops.upstream import vendored
 from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder
 from tests.kube.manifests import KUBE_CONFIG
 
-EKS = ("staging",)
+EKS = ("staging", "prod")
 # Maps whose keys the chart passes through as they are (command-line flags, Kubernetes fields): their keys are
 # checked below against the flags the chart's values.yaml names, or not at all for Kubernetes' own fields.
 PASS_THROUGH = {"extraArgs", "resources", "securityContext", "containerSecurityContext"}
