@@ -102,6 +102,7 @@ def test_pin_script_puts_the_pushed_digest_into_the_rendered_eks_overlay(kube_co
         "ghcr.io/acme-corp/flask-api:1.0.0",
         "ghcr.io/acme-corp/flask-api@sha256:abc",
         "docker.io/x/flask-api@sha256:" + "0" * 64,
+        "ghcr.io/acme-corp/flask-api@sha256:" + "0" * 64,
     ],
 )
 def test_pin_script_refuses_anything_but_a_ghcr_digest(kube_config_copy, reference):
