@@ -295,3 +295,21 @@ def test_k3d_script_completes_a_partial_set_and_keeps_what_exists(tmp_path, kept
     assert sorted(after) == sorted(complete)
     assert after[kept] == complete[kept]
     assert after["flask-api-db-admin"]["password"] == after["flask-api-postgres"]["POSTGRES_PASSWORD"]
+
+
+# --- 3. The signing key's rotation: the previous key, optional, in every overlay ----------------------------
+
+
+@pytest.mark.parametrize("overlay", ["k3d", "eks", "dev", "staging", "prod", "selfhosted"])
+def test_every_overlay_passes_the_previous_signing_key_when_its_secret_exists(overlay):
+    spec = pod_spec(one(render(KUBE_CONFIG, overlay), "Deployment", "flask-api"))
+    (app,) = spec["containers"]
+    env = {e["name"]: e for e in app["env"]}
+    assert env["SECRET_KEY_PREVIOUS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "flask-api-secrets-previous",
+        "key": "SECRET_KEY_PREVIOUS",
+        "optional": True,
+    }
+    # Only the API verifies tokens: the migration never gets a signing key.
+    for init in spec.get("initContainers", []):
+        assert not {"SECRET_KEY", "SECRET_KEY_PREVIOUS"} & {e["name"] for e in init.get("env", [])}
