@@ -231,7 +231,7 @@ def test_each_root_may_only_write_applications_and_projects_into_argocd(env):
 
 def test_the_api_project_cannot_deploy_into_kube_system():
     spec = projects("dev")["flask-api"]["spec"]
-    assert {d["namespace"] for d in spec["destinations"]} == {"flask-api", "monitoring"}
+    assert {d["namespace"] for d in spec["destinations"]} == {"flask-api", "monitoring", "flask-api-migrate"}
 
 
 @pytest.mark.parametrize("env", ["dev", "selfhosted"])

@@ -228,7 +228,11 @@ def test_k3d_secret_script_creates_every_secret_key_the_manifests_reference(obje
 def test_eks_external_secrets_create_every_secret_key_the_eks_overlay_references():
     objects = [doc for path in overlay_resources("eks") for doc in load_documents(path)]
     created = set()
-    for external in find(load_documents(OVERLAYS / "eks" / "external-secrets.yaml"), "ExternalSecret"):
+    made = [
+        *load_documents(OVERLAYS / "eks" / "external-secrets.yaml"),
+        *load_documents(OVERLAYS / "eks" / "migration.yaml"),
+    ]
+    for external in find(made, "ExternalSecret"):
         target = external["spec"]["target"]
         created.update((target["name"], key) for key in target["template"]["data"])
     assert _secret_references(objects) <= created
