@@ -491,6 +491,8 @@ def base_secrets(server: PostgresServer) -> tuple[dict[str, dict[str, str]], dic
         },
         "flask-api-db": {"url": f"postgresql://flask_api_app@{service}/flask_api", "password": app_password},
         "flask-api-secrets": {"SECRET_KEY": secrets.token_hex(32)},
+        # The optional Secret of a signing-key rotation: the pod runs with both keys set.
+        "flask-api-secrets-previous": {"SECRET_KEY_PREVIOUS": secrets.token_hex(32)},
     }, {"flask-api-postgres": "127.0.0.1"}
 
 

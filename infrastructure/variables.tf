@@ -412,7 +412,7 @@ variable "db_secret_store_service_accounts" {
   })
   default = {
     app       = { namespace = "flask-api", name = "db-app-secret-store" }
-    migration = { namespace = "flask-api", name = "db-migration-secret-store" }
+    migration = { namespace = "flask-api-migrate", name = "db-migration-secret-store" }
   }
 
   validation {

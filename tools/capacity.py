@@ -74,8 +74,8 @@ def pod_requests(pod_spec: dict) -> tuple[int, int]:
     containers = [requests(c) for c in pod_spec["containers"]]
     inits = [requests(c) for c in pod_spec.get("initContainers", [])]
     return (
-        max(sum(c for c, _ in containers), *(c for c, _ in inits)),
-        max(sum(m for _, m in containers), *(m for _, m in inits)),
+        max([sum(c for c, _ in containers), *(c for c, _ in inits)]),
+        max([sum(m for _, m in containers), *(m for _, m in inits)]),
     )
 
 

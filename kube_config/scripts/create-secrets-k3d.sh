@@ -5,6 +5,8 @@
 #   flask-api-db-admin:  url, password     (the same user, for the migration init container)
 #   flask-api-db:        url, password     (the application's own role flask_api_app, created by the migration)
 #   flask-api-secrets:   SECRET_KEY
+#   (flask-api-secrets-previous: SECRET_KEY_PREVIOUS, during a signing-key rotation only; optional, not made
+#    here: docs/security.md#rotating-the-signing-key)
 # Idempotent: each Secret that exists is kept and only the missing ones are created, so a second run, or a run
 # after one Secret was deleted, completes the set. PostgreSQL sets its password only when it creates its data
 # directory: flask-api-db-admin is always derived from flask-api-postgres, never from a new value.

@@ -90,6 +90,13 @@ def test_the_api_container_keeps_the_image_entrypoint_and_gets_the_app_role(pod)
     assert "DATABASE_APP_URL" not in env
 
 
+def test_the_api_container_gets_the_previous_signing_key_while_its_secret_exists(pod):
+    pod.secrets["flask-api-secrets-previous"] = {"SECRET_KEY_PREVIOUS": "d" * 64}
+    _, path = pod.docker_run(pod.spec["containers"][0], "api", detach=True)
+    env = env_file(path)
+    assert (env["SECRET_KEY"], env["SECRET_KEY_PREVIOUS"]) == ("c" * 64, "d" * 64)
+
+
 def test_a_missing_secret_key_stops_the_pod_like_create_container_config_error(pod):
     del pod.secrets["flask-api-secrets"]["SECRET_KEY"]
 

@@ -72,3 +72,8 @@ def test_a_cluster_autoscaler_may_resize_this_clusters_node_group_through_pod_id
 def test_docs_state_the_figures_the_tool_computes(prod):
     page = re.sub(r"\s+", " ", (INFRA.parent / "docs" / "aws.md").read_text())
     assert capacity.summary(prod) in page
+
+
+def test_a_pod_without_init_containers_requests_the_sum_of_its_containers():
+    spec = {"containers": [{"resources": {"requests": {"cpu": "500m", "memory": "384Mi"}}}]}
+    assert capacity.pod_requests(spec) == (500, 384)

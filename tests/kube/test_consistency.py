@@ -201,17 +201,18 @@ def test_referenced_configmaps_and_keys_exist(objects):
     assert checked, "no workload references a ConfigMap: nothing was checked"
 
 
-def _secret_references(objects: list[dict]) -> set[tuple[str, str]]:
+def _secret_references(objects: list[dict], *, optional: bool = False) -> set[tuple[str, str]]:
+    """(Secret, key) the pods need to start; with optional=True, those they take only when present."""
     references = set()
     for workload in workloads(objects):
         spec = pod_spec(workload)
         for container in containers(spec):
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
-                if ref:
+                if ref and bool(ref.get("optional")) is optional:
                     references.add((ref["name"], ref["key"]))
             assert not any("secretRef" in s for s in container.get("envFrom", [])), "name the keys one by one"
-        for volume in spec.get("volumes", []):
+        for volume in spec.get("volumes", []) if not optional else []:
             if "secret" in volume:
                 references.update(
                     (volume["secret"]["secretName"], i["key"]) for i in volume["secret"]["items"]
@@ -227,7 +228,11 @@ def test_k3d_secret_script_creates_every_secret_key_the_manifests_reference(obje
 def test_eks_external_secrets_create_every_secret_key_the_eks_overlay_references():
     objects = [doc for path in overlay_resources("eks") for doc in load_documents(path)]
     created = set()
-    for external in find(load_documents(OVERLAYS / "eks" / "external-secrets.yaml"), "ExternalSecret"):
+    made = [
+        *load_documents(OVERLAYS / "eks" / "external-secrets.yaml"),
+        *load_documents(OVERLAYS / "eks" / "migration.yaml"),
+    ]
+    for external in find(made, "ExternalSecret"):
         target = external["spec"]["target"]
         created.update((target["name"], key) for key in target["template"]["data"])
     assert _secret_references(objects) <= created
@@ -242,6 +247,14 @@ def test_secret_keys_are_the_ones_the_team_contract_names(objects):
         ("flask-api-db-admin", "password"),
         ("flask-api-postgres", "POSTGRES_PASSWORD"),
     }
+
+
+def test_the_only_optional_secret_is_the_previous_signing_key_made_during_a_rotation(objects, k3d_secrets):
+    assert _secret_references(objects, optional=True) == {
+        ("flask-api-secrets-previous", "SECRET_KEY_PREVIOUS")
+    }
+    # Outside a rotation it does not exist: neither script nor operator makes it.
+    assert "flask-api-secrets-previous" not in k3d_secrets
 
 
 def test_no_secret_is_committed_anywhere_under_kube_config():

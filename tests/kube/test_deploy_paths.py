@@ -102,6 +102,7 @@ def test_pin_script_puts_the_pushed_digest_into_the_rendered_eks_overlay(kube_co
         "ghcr.io/acme-corp/flask-api:1.0.0",
         "ghcr.io/acme-corp/flask-api@sha256:abc",
         "docker.io/x/flask-api@sha256:" + "0" * 64,
+        "ghcr.io/acme-corp/flask-api@sha256:" + "0" * 64,
     ],
 )
 def test_pin_script_refuses_anything_but_a_ghcr_digest(kube_config_copy, reference):
@@ -242,7 +243,9 @@ def test_the_eks_policy_patch_holds_no_literal_range():
 
 def test_the_migration_init_container_waits_a_bounded_time_for_the_database(rendered):
     _, objects = rendered
-    (migrate,) = pod_spec(one(objects, "Deployment", "flask-api"))["initContainers"]
+    migrations = [*pod_spec(one(objects, "Deployment", "flask-api")).get("initContainers", [])]
+    migrations += [c for job in find(objects, "Job") for c in pod_spec(job)["containers"]]
+    (migrate,) = migrations
     wait = {e["name"]: e.get("value") for e in migrate["env"]}["DATABASE_WAIT_SECONDS"]
     assert 60 <= int(wait) <= 600
 
@@ -294,3 +297,110 @@ def test_k3d_script_completes_a_partial_set_and_keeps_what_exists(tmp_path, kept
     assert sorted(after) == sorted(complete)
     assert after[kept] == complete[kept]
     assert after["flask-api-db-admin"]["password"] == after["flask-api-postgres"]["POSTGRES_PASSWORD"]
+
+
+# --- 3. The signing key's rotation: the previous key, optional, in every overlay ----------------------------
+
+
+@pytest.mark.parametrize("overlay", ["k3d", "eks", "dev", "staging", "prod", "selfhosted"])
+def test_every_overlay_passes_the_previous_signing_key_when_its_secret_exists(overlay):
+    spec = pod_spec(one(render(KUBE_CONFIG, overlay), "Deployment", "flask-api"))
+    (app,) = spec["containers"]
+    env = {e["name"]: e for e in app["env"]}
+    assert env["SECRET_KEY_PREVIOUS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "flask-api-secrets-previous",
+        "key": "SECRET_KEY_PREVIOUS",
+        "optional": True,
+    }
+    # Only the API verifies tokens: the migration never gets a signing key.
+    for init in spec.get("initContainers", []):
+        assert not {"SECRET_KEY", "SECRET_KEY_PREVIOUS"} & {e["name"] for e in init.get("env", [])}
+
+
+# --- 4. The RDS master user stays in the migration's namespace ----------------------------------------------
+
+EKS_OVERLAYS = ["eks", "staging", "prod"]
+
+
+def infrastructure_env(overlay: str) -> dict[str, str]:
+    """eks's infrastructure.env, with staging's own values laid over it."""
+    values = {}
+    for name in ("eks", "staging") if overlay == "staging" else ("eks",):
+        text = (OVERLAYS / name / "infrastructure.env").read_text(encoding="utf-8")
+        values.update(line.split("=", 1) for line in text.splitlines() if line)
+    return values
+
+
+@pytest.mark.parametrize("overlay", EKS_OVERLAYS)
+def test_nothing_in_the_api_namespace_can_reach_the_master_secret(overlay):
+    objects = render(KUBE_CONFIG, overlay)
+    master_arn = infrastructure_env(overlay)["DB_MASTER_SECRET_ARN"]
+    api_namespace = [o for o in objects if o["metadata"].get("namespace") == "flask-api"]
+    assert one(objects, "Deployment", "flask-api") in api_namespace
+    for obj in api_namespace:
+        text = json.dumps(obj)
+        for needle in (master_arn, "flask-api-db-admin", "db-migration"):
+            assert needle not in text, (obj["kind"], obj["metadata"]["name"], needle)
+    assert master_arn in json.dumps(one(objects, "ExternalSecret", "flask-api-db-admin"))
+
+
+@pytest.mark.parametrize("overlay", EKS_OVERLAYS)
+def test_the_migration_job_finds_every_secret_it_reads_made_by_a_store_of_its_own_namespace(overlay):
+    objects = render(KUBE_CONFIG, overlay)
+    job = one(objects, "Job", "flask-api-migrate")
+    namespace = job["metadata"]["namespace"]
+    assert namespace == "flask-api-migrate"
+    spec = pod_spec(job)
+    read = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for c in spec["containers"]
+        for e in c["env"]
+        if "valueFrom" in e
+    }
+    read |= {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    assert read == {"flask-api-db-admin", "flask-api-db-app"}
+    local = [o for o in objects if o["metadata"].get("namespace") == namespace]
+    for name in read:
+        (external,) = [o for o in find(local, "ExternalSecret") if o["spec"]["target"]["name"] == name]
+        store = one(local, "SecretStore", external["spec"]["secretStoreRef"]["name"])
+        account = one(
+            local,
+            "ServiceAccount",
+            store["spec"]["provider"]["aws"]["auth"]["jwt"]["serviceAccountRef"]["name"],
+        )
+        role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        assert role == infrastructure_env(overlay)["DB_MIGRATION_SECRET_STORE_ROLE_ARN"]
+    assert (
+        spec["containers"][0]["image"]
+        == pod_spec(one(objects, "Deployment", "flask-api"))["containers"][0]["image"]
+    )
+
+
+def test_the_migrations_role_trusts_the_service_account_of_the_migration_namespace(eks):
+    from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder
+
+    accounts = _labelled(_load_folder(INFRA), "variable")["db_secret_store_service_accounts"]["default"]
+    for reader, store in (("app", "db-app"), ("migration", "db-migration")):
+        (secret_store,) = find(eks, "SecretStore", store)
+        name = secret_store["spec"]["provider"]["aws"]["auth"]["jwt"]["serviceAccountRef"]["name"]
+        assert accounts[reader] == {"namespace": secret_store["metadata"]["namespace"], "name": name}
+    assert accounts["migration"]["namespace"] == "flask-api-migrate"
+
+
+@pytest.mark.parametrize("overlay", EKS_OVERLAYS)
+def test_the_migration_reaches_dns_and_the_database_subnets_only(overlay):
+    objects = render(KUBE_CONFIG, overlay)
+    job = one(objects, "Job", "flask-api-migrate")
+    policy = one(objects, "NetworkPolicy", "flask-api-migrate")
+    assert policy["metadata"]["namespace"] == job["metadata"]["namespace"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policy["spec"]
+    dns, database = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert database["ports"] == [{"protocol": "TCP", "port": 5432}]
+    settings = infrastructure_env(overlay)
+    assert [t["ipBlock"]["cidr"] for t in database["to"]] == [
+        settings[f"DATABASE_SUBNET_CIDR_{i}"] for i in (1, 2, 3)
+    ]

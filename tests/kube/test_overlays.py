@@ -2,6 +2,7 @@
 
 from .manifests import (
     KUBE_CONFIG,
+    OVERLAYS,
     base_objects,
     kustomization,
     load_documents,
@@ -43,7 +44,7 @@ def test_eks_overlay_takes_every_top_level_manifest_but_postgresql():
     expected = [p.resolve() for p in top_level_files() if p.name != "30-postgres.yaml"]
     taken = overlay_resources("eks")
     assert sorted(p for p in taken if p.parent == KUBE_CONFIG) == expected
-    assert [p.name for p in taken if p.parent != KUBE_CONFIG] == ["external-secrets.yaml"]
+    assert [p.name for p in taken if p.parent != KUBE_CONFIG] == ["external-secrets.yaml", "migration.yaml"]
 
 
 def test_postgresql_file_holds_every_object_of_the_database_and_nothing_else():
@@ -90,4 +91,6 @@ def test_eks_prestop_still_fits_in_the_termination_grace_with_gunicorn_drain():
 
 def test_eks_overlay_pulls_the_image_on_every_start():
     spec = pod_spec(overlay_patch("eks", "Deployment", "flask-api"))
-    assert {c["imagePullPolicy"] for c in [*spec["containers"], *spec["initContainers"]]} == {"Always"}
+    (job,) = [o for o in load_documents(OVERLAYS / "eks" / "migration.yaml") if o["kind"] == "Job"]
+    containers = [*spec["containers"], *pod_spec(job)["containers"]]
+    assert {c["imagePullPolicy"] for c in containers} == {"Always"}

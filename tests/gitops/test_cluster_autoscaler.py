@@ -1,0 +1,119 @@
+"""Cluster Autoscaler on EKS: the pinned chart, values the chart knows, the identity the IAM side binds.
+
+Helm cannot run here. The chart's values.yaml and Chart.yaml are vendored at the pinned tag
+(tests/gitops/upstream/cluster-autoscaler, SOURCE and SHA256SUMS); the IAM side is read from the parsed HCL
+of infrastructure/cluster-autoscaler.tf.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.gitops.rendered import ENVIRONMENTS, applications, helm_values
+from tests.gitops.upstream import vendored
+from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder
+from tests.kube.manifests import KUBE_CONFIG
+
+EKS = ("staging", "prod")
+# Maps whose keys the chart passes through as they are (command-line flags, Kubernetes fields): their keys are
+# checked below against the flags the chart's values.yaml names, or not at all for Kubernetes' own fields.
+PASS_THROUGH = {"extraArgs", "resources", "securityContext", "containerSecurityContext"}
+
+
+def chart_defaults() -> dict:
+    return yaml.safe_load(vendored("cluster-autoscaler", "values.yaml"))
+
+
+def chart_source(env: str) -> dict:
+    (source,) = [s for s in applications(env)["cluster-autoscaler"]["spec"]["sources"] if "chart" in s]
+    return source
+
+
+def unknown_keys(committed: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """Paths of committed keys the chart's values.yaml does not have."""
+    missing = []
+    for key, value in committed.items():
+        path = f"{prefix}{key}"
+        if key not in defaults:
+            missing.append(path)
+        elif isinstance(value, dict) and key not in PASS_THROUGH and isinstance(defaults[key], dict):
+            missing += unknown_keys(value, defaults[key], f"{path}.")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def association() -> dict:
+    module = _labelled(_load_folder(INFRA), "module")["cluster_autoscaler_pod_identity"]
+    (only,) = module["associations"].values()
+    return only
+
+
+def test_the_vendored_chart_is_the_version_the_application_pins():
+    chart = yaml.safe_load(vendored("cluster-autoscaler", "Chart.yaml"))
+    for env in EKS:
+        source = chart_source(env)
+        assert source["repoURL"] == "https://kubernetes.github.io/autoscaler"
+        assert source["chart"] == chart["name"]
+        assert source["targetRevision"] == chart["version"] == "9.59.0"
+
+
+def test_the_autoscaler_runs_the_clusters_kubernetes_minor_version():
+    # Cluster Autoscaler supports the Kubernetes minor version of its own release only.
+    chart = yaml.safe_load(vendored("cluster-autoscaler", "Chart.yaml"))
+    kubernetes = _labelled(_load_folder(INFRA), "variable")["kubernetes_version"]["default"]
+    assert kubernetes == "1.35"
+    assert chart["appVersion"].rsplit(".", 1)[0] == kubernetes
+    assert "image" not in helm_values(chart_source("staging")["helm"]["valueFiles"])
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_only_eks_environments_run_the_cluster_autoscaler(env):
+    assert ("cluster-autoscaler" in applications(env)) is (env in EKS)
+
+
+@pytest.mark.parametrize("env", EKS)
+def test_every_value_and_parameter_is_a_key_of_the_charts_values(env):
+    source = chart_source(env)
+    committed = helm_values(source["helm"]["valueFiles"])
+    defaults = chart_defaults()
+    assert unknown_keys(committed, defaults) == []
+    assert [p["name"] for p in source["helm"]["parameters"] if p["name"] not in defaults] == []
+
+
+def test_every_extra_flag_is_one_the_charts_values_name():
+    # values.yaml lists the flags worth setting (some commented out) under extraArgs.
+    text = vendored("cluster-autoscaler", "values.yaml")
+    extra = helm_values(["$values/kube_config/platform/cluster-autoscaler/values.yaml"])["extraArgs"]
+    assert extra
+    assert [flag for flag in extra if f"# {flag}:" not in text and f"  {flag}:" not in text] == []
+
+
+@pytest.mark.parametrize("env", EKS)
+def test_auto_discovery_finds_the_node_group_of_the_environments_cluster(env):
+    values = helm_values(chart_source(env)["helm"]["valueFiles"])
+    name = _labelled(_load_folder(INFRA), "variable")["name"]["default"]
+    environment = {"staging": "staging", "prod": "production"}[env]
+    assert values["cloudProvider"] == "aws"
+    assert values["autoDiscovery"]["clusterName"] == f"{name}-{environment}"
+    # The chart's default tags are the ones EKS puts on a managed node group's Auto Scaling group.
+    assert chart_defaults()["autoDiscovery"]["tags"] == [
+        "k8s.io/cluster-autoscaler/enabled",
+        "k8s.io/cluster-autoscaler/{{ .Values.autoDiscovery.clusterName }}",
+    ]
+
+
+@pytest.mark.parametrize("env", EKS)
+def test_the_service_account_is_the_one_the_pod_identity_association_binds(env, association):
+    app = applications(env)["cluster-autoscaler"]
+    account = helm_values(chart_source(env)["helm"]["valueFiles"])["rbac"]["serviceAccount"]
+    assert (association["namespace"], association["service_account"]) == ("kube-system", "cluster-autoscaler")
+    assert app["spec"]["destination"]["namespace"] == association["namespace"]
+    assert (account["create"], account["name"]) == (True, association["service_account"])
+
+
+@pytest.mark.parametrize("env", EKS)
+def test_the_autoscaler_calls_aws_in_the_region_opentofu_wrote(env):
+    settings = (KUBE_CONFIG / "overlays" / "eks" / "infrastructure.env").read_text(encoding="utf-8")
+    region = dict(line.split("=", 1) for line in settings.splitlines() if line)["REGION"]
+    assert {"name": "awsRegion", "value": region} in chart_source(env)["helm"]["parameters"]
