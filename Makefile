@@ -47,13 +47,19 @@ run: $(RUNTIME_STAMP) ## Serve the API with gunicorn on 127.0.0.1:8888 (WEB_CONC
 	PORT=$(PORT) $(BIN)/python -m src.serve -c gunicorn.conf.py -b $(BIND) src:application
 
 # tests/alerting runs in make check-alerts, which installs Prometheus and Alertmanager.
+# COVERAGE=no runs the tests without measuring coverage, and PYTEST_ARGS adds to pytest's arguments: .ci/run's
+# second run, on the image's Python, whose coverage the first run already measured.
+COVERAGE ?= yes
+COVERAGE_OPTIONS := $(if $(filter no,$(COVERAGE)),,--cov --cov-report=term-missing --cov-report=json:build/coverage.json)
+PYTEST_ARGS ?=
+
 test: lint ## Lint, then every test not marked system (needs python3 only), coverage >= 90%; results in build/
 	mkdir -p build
-	$(BIN)/python -m pytest -m "not system" --cov --cov-report=term-missing --cov-report=json:build/coverage.json \
+	$(BIN)/python -m pytest -m "not system" $(COVERAGE_OPTIONS) $(PYTEST_ARGS) \
 		--junitxml=build/junit.xml --ignore=tests/alerting tests
 	@# pytest-cov prints its FAIL line below fail_under but exits 0 (it checks after pytest set the exit
 	@# status): coverage itself gates, on the data pytest just wrote.
-	$(BIN)/python -m coverage report --format=total
+	$(if $(filter no,$(COVERAGE)),,$(BIN)/python -m coverage report --format=total)
 
 lint: $(DEV_STAMP) ## ruff check, ruff format --check and mypy over src/
 	$(BIN)/ruff check .

@@ -108,6 +108,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="names of the mutants to run")
     parser.add_argument("--report", type=Path, default=REPO / "build" / "mutants.json")
     parser.add_argument("--jobs", type=int, default=3, help="mutants tested at once, each in its own copy")
+    parser.add_argument(
+        "--check-list", action="store_true", help="only check that each original text is found exactly once"
+    )
     args = parser.parse_args()
 
     # SIGTERM (a stopped CI job) unwinds like Ctrl-C: the scratch folder is removed, the pytest run killed.
@@ -118,6 +121,12 @@ def main() -> int:
         if unknown:
             raise SystemExit(f"unknown mutants: {sorted(unknown)}")
         mutants = [mutant for mutant in mutants if mutant["name"] in args.only]
+    if args.check_list:
+        stale = stale_mutants(REPO, mutants)
+        print(
+            "\n".join(["mutants whose original text is not found exactly once:", *stale]) if stale else "ok"
+        )
+        return 1 if stale else 0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutants-") as folder:
         scratch = Path(folder) / "copy-0"
