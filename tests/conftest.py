@@ -6,6 +6,7 @@ against a fresh database on the throwaway PostgreSQL server (harness/postgres.py
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +49,16 @@ def _process_environment_restored() -> Iterator[None]:
     if os.environ != saved:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture
+def root_logger_restored() -> Iterator[None]:
+    """The root logger's handlers and level as before the test (the app installs its JSON handler there)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(params=["json", "postgresql"])
