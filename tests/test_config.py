@@ -13,6 +13,7 @@ import pytest
 
 import src
 from src.config import ConfigError, Settings
+from tests.conftest import FAST_ARGON2, TEST_SECRET_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "k" * 32
@@ -252,10 +253,10 @@ def test_create_app_reads_dotenv_in_the_working_directory_below_the_real_environ
     assert settings.jwt_expires_seconds == 120
 
 
-def test_importing_the_package_reads_no_environment_and_creates_no_file(tmp_path):
-    environment = {**os.environ, "DATA_FILE_PATH": str(tmp_path / "data.json"), "DATABASE_URL": "mysql://x"}
-    result = subprocess.run(
-        [sys.executable, "-c", "import src, src.config, src.storage"],
+def run_python(environment: dict[str, str], code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code args`` in a fresh interpreter from the repository root, with this environment."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
         cwd=REPO_ROOT,
         env=environment,
         capture_output=True,
@@ -263,8 +264,50 @@ def test_importing_the_package_reads_no_environment_and_creates_no_file(tmp_path
         check=False,
     )
 
+
+def test_importing_the_package_reads_no_environment_and_creates_no_file(tmp_path):
+    environment = {**os.environ, "DATA_FILE_PATH": str(tmp_path / "data.json"), "DATABASE_URL": "mysql://x"}
+    result = run_python(environment, "import src, src.config, src.storage")
+
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+SERVE_AND_LIST_DRIVERS = """
+import sys, src
+app = src.application
+client = app.test_client()
+assert client.post("/register", json={"username": "ann", "password": "correct horse"}).status_code == 201
+token = client.post("/authenticate", json={"username": "ann", "password": "correct horse"}).get_json()
+assert client.get("/hello", headers={"Authorization": "Bearer " + token["access_token"]}).status_code == 200
+assert client.get("/metrics").status_code == 200
+print("drivers:", ",".join(sorted(name for name in sys.modules if name.startswith("psycopg"))))
+"""
+
+
+def test_a_json_store_process_never_loads_the_postgresql_driver(tmp_path):
+    # psycopg and its C library cost each worker about 12 MiB, which the JSON store never uses.
+    environment = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    environment.update(FAST_ARGON2, DATA_FILE_PATH=str(tmp_path / "data.json"), SECRET_KEY=TEST_SECRET_KEY)
+    result = run_python(environment, SERVE_AND_LIST_DRIVERS)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "drivers:"
+
+
+def test_a_database_url_loads_the_postgresql_store(tmp_path):
+    environment = {**os.environ, "DATABASE_URL": "postgresql://app@127.0.0.1:1/absent"}
+    script = (
+        "import sys; from types import SimpleNamespace; from src.storage import store_from_settings; "
+        "store = store_from_settings(SimpleNamespace(database_url=sys.argv[1], data_file_path='unused', "
+        "database_pool_min=1, database_pool_max=2, database_timeout_seconds=1, "
+        "database_password_file=None)); "
+        "print(type(store).__name__, 'psycopg' in sys.modules)"
+    )
+    result = run_python(environment, script, environment["DATABASE_URL"])
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "PostgresStore True"
 
 
 def test_application_with_a_bad_setting_exits_with_one_line_naming_it(tmp_path):
@@ -274,14 +317,7 @@ def test_application_with_a_bad_setting_exits_with_one_line_naming_it(tmp_path):
     environment.update(
         DATABASE_URL="postgresql://127.0.0.1:1/absent", DATA_FILE_PATH=str(tmp_path / "d.json")
     )
-    result = subprocess.run(
-        [sys.executable, "-c", "import src; src.application"],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_python(environment, "import src; src.application")
 
     assert result.returncode == 4
     lines = (result.stdout + result.stderr).strip().splitlines()

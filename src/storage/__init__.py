@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import RefreshRefused, Session, StoreError, StoreUnavailable, User, UsernameTaken, UserStore
 from .json_file import JsonFileStore
-from .postgres import PostgresStore
+
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
 
 __all__ = [
     "JsonFileStore",
@@ -29,6 +31,8 @@ def store_from_settings(settings: Any) -> UserStore:
     PostgreSQL pool opens in the process that first uses it.
     """
     if settings.database_url:
+        from .postgres import PostgresStore  # noqa: PLC0415 - psycopg only in the processes that use it
+
         return PostgresStore(
             settings.database_url,
             min_size=settings.database_pool_min,
@@ -37,3 +41,13 @@ def store_from_settings(settings: Any) -> UserStore:
             password_file=settings.database_password_file,
         )
     return JsonFileStore(settings.data_file_path)
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresStore is imported when first named: psycopg and its C library cost each worker about 12 MiB of
+    # memory, which a JSON-store worker never uses (docs/performance.md, memory).
+    if name == "PostgresStore":
+        from .postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
