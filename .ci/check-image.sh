@@ -22,19 +22,12 @@ hadolint="${SCANNERS_BIN:-$PWD/.venv-scanners/bin}/hadolint"
 
 work="$(mktemp -d /tmp/flask-api-image.XXXXXX)"
 container="flask-api-check-$$"
-dockerd_pid=""
+# shellcheck source=.ci/docker.sh
+. .ci/docker.sh
 
 cleanup() {
     docker rm -f "$container" >/dev/null 2>&1 || true
-    # The classic builder leaves the builder stage, and an earlier build of the tag, as untagged images.
-    for title in flask-api flask-api-builder; do
-        docker image prune --force --filter "label=org.opencontainers.image.title=$title" >/dev/null 2>&1 || true
-    done
-    rm -rf "$work"
-    if [ -n "$dockerd_pid" ]; then
-        kill "$dockerd_pid" 2>/dev/null || true
-        for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
-    fi
+    docker_cleanup
 }
 trap cleanup EXIT
 
@@ -42,20 +35,7 @@ echo "check-image: hadolint $("$hadolint" --version | head -n 1)"
 "$hadolint" Dockerfile
 echo "check-image: hadolint clean"
 
-if ! docker info >/dev/null 2>&1; then
-    echo "check-image: starting dockerd (no iptables, no bridge: everything runs on the host network)"
-    dockerd --iptables=false --bridge=none >"$work/dockerd.log" 2>&1 &
-    dockerd_pid=$!
-    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    docker info >/dev/null 2>&1 || { tail -n 30 "$work/dockerd.log"; exit 1; }
-fi
-
-.ci/base-image.sh "$base_image"
-
-echo "check-image: docker build against $base_image"
-# No buildx here: the classic builder. --network host lets pip reach the package index.
-DOCKER_BUILDKIT=0 docker build --quiet --network host --build-arg "PYTHON_IMAGE=$base_image" -t "$image" . \
-    >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log"; exit 1; }
+docker_build check-image
 
 echo "check-image: runtime image contents"
 user="$(docker image inspect --format '{{.Config.User}}' "$image")"

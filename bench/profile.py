@@ -37,6 +37,8 @@ if str(REPO) not in sys.path:
 
 import jwt  # noqa: E402
 
+from bench import write_results  # noqa: E402
+
 BATCHES = 9
 PASSWORD = secrets.token_urlsafe(18)
 
@@ -231,10 +233,7 @@ def main() -> int:
         "calls": args.calls,
         "figures": profile(args.calls),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    args.output.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
-    print(markdown(results))
+    write_results(args.output, results, markdown(results))
     return 0
 
 

@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
 
 import requests  # noqa: E402
 
+from bench import write_results  # noqa: E402
 from bench.load import ratio, summarise, wrk  # noqa: E402
 from harness.gunicorn import GunicornServer  # noqa: E402
 
@@ -350,10 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.duration <= 3 or not 1 <= args.rounds <= 12:
         parser.error("--duration must be 1-3 s and --rounds 1-12: the comparison stays short")
     results = measure(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    args.output.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
-    print(markdown(results))
+    write_results(args.output, results, markdown(results))
     return 0
 
 
