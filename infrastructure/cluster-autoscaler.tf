@@ -2,13 +2,14 @@
 # Cluster Autoscaler: IAM through EKS Pod Identity
 ################################################################################
 
-# The node group grows from node_min_size to node_max_size when pods cannot be
-# scheduled (the HPA's replicas above what the nodes hold) and shrinks again.
-# Only the IAM side lives here; the controller is a Helm chart that Argo CD
-# installs into kube-system with the service account below (kube_config/).
-# EKS tags the managed node group's Auto Scaling group with
-# k8s.io/cluster-autoscaler/enabled and k8s.io/cluster-autoscaler/<cluster>,
-# which the controller's auto-discovery and this policy's conditions use.
+# The zones' node groups (node-groups.tf) grow up to their share of
+# node_max_size when pods cannot be scheduled (the HPA's replicas above what
+# the nodes hold) and shrink again. Only the IAM side lives here; the
+# controller is a Helm chart that Argo CD installs into kube-system with the
+# service account below (kube_config/). EKS tags each managed node group's Auto
+# Scaling group with k8s.io/cluster-autoscaler/enabled and
+# k8s.io/cluster-autoscaler/<cluster>, which the controller's auto-discovery
+# and this policy's conditions use.
 module "cluster_autoscaler_pod_identity" {
   #checkov:skip=CKV_TF_1:Registry modules are pinned to an exact version; the registry protocol has no commit hash to pin.
   source  = "terraform-aws-modules/eks-pod-identity/aws"

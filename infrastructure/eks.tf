@@ -1,6 +1,6 @@
 ################################################################################
 # EKS: private + restricted public endpoint, KMS secrets, audit logs,
-# access entries, one AL2023 managed node group
+# access entries, the AL2023 managed node groups of node-groups.tf
 ################################################################################
 
 module "eks" {
@@ -101,41 +101,8 @@ module "eks" {
     }
   }
 
-  eks_managed_node_groups = {
-    default = {
-      ami_type       = "AL2023_x86_64_STANDARD"
-      instance_types = var.node_instance_types
-      capacity_type  = "ON_DEMAND"
-
-      # An existing node role (var.node_iam_role_arn) replaces the one the module creates.
-      create_iam_role = var.node_iam_role_arn == null
-      iam_role_arn    = var.node_iam_role_arn
-
-      min_size     = var.node_min_size
-      max_size     = var.node_max_size
-      desired_size = var.node_desired_size
-
-      block_device_mappings = {
-        xvda = {
-          device_name = "/dev/xvda"
-          ebs = {
-            volume_size           = var.node_disk_size_gib
-            volume_type           = "gp3"
-            encrypted             = true
-            delete_on_termination = true
-          }
-        }
-      }
-
-      # IMDSv2 only, and a hop limit of 1 so pods cannot borrow the node role
-      # through the instance metadata service (they use Pod Identity instead).
-      metadata_options = {
-        http_endpoint               = "enabled"
-        http_tokens                 = "required"
-        http_put_response_hop_limit = 1
-      }
-    }
-  }
+  # One group per availability zone: node-groups.tf.
+  eks_managed_node_groups = local.eks_managed_node_groups
 
   tags = local.tags
 }

@@ -164,7 +164,7 @@ variable "node_instance_types" {
 }
 
 variable "node_min_size" {
-  description = "Minimum number of nodes in the managed node group (3 keeps one node in each zone)."
+  description = "Minimum number of nodes over the three zones' node groups (node-groups.tf splits it; 3 keeps one node in each zone)."
   type        = number
   default     = 3
 
@@ -175,7 +175,7 @@ variable "node_min_size" {
 }
 
 variable "node_desired_size" {
-  description = "Initial number of nodes in the managed node group; the Cluster Autoscaler changes it afterwards (the node group ignores later changes of this variable)."
+  description = "Initial number of nodes over the three zones' node groups (node-groups.tf splits it); the Cluster Autoscaler changes it afterwards (the node groups ignore later changes of this variable)."
   type        = number
   default     = 3
 
@@ -186,13 +186,13 @@ variable "node_desired_size" {
 }
 
 variable "node_max_size" {
-  description = "Maximum number of nodes in the managed node group, up to which the Cluster Autoscaler grows it: the API at its HPA maximum and the platform (python -m tools.capacity computes it; docs/aws.md)."
+  description = "Maximum number of nodes over the three zones' node groups (node-groups.tf splits it), up to which the Cluster Autoscaler grows them: the API at its HPA maximum and the platform (python -m tools.capacity computes it; docs/aws.md)."
   type        = number
   default     = 9
 
   validation {
-    condition     = var.node_max_size >= 1 && var.node_max_size <= 100
-    error_message = "The maximum must be between 1 and 100."
+    condition     = var.node_max_size >= 3 && var.node_max_size <= 100
+    error_message = "The maximum must be between 3 and 100: at least one node in each of the three zones."
   }
 }
 

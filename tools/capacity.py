@@ -6,10 +6,11 @@ The overlay is rendered with ``kubectl kustomize`` as Argo CD renders it; each D
 over zones (``topology.kubernetes.io/zone``, ``DoNotSchedule``) fills the zones evenly, so each zone needs
 its share of nodes. A node offers its allocatable CPU and memory (the EKS AL2023 kube-reserved formulas
 and the 100Mi hard eviction threshold) less what runs on every node: the DaemonSets below. The in-cluster
-platform (Argo CD, Prometheus, OpenSearch, ...) is held by the node group's minimum, one node per zone,
-which the result adds.
+platform (Argo CD, Prometheus, OpenSearch, ...) is held by the node groups' minimum, one node per zone,
+which the result adds. There is one node group per zone (infrastructure/node-groups.tf), so each holds its
+zone's share.
 
-``tests/infrastructure/test_capacity.py`` checks that ``node_max_size`` holds the result and that
+``tests/infrastructure/test_capacity.py`` checks that the zones' node groups hold the result and that
 docs/aws.md states the figures this prints.
 """
 
@@ -171,7 +172,8 @@ def summary(result: Capacity) -> str:
         f"At the HPA maximums the prod overlay asks for {', '.join(parts)}; each {result.instance_type} node "
         f"offers {result.free_cpu_m}m CPU and {result.free_memory_mi}Mi after kube-reserved, eviction "
         f"threshold and DaemonSets, so they take {result.workload_nodes} nodes, plus {result.platform_nodes} "
-        f"for the platform: `node_max_size` >= {result.nodes}."
+        f"for the platform: `node_max_size` >= {result.nodes}, {math.ceil(result.nodes / ZONES)} in each "
+        "zone's node group."
     )
 
 

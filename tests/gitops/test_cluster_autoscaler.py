@@ -1,11 +1,13 @@
 """Cluster Autoscaler on EKS: the pinned chart, values the chart knows, the identity the IAM side binds.
 
-Helm cannot run here. The chart's values.yaml and Chart.yaml are vendored at the pinned tag
-(tests/gitops/upstream/cluster-autoscaler, SOURCE and SHA256SUMS); the IAM side is read from the parsed HCL
-of infrastructure/cluster-autoscaler.tf.
+Helm cannot run here. The chart's values.yaml and Chart.yaml are vendored at the pinned tag, and the node
+group comparison of the Cluster Autoscaler release it runs (tests/gitops/upstream/cluster-autoscaler, SOURCE
+and SHA256SUMS); the IAM side is read from the parsed HCL of infrastructure/cluster-autoscaler.tf.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import yaml
@@ -19,6 +21,27 @@ EKS = ("staging", "prod")
 # Maps whose keys the chart passes through as they are (command-line flags, Kubernetes fields): their keys are
 # checked below against the flags the chart's values.yaml names, or not at all for Kubernetes' own fields.
 PASS_THROUGH = {"extraArgs", "resources", "securityContext", "containerSecurityContext"}
+# Labels whose values differ between the nodes of two zones' managed node groups built from the same settings
+# (infrastructure/node-groups.tf): the zone labels of Kubernetes, of the EBS CSI driver and of EKS, the node's
+# name, and the labels EKS gives each node for its node group and the group's launch template.
+ZONE_GROUP_LABELS = {
+    "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+    "topology.ebs.csi.aws.com/zone",
+    "topology.k8s.aws/zone-id",
+    "kubernetes.io/hostname",
+    "eks.amazonaws.com/nodegroup",
+    "eks.amazonaws.com/sourceLaunchTemplateId",
+    "eks.amazonaws.com/sourceLaunchTemplateVersion",
+}
+# The Kubernetes constants compare_nodegroups.go names (k8s.io/api/core/v1, well_known_labels.go).
+API_LABELS = {
+    "LabelHostname": "kubernetes.io/hostname",
+    "LabelZoneFailureDomain": "failure-domain.beta.kubernetes.io/zone",
+    "LabelZoneRegion": "failure-domain.beta.kubernetes.io/region",
+    "LabelZoneFailureDomainStable": "topology.kubernetes.io/zone",
+    "LabelZoneRegionStable": "topology.kubernetes.io/region",
+}
 
 
 def chart_defaults() -> dict:
@@ -40,6 +63,33 @@ def unknown_keys(committed: dict, defaults: dict, prefix: str = "") -> list[str]
         elif isinstance(value, dict) and key not in PASS_THROUGH and isinstance(defaults[key], dict):
             missing += unknown_keys(value, defaults[key], f"{path}.")
     return missing
+
+
+def labels_ignored_on_aws() -> set[str]:
+    """Labels the AWS provider's node group comparison ignores without any flag."""
+    basic = re.search(
+        r"var BasicIgnoredLabels = map\[string\]bool\{(.*?)\n\}",
+        vendored("cluster-autoscaler", "compare_nodegroups.go"),
+        re.DOTALL,
+    ).group(1)
+    aws = re.search(
+        r"awsIgnoredLabels := map\[string\]bool\{(.*?)\n\t\}",
+        vendored("cluster-autoscaler", "aws_nodegroups.go"),
+        re.DOTALL,
+    ).group(1)
+    return (
+        {API_LABELS[name] for name in re.findall(r"apiv1\.(\w+):", basic)}
+        | set(re.findall(r'"([^"]+)":\s*true', basic))
+        | set(re.findall(r'"([^"]+)":\s*true', aws))
+    )
+
+
+def flags(extra_args: dict) -> list[tuple[str, str]]:
+    """(flag, value) as the chart passes them: a key up to its first "_" names the flag, so flags repeat."""
+    return [
+        (key.split("_", 1)[0], str(value).lower() if isinstance(value, bool) else str(value))
+        for key, value in extra_args.items()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +167,13 @@ def test_the_autoscaler_calls_aws_in_the_region_opentofu_wrote(env):
     settings = (KUBE_CONFIG / "overlays" / "eks" / "infrastructure.env").read_text(encoding="utf-8")
     region = dict(line.split("=", 1) for line in settings.splitlines() if line)["REGION"]
     assert {"name": "awsRegion", "value": region} in chart_source(env)["helm"]["parameters"]
+
+
+@pytest.mark.parametrize("env", EKS)
+def test_the_autoscaler_balances_the_zones_node_groups(env):
+    given = flags(helm_values(chart_source(env)["helm"]["valueFiles"])["extraArgs"])
+    assert ("balance-similar-node-groups", "true") in given
+    # balancing-label would replace the comparison by labels altogether (and exclude balancing-ignore-label).
+    assert "balancing-label" not in {flag for flag, _ in given}
+    ignored = labels_ignored_on_aws() | {value for flag, value in given if flag == "balancing-ignore-label"}
+    assert sorted(ZONE_GROUP_LABELS - ignored) == []

@@ -1,8 +1,8 @@
-"""The node group holds the prod overlay at its HPA maximums, and a Cluster Autoscaler gets it there.
+"""The node groups hold the prod overlay at its HPA maximums, and a Cluster Autoscaler gets them there.
 
 tools/capacity.py renders kube_config/overlays/prod with kubectl kustomize and sums the requests at each
-HorizontalPodAutoscaler's maxReplicas; these tests hold the node group's maximum to that figure and
-docs/aws.md to the sentence the tool prints.
+HorizontalPodAutoscaler's maxReplicas; these tests hold the zones' node groups (as OpenTofu computes them,
+tests/infrastructure/node_groups.py) to that figure and docs/aws.md to the sentence the tool prints.
 """
 
 from __future__ import annotations
@@ -12,15 +12,22 @@ import shutil
 
 import pytest
 
+from tests.infrastructure.node_groups import node_groups, tool
 from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder
 from tools import capacity
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the overlay")
+needs_tofu = pytest.mark.skipif(tool() is None, reason="tofu or terraform evaluates the node groups")
 
 
 @pytest.fixture(scope="module")
 def root():
     return _load_folder(INFRA)
+
+
+@pytest.fixture(scope="module")
+def groups():
+    return node_groups()
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +60,19 @@ def test_the_api_counts_at_its_hpa_maximum_spread_over_the_zones(prod):
     assert prod.workload_nodes == 6
 
 
-def test_the_node_group_maximum_holds_the_prod_overlay_at_its_hpa_maximums(root, prod):
-    variables = _labelled(root, "variable")
-    group = _labelled(root, "module")["eks"]["eks_managed_node_groups"]["default"]
-    assert group["max_size"] == "${var.node_max_size}"
-    assert variables["node_max_size"]["default"] >= prod.nodes == 9
+@needs_tofu
+def test_the_node_groups_minimums_add_up_to_the_nodes_counted_for_the_platform(groups, prod):
+    assert [group["min_size"] for group in groups.values()] == [1, 1, 1]
+    assert sum(group["min_size"] for group in groups.values()) == prod.platform_nodes == 3
+
+
+@needs_tofu
+def test_the_node_group_maximum_holds_the_prod_overlay_at_its_hpa_maximums(groups, prod):
+    # The API's pods spread evenly over the zones, and the platform keeps one node in each: every zone's
+    # group holds its third.
+    assert prod.nodes == 9
+    assert [group["max_size"] for group in groups.values()] == [3, 3, 3]
+    assert all(group["max_size"] * len(groups) >= prod.nodes for group in groups.values())
 
 
 def test_a_cluster_autoscaler_may_resize_this_clusters_node_group_through_pod_identity(root):

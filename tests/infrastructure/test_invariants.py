@@ -200,13 +200,6 @@ def test_every_kms_key_rotates(folder: Path) -> None:
     assert all(key["enable_key_rotation"] is True for key in keys)
 
 
-def test_node_volumes_are_encrypted_and_imds_v2_only(root) -> None:
-    group = _labelled(root, "module")["eks"]["eks_managed_node_groups"]["default"]
-    assert group["block_device_mappings"]["xvda"]["ebs"]["encrypted"] is True
-    assert group["metadata_options"]["http_tokens"] == "required"
-    assert group["metadata_options"]["http_put_response_hop_limit"] == 1
-
-
 def test_state_bucket_is_kms_encrypted_and_versioned(bootstrap) -> None:
     sse = _resource(bootstrap, "aws_s3_bucket_server_side_encryption_configuration", "state")
     default = sse["rule"][0]["apply_server_side_encryption_by_default"][0]
@@ -411,9 +404,9 @@ def test_eks_control_plane_logs_include_audit_and_authenticator(root) -> None:
     assert {"api", "audit", "authenticator"} <= log_types
 
 
-def test_node_group_is_al2023_managed_with_pod_identity_agent(root) -> None:
+def test_the_pod_identity_agent_runs_before_the_nodes_join(root) -> None:
+    # The node groups themselves: tests/infrastructure/test_node_groups.py.
     eks = _labelled(root, "module")["eks"]
-    assert eks["eks_managed_node_groups"]["default"]["ami_type"].startswith("AL2023_")
     assert eks["addons"]["eks-pod-identity-agent"]["before_compute"] is True
 
 

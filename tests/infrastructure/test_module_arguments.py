@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.infrastructure.node_groups import node_groups, node_groups_as_the_module_types_them, tool
 from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder, _parse
 
 UPSTREAM = Path(__file__).resolve().parent / "upstream"
@@ -27,6 +28,8 @@ INTERFACES = {
     / "terraform-aws-eks-pod-identity"
     / "variables.tf",
 }
+# The EKS module hands each entry of eks_managed_node_groups to this submodule.
+NODE_GROUP_INTERFACE = UPSTREAM / "terraform-aws-eks" / "modules" / "eks-managed-node-group" / "variables.tf"
 # Arguments of every module block that are the language's, not the module's.
 META_ARGUMENTS = {"source", "version", "count", "for_each", "providers", "depends_on"}
 
@@ -40,7 +43,7 @@ def test_the_vendored_interfaces_match_their_checksums():
     for line in (UPSTREAM / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
         listed[(UPSTREAM / name).resolve()] = digest
-    assert set(listed) == {path.resolve() for path in INTERFACES.values()}
+    assert set(listed) == {path.resolve() for path in [*INTERFACES.values(), NODE_GROUP_INTERFACE]}
     for path, digest in listed.items():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
             f"{path} differs from its upstream copy"
@@ -67,3 +70,24 @@ def test_every_argument_is_a_variable_the_module_declares(module: str):
     given = {key for key in body if not key.startswith("__")} - META_ARGUMENTS
     unknown = given - declared(INTERFACES[body["source"]])
     assert not unknown, f"module {module} ({body['source']}) declares no variable {sorted(unknown)}"
+
+
+def dropped(given: Any, typed: Any, path: str = "") -> list[str]:
+    """Paths of the settings given that the typed value does not keep as they were given."""
+    if not isinstance(given, dict):
+        return [] if given == typed else [path]
+    return [
+        lost
+        for key, value in given.items()
+        if value is not None
+        for lost in ([f"{path}{key}"] if key not in typed else dropped(value, typed[key], f"{path}{key}."))
+    ]
+
+
+@pytest.mark.skipif(tool() is None, reason="tofu or terraform evaluates the node groups")
+def test_every_node_group_setting_reaches_the_eks_module_and_its_node_group_module():
+    # The module's type of eks_managed_node_groups drops an attribute it does not know, without an error.
+    given = node_groups()
+    assert dropped(given, node_groups_as_the_module_types_them()) == []
+    settings = {key for group in given.values() for key in group}
+    assert settings - declared(NODE_GROUP_INTERFACE) == set()
