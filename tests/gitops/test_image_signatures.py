@@ -168,13 +168,16 @@ def test_the_webhook_refuses_unmatched_images_and_outlives_a_node_drain(env):
 
 
 @pytest.mark.parametrize("env", EKS)
-def test_the_webhook_container_passes_pod_security_restricted(env):
-    context = webhook_values(env)["podSecurityContext"]
-    assert context["enabled"] is True
-    assert context["allowPrivilegeEscalation"] is False
-    assert context["runAsNonRoot"] is True
-    assert context["capabilities"]["drop"] == ["ALL"]
-    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+def test_the_charts_containers_pass_pod_security_restricted(env):
+    # The webhook and the post-delete leases Job: the chart writes podSecurityContext as the container's.
+    values = merge_values(chart_defaults(), source_values(chart_source(env)))
+    for part in ("webhook", "leasescleanup"):
+        context = values[part]["podSecurityContext"]
+        assert context["enabled"] is True, part
+        assert context["allowPrivilegeEscalation"] is False, part
+        assert context["runAsNonRoot"] is True, part
+        assert context["capabilities"]["drop"] == ["ALL"], part
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, part
     labels = applications(env)[CHART]["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
