@@ -26,7 +26,9 @@ step() { printf '\n== %s\n' "$*"; }
 # overlay, Argo CD's Application and AppProject (validated against the CRDs of the vendored Argo CD install by
 # tests/gitops/test_argocd_install.py), CloudNativePG's Cluster, ScheduledBackup and the Barman Cloud plugin's
 # ObjectStore (against the vendored upstream CRDs by tests/gitops/test_cloudnativepg_backup.py), cert-manager's
-# Certificate, Issuer and ClusterIssuer (by tests/gitops/test_certificates.py): kubernetes-validate takes no CRD.
+# Certificate, Issuer and ClusterIssuer (by tests/gitops/test_certificates.py), policy-controller's
+# ClusterImagePolicy of the EKS overlays (by tests/gitops/test_image_signatures.py): kubernetes-validate takes
+# no CRD.
 validate() {
   local label="$1"
   shift
@@ -47,6 +49,7 @@ validate() {
     -e 'kind (Cluster|ScheduledBackup) with api version postgresql\.cnpg\.io/v1 ' \
     -e 'kind ObjectStore with api version barmancloud\.cnpg\.io/v1 ' \
     -e 'kind (Certificate|Issuer|ClusterIssuer) with api version cert-manager\.io/v1 ' \
+    -e 'kind ClusterImagePolicy with api version policy\.sigstore\.dev/v1beta1 ' \
     -e 'kind (Application|AppProject) with api version argoproj\.io/v1alpha1 ' || true)"
   if [ -n "$unexpected" ]; then
     printf '%s\n' "$unexpected"

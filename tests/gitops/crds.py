@@ -46,7 +46,10 @@ def schema_errors(obj: dict, schema: dict) -> list[str]:
         f"{'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
         for error in validator.iter_errors(obj)
     ]
-    errors += [f"{path}: not declared by the CRD" for path in undeclared_fields(obj, schema)]
+    # apiVersion, kind and metadata belong to every object: the API server takes them at the root whether the
+    # CRD's schema names them or not (policy-controller's declares spec and status only).
+    body = {key: value for key, value in obj.items() if key not in ("apiVersion", "kind", "metadata")}
+    errors += [f"{path}: not declared by the CRD" for path in undeclared_fields(body, schema)]
     errors += [
         f"metadata.{key}: not an ObjectMeta field"
         for key in obj.get("metadata", {})

@@ -94,6 +94,29 @@ def merge_values(base: dict, override: dict) -> dict:
     return out
 
 
+def unknown_keys(
+    committed: dict, defaults: dict, pass_through: frozenset[str], prefix: str = ""
+) -> list[str]:
+    """Paths of committed Helm values that the chart's values.yaml does not have.
+
+    The keys of the maps named in pass_through, which the chart hands on as they are, are not followed.
+    """
+    missing = []
+    for key, value in committed.items():
+        path = f"{prefix}{key}"
+        if key not in defaults:
+            missing.append(path)
+        elif isinstance(value, dict) and key not in pass_through and isinstance(defaults[key], dict):
+            missing += unknown_keys(value, defaults[key], pass_through, f"{path}.")
+    return missing
+
+
+def source_values(source: dict) -> dict:
+    """The values a chart source of an Application gives: its valueFiles, then valuesObject over them."""
+    helm = source.get("helm", {})
+    return merge_values(helm_values(helm.get("valueFiles", [])), helm.get("valuesObject", {}))
+
+
 def helm_values(value_files: list[str]) -> dict:
     """The values an Application's valueFiles ($values/<path in this repository>) give its chart, merged."""
     result: dict = {}

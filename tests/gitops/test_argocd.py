@@ -23,6 +23,7 @@ PINNED_CHARTS = {
     "aws-load-balancer-controller": ("https://aws.github.io/eks-charts", "3.5.0"),
     "cert-manager": ("https://charts.jetstack.io", "v1.21.1"),
     "cluster-autoscaler": ("https://kubernetes.github.io/autoscaler", "9.59.0"),
+    "policy-controller": ("https://sigstore.github.io/helm-charts", "0.10.6"),
 }
 PLATFORM_BY_ENV = {
     "dev": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cert-manager"},
@@ -34,6 +35,7 @@ PLATFORM_BY_ENV = {
         "external-secrets",
         "aws-load-balancer-controller",
         "cluster-autoscaler",
+        "policy-controller",
     },
     "prod": {
         "kube-prometheus-stack",
@@ -42,6 +44,7 @@ PLATFORM_BY_ENV = {
         "external-secrets",
         "aws-load-balancer-controller",
         "cluster-autoscaler",
+        "policy-controller",
     },
     "selfhosted": {"kube-prometheus-stack", "opensearch", "fluent-bit", "cloudnative-pg", "cert-manager"},
 }
@@ -136,15 +139,14 @@ def test_the_api_project_takes_this_repository_only():
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_the_api_project_whitelists_every_kind_its_applications_render(env):
     spec = projects(env)["flask-api"]["spec"]
-    allowed = {
-        (k["group"], k["kind"]) for k in spec["namespaceResourceWhitelist"] + spec["clusterResourceWhitelist"]
-    }
+    cluster_scoped = {(k["group"], k["kind"]) for k in spec["clusterResourceWhitelist"]}
+    allowed = {(k["group"], k["kind"]) for k in spec["namespaceResourceWhitelist"]} | cluster_scoped
     destinations = {d["namespace"] for d in spec["destinations"]}
     for folder in (f"overlays/{env}", "monitoring"):
         for obj in render(folder):
             group = obj["apiVersion"].rpartition("/")[0]
             assert (group, obj["kind"]) in allowed, (folder, obj["kind"])
-            if obj["kind"] != "Namespace":
+            if (group, obj["kind"]) not in cluster_scoped:
                 assert obj["metadata"]["namespace"] in destinations, (folder, obj["kind"])
 
 
@@ -169,6 +171,7 @@ def test_monitoring_application_deploys_kube_config_monitoring():
     [
         ("cloudnative-pg", "restricted"),
         ("external-secrets", "restricted"),
+        ("policy-controller", "restricted"),
         ("opensearch", "restricted"),
         ("kube-prometheus-stack", "privileged"),
         ("fluent-bit", "privileged"),

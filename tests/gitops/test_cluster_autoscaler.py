@@ -12,7 +12,7 @@ import re
 import pytest
 import yaml
 
-from tests.gitops.rendered import ENVIRONMENTS, applications, helm_values
+from tests.gitops.rendered import ENVIRONMENTS, applications, helm_values, unknown_keys
 from tests.gitops.upstream import vendored
 from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder
 from tests.kube.manifests import KUBE_CONFIG
@@ -20,7 +20,7 @@ from tests.kube.manifests import KUBE_CONFIG
 EKS = ("staging", "prod")
 # Maps whose keys the chart passes through as they are (command-line flags, Kubernetes fields): their keys are
 # checked below against the flags the chart's values.yaml names, or not at all for Kubernetes' own fields.
-PASS_THROUGH = {"extraArgs", "resources", "securityContext", "containerSecurityContext"}
+PASS_THROUGH = frozenset({"extraArgs", "resources", "securityContext", "containerSecurityContext"})
 # Labels whose values differ between the nodes of two zones' managed node groups built from the same settings
 # (infrastructure/node-groups.tf): the zone labels of Kubernetes, of the EBS CSI driver and of EKS, the node's
 # name, and the labels EKS gives each node for its node group and the group's launch template.
@@ -51,18 +51,6 @@ def chart_defaults() -> dict:
 def chart_source(env: str) -> dict:
     (source,) = [s for s in applications(env)["cluster-autoscaler"]["spec"]["sources"] if "chart" in s]
     return source
-
-
-def unknown_keys(committed: dict, defaults: dict, prefix: str = "") -> list[str]:
-    """Paths of committed keys the chart's values.yaml does not have."""
-    missing = []
-    for key, value in committed.items():
-        path = f"{prefix}{key}"
-        if key not in defaults:
-            missing.append(path)
-        elif isinstance(value, dict) and key not in PASS_THROUGH and isinstance(defaults[key], dict):
-            missing += unknown_keys(value, defaults[key], f"{path}.")
-    return missing
 
 
 def labels_ignored_on_aws() -> set[str]:
@@ -127,7 +115,7 @@ def test_every_value_and_parameter_is_a_key_of_the_charts_values(env):
     source = chart_source(env)
     committed = helm_values(source["helm"]["valueFiles"])
     defaults = chart_defaults()
-    assert unknown_keys(committed, defaults) == []
+    assert unknown_keys(committed, defaults, PASS_THROUGH) == []
     assert [p["name"] for p in source["helm"]["parameters"] if p["name"] not in defaults] == []
 
 

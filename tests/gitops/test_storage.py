@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gitops.rendered import ENVIRONMENTS, applications, build, helm_values
+from tests.gitops.rendered import ENVIRONMENTS, applications, build, source_values
 from tests.kube.manifests import KUBE_CONFIG
 
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
@@ -50,7 +50,7 @@ def deployed(env: str) -> Iterator[tuple[str, dict | None, list[dict]]]:
     for name, app in applications(env).items():
         for source in app["spec"].get("sources") or [app["spec"]["source"]]:
             if "chart" in source:
-                yield f"{name} (chart {source['chart']})", helm_values(source["helm"]["valueFiles"]), []
+                yield f"{name} (chart {source['chart']})", source_values(source), []
             elif "path" in source:
                 yield f"{name} ({source['path']})", None, build(source["path"])
 
@@ -64,7 +64,7 @@ def claims(env: str) -> Iterator[tuple[str, str | None]]:
         if "chart" in source
     }
     for chart, source in charts.items():
-        values = helm_values(source["helm"]["valueFiles"])
+        values = source_values(source)
         for path, class_key, switch in CHART_CLAIMS.get(chart, []):
             settings = dig(values, path)
             if settings is None or (switch is not None and settings.get(switch) is not True):
