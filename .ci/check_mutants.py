@@ -1,8 +1,9 @@
 """Mutation gate: every one-line bug listed in .ci/mutants.toml must make its tests fail.
 
-Copies the tracked files of the working tree to a scratch folder, checks that the listed tests pass there
-unchanged (otherwise a failure proves nothing), then applies each mutant (one text replacement in one file),
-runs its tests with ``-x`` and puts the file back; ``--jobs`` mutants at once, each in its own copy. The gate
+Copies the tracked files of the working tree to ``--jobs`` scratch folders, checks that the listed tests
+pass there unchanged (otherwise a failure proves nothing; the test files shared over the copies), then
+applies each mutant (one text replacement in one file), runs its tests with ``-x`` and puts the file back;
+``--jobs`` mutants at once, each in its own copy. The gate
 fails when a mutant survives (its tests pass), when a mutant's original text is not found exactly once (the
 list no longer matches the code: update it), or when its tests cannot even run (pytest exit code other than
 1). Writes a JSON summary with the durations to ``--report`` (default: build/mutants.json).
@@ -79,6 +80,26 @@ def run_tests(scratch: Path, tests: list[str]) -> tuple[int, str]:
     return result.returncode, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+def baseline(copies: queue.Queue[Path], tests: list[str], jobs: int) -> list[str]:
+    """Run ``tests`` on the unmutated copies, split by test file into ``jobs`` shares run at once: the
+    outputs of the shares that failed (none: every test passes without a mutant)."""
+    files = sorted({test.split("::", 1)[0] for test in tests})
+    share_of = {file: index % jobs for index, file in enumerate(files)}
+    shares = [[test for test in tests if share_of[test.split("::", 1)[0]] == share] for share in range(jobs)]
+
+    def run_share(share: list[str]) -> str:
+        scratch = copies.get()
+        try:
+            code, output = run_tests(scratch, share)
+        finally:
+            copies.put(scratch)
+        return "" if code == 0 else f"(pytest exit {code})\n{output}"
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        outputs = list(pool.map(run_share, [share for share in shares if share]))
+    return [output for output in outputs if output]
+
+
 def run_mutant(copies: queue.Queue[Path], mutant: dict) -> dict:
     """Apply ``mutant`` to a free copy, run its tests, put the file back; the outcome."""
     scratch = copies.get()
@@ -138,17 +159,6 @@ def main() -> int:
             print("\n".join(stale))
             return 1
 
-        baseline_tests = sorted({test for mutant in mutants for test in mutant["tests"]})
-        t0 = time.monotonic()
-        code, output = run_tests(scratch, baseline_tests)
-        baseline_seconds = time.monotonic() - t0
-        print(f"baseline: {len(baseline_tests)} test targets on the unmutated code, {baseline_seconds:.0f}s")
-        if code != 0:
-            print(
-                f"the tests fail without any mutant (exit {code}): a mutant run would prove nothing\n{output}"
-            )
-            return 1
-
         # Each job mutates its own copy; the tests choose free ports and temp folders, so copies do not meet.
         copies: queue.Queue[Path] = queue.Queue()
         copies.put(scratch)
@@ -156,6 +166,17 @@ def main() -> int:
             copy = Path(folder) / f"copy-{index}"
             shutil.copytree(scratch, copy)
             copies.put(copy)
+
+        baseline_tests = sorted({test for mutant in mutants for test in mutant["tests"]})
+        t0 = time.monotonic()
+        failures = baseline(copies, baseline_tests, args.jobs)
+        baseline_seconds = time.monotonic() - t0
+        print(f"baseline: {len(baseline_tests)} test targets on the unmutated code, {baseline_seconds:.0f}s")
+        if failures:
+            print("the tests fail without any mutant: a mutant run would prove nothing")
+            print("\n".join(failures))
+            return 1
+
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             outcomes = list(pool.map(lambda mutant: run_mutant(copies, mutant), mutants))
 
