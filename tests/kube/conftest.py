@@ -15,7 +15,12 @@ from .manifests import SCRIPTS
 FAKE_KUBECTL = Path(__file__).with_name("fake_kubectl.py")
 
 
-def run_k3d_script(state: Path, script: str = "create-secrets-k3d.sh") -> subprocess.CompletedProcess[str]:
+def run_k3d_script(
+    state: Path,
+    script: str = "create-secrets-k3d.sh",
+    args: list[str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """One of kube_config/scripts/*.sh, its kubectl being the stand-in; the Secrets land under ``state``."""
     bin_dir = state / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -29,7 +34,8 @@ def run_k3d_script(state: Path, script: str = "create-secrets-k3d.sh") -> subpro
     }
     (state / "cluster").mkdir(exist_ok=True)
     return subprocess.run(
-        ["bash", str(SCRIPTS / script)],
+        ["bash", str(SCRIPTS / script), *(args or [])],
+        input=stdin,
         capture_output=True,
         text=True,
         env=env,

@@ -6,6 +6,7 @@ runs against tests/kube/fake_kubectl.py, a stand-in for a cluster's API, which c
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -17,7 +18,7 @@ import pytest
 from harness import in_ci
 
 from .conftest import run_k3d_script, secrets_in
-from .manifests import KUBE_CONFIG, OVERLAYS, find, one, pod_spec
+from .manifests import KUBE_CONFIG, OVERLAYS, containers, find, one, pod_spec, workloads
 
 DIGEST_REFERENCE = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/flask-api@sha256:[0-9a-f]{64}$")
 
@@ -79,9 +80,31 @@ def test_eks_deploys_a_flask_api_image_from_ghcr_pinned_by_digest(eks):
 
 
 def test_eks_pods_pull_with_the_ghcr_pull_secret(eks):
-    account = one(eks, "ServiceAccount", "flask-api")
-    assert account["imagePullSecrets"] == [{"name": "ghcr-pull"}]
-    assert pod_spec(one(eks, "Deployment", "flask-api"))["serviceAccountName"] == "flask-api"
+    # The API's pods and the migration Job's run the same image, each in its own namespace.
+    pulled_by = {
+        (workload["metadata"]["namespace"], pod_spec(workload)["serviceAccountName"])
+        for workload in workloads(eks)
+        if any(container["image"].startswith("ghcr.io/") for container in containers(pod_spec(workload)))
+    }
+    assert pulled_by == {("flask-api", "flask-api"), ("flask-api-migrate", "flask-api-migrate")}
+    for namespace, name in pulled_by:
+        (account,) = [
+            account
+            for account in find(eks, "ServiceAccount", name)
+            if account["metadata"]["namespace"] == namespace
+        ]
+        assert account["imagePullSecrets"] == [{"name": "ghcr-pull"}], (namespace, name)
+
+
+def test_pull_secret_script_writes_ghcr_pull_in_each_namespace_that_runs_the_image(tmp_path):
+    result = run_k3d_script(tmp_path, "create-pull-secret-eks.sh", args=["octocat"], stdin="ghp_token123\n")
+
+    assert result.returncode == 0, result.stderr
+    expected = base64.b64encode(b"octocat:ghp_token123").decode()
+    for namespace in ("flask-api", "flask-api-migrate"):
+        secret = secrets_in(tmp_path, namespace)["ghcr-pull"]
+        assert json.loads(secret[".dockerconfigjson"]) == {"auths": {"ghcr.io": {"auth": expected}}}
+    assert "ghp_token123" not in result.stdout + result.stderr
 
 
 def test_pin_script_puts_the_pushed_digest_into_the_rendered_eks_overlay(kube_config_copy):
