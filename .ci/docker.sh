@@ -1,4 +1,5 @@
-# shellcheck shell=bash disable=SC2154 # $work, $base_image and $image are set by the script that sources this
+#!/usr/bin/env bash
+# shellcheck disable=SC2154 # $work, $base_image and $image are set by the script that sources this
 # Sourced by check-image.sh and check-pod.sh: the image built from this checkout against the stand-in base,
 # with a Docker daemon started here when none answers (no iptables, no bridge: containers use the host
 # network) and stopped by docker_cleanup. Needs $work (a scratch folder), $base_image and $image.
