@@ -111,6 +111,12 @@ def unknown_keys(
     return missing
 
 
+def chart_source(env: str, app: str) -> dict:
+    """The source of one of the environment's Applications that names a chart."""
+    (source,) = [s for s in applications(env)[app]["spec"]["sources"] if "chart" in s]
+    return source
+
+
 def source_values(source: dict) -> dict:
     """The values a chart source of an Application gives: its valueFiles, then valuesObject over them."""
     helm = source.get("helm", {})

@@ -12,12 +12,13 @@ import re
 import pytest
 import yaml
 
-from tests.gitops.rendered import ENVIRONMENTS, applications, helm_values, unknown_keys
+from tests.gitops.rendered import ENVIRONMENTS, applications, chart_source, helm_values, unknown_keys
 from tests.gitops.upstream import vendored
 from tests.infrastructure.test_invariants import INFRA, _labelled, _load_folder
 from tests.kube.manifests import KUBE_CONFIG
 
 EKS = ("staging", "prod")
+CHART = "cluster-autoscaler"
 # Maps whose keys the chart passes through as they are (command-line flags, Kubernetes fields): their keys are
 # checked below against the flags the chart's values.yaml names, or not at all for Kubernetes' own fields.
 PASS_THROUGH = frozenset({"extraArgs", "resources", "securityContext", "containerSecurityContext"})
@@ -46,11 +47,6 @@ API_LABELS = {
 
 def chart_defaults() -> dict:
     return yaml.safe_load(vendored("cluster-autoscaler", "values.yaml"))
-
-
-def chart_source(env: str) -> dict:
-    (source,) = [s for s in applications(env)["cluster-autoscaler"]["spec"]["sources"] if "chart" in s]
-    return source
 
 
 def labels_ignored_on_aws() -> set[str]:
@@ -90,7 +86,7 @@ def association() -> dict:
 def test_the_vendored_chart_is_the_version_the_application_pins():
     chart = yaml.safe_load(vendored("cluster-autoscaler", "Chart.yaml"))
     for env in EKS:
-        source = chart_source(env)
+        source = chart_source(env, CHART)
         assert source["repoURL"] == "https://kubernetes.github.io/autoscaler"
         assert source["chart"] == chart["name"]
         assert source["targetRevision"] == chart["version"] == "9.59.0"
@@ -102,7 +98,7 @@ def test_the_autoscaler_runs_the_clusters_kubernetes_minor_version():
     kubernetes = _labelled(_load_folder(INFRA), "variable")["kubernetes_version"]["default"]
     assert kubernetes == "1.35"
     assert chart["appVersion"].rsplit(".", 1)[0] == kubernetes
-    assert "image" not in helm_values(chart_source("staging")["helm"]["valueFiles"])
+    assert "image" not in helm_values(chart_source("staging", CHART)["helm"]["valueFiles"])
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -112,7 +108,7 @@ def test_only_eks_environments_run_the_cluster_autoscaler(env):
 
 @pytest.mark.parametrize("env", EKS)
 def test_every_value_and_parameter_is_a_key_of_the_charts_values(env):
-    source = chart_source(env)
+    source = chart_source(env, CHART)
     committed = helm_values(source["helm"]["valueFiles"])
     defaults = chart_defaults()
     assert unknown_keys(committed, defaults, PASS_THROUGH) == []
@@ -129,7 +125,7 @@ def test_every_extra_flag_is_one_the_charts_values_name():
 
 @pytest.mark.parametrize("env", EKS)
 def test_auto_discovery_finds_the_node_group_of_the_environments_cluster(env):
-    values = helm_values(chart_source(env)["helm"]["valueFiles"])
+    values = helm_values(chart_source(env, CHART)["helm"]["valueFiles"])
     name = _labelled(_load_folder(INFRA), "variable")["name"]["default"]
     environment = {"staging": "staging", "prod": "production"}[env]
     assert values["cloudProvider"] == "aws"
@@ -144,7 +140,7 @@ def test_auto_discovery_finds_the_node_group_of_the_environments_cluster(env):
 @pytest.mark.parametrize("env", EKS)
 def test_the_service_account_is_the_one_the_pod_identity_association_binds(env, association):
     app = applications(env)["cluster-autoscaler"]
-    account = helm_values(chart_source(env)["helm"]["valueFiles"])["rbac"]["serviceAccount"]
+    account = helm_values(chart_source(env, CHART)["helm"]["valueFiles"])["rbac"]["serviceAccount"]
     assert (association["namespace"], association["service_account"]) == ("kube-system", "cluster-autoscaler")
     assert app["spec"]["destination"]["namespace"] == association["namespace"]
     assert (account["create"], account["name"]) == (True, association["service_account"])
@@ -154,12 +150,12 @@ def test_the_service_account_is_the_one_the_pod_identity_association_binds(env, 
 def test_the_autoscaler_calls_aws_in_the_region_opentofu_wrote(env):
     settings = (KUBE_CONFIG / "overlays" / "eks" / "infrastructure.env").read_text(encoding="utf-8")
     region = dict(line.split("=", 1) for line in settings.splitlines() if line)["REGION"]
-    assert {"name": "awsRegion", "value": region} in chart_source(env)["helm"]["parameters"]
+    assert {"name": "awsRegion", "value": region} in chart_source(env, CHART)["helm"]["parameters"]
 
 
 @pytest.mark.parametrize("env", EKS)
 def test_the_autoscaler_balances_the_zones_node_groups(env):
-    given = flags(helm_values(chart_source(env)["helm"]["valueFiles"])["extraArgs"])
+    given = flags(helm_values(chart_source(env, CHART)["helm"]["valueFiles"])["extraArgs"])
     assert ("balance-similar-node-groups", "true") in given
     # balancing-label would replace the comparison by labels altogether (and exclude balancing-ignore-label).
     assert "balancing-label" not in {flag for flag, _ in given}

@@ -17,7 +17,7 @@ import yaml
 
 from harness import in_ci
 from tests.gitops.chart_rules import chart_values, kept_rules
-from tests.gitops.rendered import ENVIRONMENTS, applications, helm_values
+from tests.gitops.rendered import ENVIRONMENTS, chart_source, helm_values
 
 CLUSTER_KIND = {"dev": "k3s", "selfhosted": "k3s", "staging": "eks", "prod": "eks"}
 # up == 1 of every target Prometheus reaches on a healthy cluster of either kind, with the labels the chart's
@@ -49,7 +49,7 @@ def promtool() -> str:
 
 def environment_values(env: str) -> dict:
     """The values Argo CD gives kube-prometheus-stack in env, over the chart's defaults."""
-    (source,) = [s for s in applications(env)["kube-prometheus-stack"]["spec"]["sources"] if "chart" in s]
+    source = chart_source(env, "kube-prometheus-stack")
     return chart_values(helm_values(source["helm"]["valueFiles"]))
 
 

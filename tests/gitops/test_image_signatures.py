@@ -22,6 +22,7 @@ from tests.gitops.rendered import (
     ENVIRONMENTS,
     REPO_URL,
     applications,
+    chart_source,
     merge_values,
     render,
     source_values,
@@ -66,11 +67,6 @@ def vendored_source() -> str:
     return (REPO / "tests" / "gitops" / "upstream" / CHART / "SOURCE").read_text(encoding="utf-8")
 
 
-def chart_source(env: str) -> dict:
-    (source,) = applications(env)[CHART]["spec"]["sources"]
-    return source
-
-
 @functools.cache
 def chart_defaults() -> dict:
     return yaml.safe_load(vendored(CHART, "values.yaml"))
@@ -78,7 +74,7 @@ def chart_defaults() -> dict:
 
 def webhook_values(env: str) -> dict:
     """The chart's webhook values once the Application's are laid over its defaults."""
-    return merge_values(chart_defaults(), source_values(chart_source(env)))["webhook"]
+    return merge_values(chart_defaults(), source_values(chart_source(env, CHART)))["webhook"]
 
 
 def policies(env: str) -> list[dict]:
@@ -121,7 +117,7 @@ def test_the_vendored_chart_is_the_version_the_application_pins():
     chart = yaml.safe_load(vendored(CHART, "Chart.yaml"))
     assert (chart["name"], chart["version"], chart["appVersion"]) == (CHART, "0.10.6", "0.13.1")
     for env in EKS:
-        source = chart_source(env)
+        source = chart_source(env, CHART)
         assert (source["repoURL"], source["chart"]) == ("https://sigstore.github.io/helm-charts", CHART)
         assert source["targetRevision"] == chart["version"]
     # The CRD and the glob matcher come from the policy-controller release the chart runs.
@@ -150,7 +146,7 @@ def test_the_webhook_is_a_platform_application_synced_before_the_api(env):
 
 @pytest.mark.parametrize("env", EKS)
 def test_every_value_is_a_key_of_the_chart_and_valid_under_its_schema(env):
-    committed = source_values(chart_source(env))
+    committed = source_values(chart_source(env, CHART))
     assert unknown_keys(committed, chart_defaults(), PASS_THROUGH) == []
     schema = yaml.safe_load(vendored(CHART, "values.schema.json"))
     merged = merge_values(chart_defaults(), committed)
@@ -170,7 +166,7 @@ def test_the_webhook_refuses_unmatched_images_and_outlives_a_node_drain(env):
 @pytest.mark.parametrize("env", EKS)
 def test_the_charts_containers_pass_pod_security_restricted(env):
     # The webhook and the post-delete leases Job: the chart writes podSecurityContext as the container's.
-    values = merge_values(chart_defaults(), source_values(chart_source(env)))
+    values = merge_values(chart_defaults(), source_values(chart_source(env, CHART)))
     for part in ("webhook", "leasescleanup"):
         context = values[part]["podSecurityContext"]
         assert context["enabled"] is True, part
