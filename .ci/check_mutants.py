@@ -14,6 +14,7 @@ Usage: .venv/bin/python .ci/check_mutants.py [--list .ci/mutants.toml] [--only N
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -80,6 +82,16 @@ def run_tests(scratch: Path, tests: list[str]) -> tuple[int, str]:
     return result.returncode, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+@contextlib.contextmanager
+def borrowed(copies: queue.Queue[Path]) -> Iterator[Path]:
+    """A free scratch copy for the block's duration, given back afterwards."""
+    scratch = copies.get()
+    try:
+        yield scratch
+    finally:
+        copies.put(scratch)
+
+
 def baseline(copies: queue.Queue[Path], tests: list[str], jobs: int) -> list[str]:
     """Run ``tests`` on the unmutated copies, split by test file into ``jobs`` shares run at once: the
     outputs of the shares that failed (none: every test passes without a mutant)."""
@@ -88,11 +100,8 @@ def baseline(copies: queue.Queue[Path], tests: list[str], jobs: int) -> list[str
     shares = [[test for test in tests if share_of[test.split("::", 1)[0]] == share] for share in range(jobs)]
 
     def run_share(share: list[str]) -> str:
-        scratch = copies.get()
-        try:
+        with borrowed(copies) as scratch:
             code, output = run_tests(scratch, share)
-        finally:
-            copies.put(scratch)
         return "" if code == 0 else f"(pytest exit {code})\n{output}"
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -102,8 +111,7 @@ def baseline(copies: queue.Queue[Path], tests: list[str], jobs: int) -> list[str
 
 def run_mutant(copies: queue.Queue[Path], mutant: dict) -> dict:
     """Apply ``mutant`` to a free copy, run its tests, put the file back; the outcome."""
-    scratch = copies.get()
-    try:
+    with borrowed(copies) as scratch:
         path = scratch / mutant["file"]
         original = path.read_text(encoding="utf-8")
         path.write_text(original.replace(mutant["original"], mutant["mutated"]), encoding="utf-8")
@@ -112,8 +120,6 @@ def run_mutant(copies: queue.Queue[Path], mutant: dict) -> dict:
             code, output = run_tests(scratch, mutant["tests"])
         finally:
             path.write_text(original, encoding="utf-8")
-    finally:
-        copies.put(scratch)
     seconds = time.monotonic() - started
     verdict = {0: "SURVIVED", PYTEST_FAILED: "killed"}.get(code, f"BROKEN (pytest exit {code})")
     report = f"{verdict:<10} {seconds:6.1f}s  {mutant['area']:<13} {mutant['name']}"
