@@ -54,7 +54,8 @@ max_requests_jitter = _env.integer("GUNICORN_MAX_REQUESTS_JITTER", 10_000)
 worker_tmp_dir = _env.text("GUNICORN_WORKER_TMP_DIR", "/dev/shm")  # noqa: S108
 if worker_tmp_dir and not os.path.isdir(worker_tmp_dir):
     worker_tmp_dir = None  # no /dev/shm (macOS): gunicorn's default temporary folder
-# Only these proxies may set X-Forwarded-Proto / X-Forwarded-For for gunicorn; never "*" by default.
+# Only these proxies may set X-Forwarded-Proto / X-Forwarded-For for gunicorn's sync workers; never "*" by
+# default. The event-loop workers (src/http1.py) leave forwarded headers to the application (TRUSTED_PROXIES).
 forwarded_allow_ips = _env.text("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicorn 27 opens a control socket under ~/.gunicorn by default: shared by every instance on the machine
 # and impossible on a read-only root filesystem. Nothing here uses gunicornc.

@@ -9,8 +9,9 @@ so that a busy machine inflates it less than wall time. What is measured:
   process has verified already (``AccessTokens``);
 - the service's WSGI application alone, per route, called in-process with a complete environ (``/healthz``
   twice: as a probe sends it, answered before Flask, and with an ``Origin``, which goes through Flask);
-- the same requests through the worker's ASGI adapter (``src/worker.py``), answered on the event loop or
-  handed to the thread pool and back, one at a time.
+- the same requests as bytes through one of the worker's connections (``src/http1.py``: parsed by llhttp,
+  answered on the event loop or handed to the thread pool and back, written out), one at a time, with the
+  connection's transport replaced by one that keeps the bytes (``harness/http1.py``).
 
 It needs no server, no network and no database (a JSON store in a temporary folder).
 """
@@ -18,7 +19,6 @@ It needs no server, no network and no database (a JSON store in a temporary fold
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import os
@@ -103,30 +103,19 @@ def call_wsgi(app, env: dict) -> tuple[str, bytes]:
     return status[0], body
 
 
-def scope(path: str, token: str | None) -> dict:
-    """The ASGI scope gunicorn's worker hands over for the same request."""
-    headers = [(b"host", b"127.0.0.1:8888")]
+def raw_request(path: str, token: str | None) -> bytes:
+    """The bytes a client sends for the same request."""
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1:8888"]
     if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    return {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "server": ("127.0.0.1", 8888),
-        "client": ("127.0.0.1", 40000),
-    }
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def profile(calls: int) -> dict:
     data = tempfile.mkdtemp(prefix="flask-api-profile-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(data, "metrics")
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    from harness.http1 import Session  # noqa: PLC0415 - with the application, after the folder
     from src import create_app  # noqa: PLC0415 - after PROMETHEUS_MULTIPROC_DIR, as under gunicorn
     from src.worker import RoutePlacement, WsgiOnLoop  # noqa: PLC0415
 
@@ -177,31 +166,22 @@ def profile(calls: int) -> dict:
         )
         on_loop = WsgiOnLoop(app, threads=8, runs_on_pool=lambda method, path: False, max_body=None)
         on_pool = WsgiOnLoop(app, threads=8, max_body=None)
-        loop = asyncio.new_event_loop()
-        statuses: list[int] = []
+        answered: list[int] = []
 
-        async def receive() -> dict:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-
-        async def requests(adapter: WsgiOnLoop, request: dict) -> None:
-            for _ in range(calls):
-                await adapter(dict(request), receive, send)
+        def requests(session: Session, raw: bytes) -> None:
+            session.repeat(raw, calls)
+            answered.append(session.written.count(b"HTTP/1.1 200 OK\r\n"))
+            session.transport.written.clear()
 
         for name, adapter in (("on the event loop", on_loop), ("handed to the thread pool", on_pool)):
+            session = Session(adapter)
             for path, auth in (("/healthz", None), ("/hello", token)):
-                request = scope(path, auth)
-                figures[f"worker adapter, {name}: {path}"] = cpu_per_batch(
-                    lambda adapter=adapter, request=request: loop.run_until_complete(
-                        requests(adapter, request)
-                    ),
-                    calls,
+                raw = raw_request(path, auth)
+                figures[f"worker connection, {name}: {path}"] = cpu_per_batch(
+                    lambda session=session, raw=raw: requests(session, raw), calls
                 )
-        expect(set(statuses) == {200}, f"the adapter answered {sorted(set(statuses))}")
-        loop.close()
+            session.close()
+        expect(set(answered) == {calls}, f"the connection answered {sorted(set(answered))} of {calls}")
         on_pool.pool.shutdown()
         on_loop.pool.shutdown()
     finally:

@@ -1,9 +1,9 @@
 """The gunicorn worker: an event loop owns the connections, the Flask application answers on it.
 
-gunicorn's own ``asgi`` worker (uvloop when installed) and its HTTP protocol read and write every connection
-of the worker: keep-alive, pipelining, the request line and header limits, slow clients (a coroutine each,
-never a thread), ``Connection: close`` once the worker stops, and the heartbeat. ``WsgiOnLoop`` hands each
-complete request to the WSGI application:
+gunicorn's asyncio worker (``gasgi``, uvloop when installed) gives the process: the event loop, signals, the
+heartbeat, the master's settings. The connections are this project's own: ``Worker.accept`` takes them,
+``src.http1.Connection`` speaks HTTP/1.1 on each (llhttp parses, through ``httptools``), and ``WsgiOnLoop``
+hands each complete request to the WSGI application:
 
 - on the loop itself when the route waits on nothing outside the process (``/healthz``, ``/metrics``, a
   token check answered from memory): no thread hand-off, which costs more than the route itself;
@@ -20,12 +20,12 @@ an unmarked route, or any request to an application with no URL map runs on the 
 A call stuck on the loop for longer than ``timeout`` stops the heartbeat and gunicorn replaces the worker.
 
 The worker accepts its connections itself (``Worker.accept``) rather than through ``loop.create_server``,
-whose accept loop has no limit and no hook: gunicorn's asyncio worker counts ``worker_connections`` but never
-compares. Here a worker holds at most ``worker_connections`` (fewer when the descriptor limit is lower), and
-``ConnectionTable`` knows which of them wait for a request head, and since when:
+whose accept loop has no limit and no hook. A worker holds at most ``worker_connections`` (fewer when the
+descriptor limit is lower), and ``ConnectionTable`` knows which of them wait for a request, and since when:
 
 - a connection that has not sent a complete request head within ``header_timeout`` is closed, first request
-  or not (a silent connection, a slow-header client, an idle keep-alive one);
+  or not (a silent connection, a slow-header client); a kept-alive one that sends nothing for
+  ``keepalive`` seconds after its last response is closed too;
 - at the limit, a new connection takes the place of the one that has waited longest for a head; when every
   held connection has a request in hand, the worker stops accepting until one closes, and the other workers
   (or the backlog) take the new ones. Probes thus stay answered under thousands of silent connections;
@@ -38,25 +38,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import errno
-import io
 import os
 import resource
 import signal
 import socket
-import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers.gasgi import ASGIWorker
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, RoutingException
 
-from .lifecycle import WouldWait, on_event_loop, start_draining
+from .http1 import Connection, HeadLimits, Response, connection_factory
+from .lifecycle import start_draining
 
 # Where a Flask application keeps the endpoints that run on the event loop (src/routes/waits.py).
 LOOP_ENDPOINTS = "flask_api.loop_endpoints"
@@ -65,13 +62,10 @@ LOOP_ENDPOINTS = "flask_api.loop_endpoints"
 # is matched each time (a scan of random paths must not grow the worker's memory).
 _REMEMBERED_PLACEMENTS = 4096
 
-# The two request headers WSGI names without the HTTP_ prefix.
-_UNPREFIXED = frozenset({"CONTENT_LENGTH", "CONTENT_TYPE"})
-
 # The signals that stop a worker; see Worker.init_process.
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
-_Response = tuple[str, list[tuple[str, str]], bytes]
+_Response = Response
 
 # Seconds a connection may take to send a complete request head (GUNICORN_HEADER_TIMEOUT, gunicorn.conf.py).
 DEFAULT_HEADER_TIMEOUT = 10
@@ -83,12 +77,6 @@ _RESERVED_DESCRIPTORS = 64
 # accept() errors that mean "out of descriptors or memory": the connection stays in the backlog.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _OUT_OF_RESOURCES_LOG_INTERVAL = 60.0
-
-# The connection whose request the application is answering: set for the tasks gunicorn creates per
-# connection, which inherit the context of ``Connection.connection_made``.
-_CONNECTION: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
-    "flask_api_connection", default=None
-)
 
 
 def _call_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> _Response:
@@ -154,11 +142,13 @@ def _everything_on_pool(method: str, path: str) -> bool:
 
 
 class WsgiOnLoop:
-    """ASGI application running a WSGI application, on the loop or on a thread pool (module docstring).
+    """The WSGI application as the worker's connections call it: on the loop, or on a thread pool.
 
-    The request body is read in full before the call, up to ``max_body`` bytes (``MAX_CONTENT_LENGTH``):
-    a larger declared ``Content-Length`` is not read at all and a longer chunked body stops being read one
-    byte past the limit, so the application answers 413 and a client can never make the worker buffer more.
+    ``runs_on_pool`` says where a request goes (``RoutePlacement`` for a Flask application); ``call`` runs the
+    application on the calling thread (the loop), ``submit`` on the pool. The request body reaches the
+    application whole, read by the connection up to ``max_body`` bytes (``MAX_CONTENT_LENGTH``): a larger
+    declared ``Content-Length`` is not read at all and a longer chunked body stops being read one byte past
+    the limit, so the application answers 413 and a client can never make the worker buffer more.
     """
 
     def __init__(
@@ -187,193 +177,40 @@ class WsgiOnLoop:
             placement = RoutePlacement(url_map, loop_endpoints)
         return cls(app, threads=threads, runs_on_pool=placement, max_body=config.get("MAX_CONTENT_LENGTH"))
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self.http(scope, receive, send)
-        elif kind == "lifespan":
-            await self.lifespan(receive, send)
-        # Anything else (a WebSocket) is refused: returning without accepting closes it.
+    def call(self, environ: dict[str, Any]) -> _Response:
+        """Run the application here (the loop): the caller handles ``WouldWait``."""
+        return _call_wsgi(self.app, environ)
 
-    async def lifespan(self, receive: Any, send: Any) -> None:
-        """Nothing to start; at shutdown (connections drained), let the pool's threads go."""
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.pool.shutdown(wait=False)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        connection = _CONNECTION.get()
-        if connection is None:
-            await self.answer(scope, receive, send, None)
-            return
-        connection.table.request_started(connection)
-        try:
-            await self.answer(scope, receive, send, connection)
-        finally:
-            connection.table.request_finished(connection)
-
-    async def answer(
-        self, scope: dict[str, Any], receive: Any, send: Any, connection: Connection | None
-    ) -> None:
-        """Read the body, run the application where its route belongs, send the response."""
-        environ, framed = self.environ(scope)
-        request_body: bytes | None = b""
-        if framed:
-            request_body = await self.read_body(receive, environ)
-            if request_body is None:
-                return  # the client went away before its body arrived
-            environ["wsgi.input"] = io.BytesIO(request_body)
-        if connection is not None:
-            connection.next_request_begun = False  # what comes from now on belongs to the next request
-        if self.runs_on_pool(scope["method"], scope["path"]):
-            status, headers, body = await self.on_pool(environ)
-        else:
-            try:
-                with on_event_loop():
-                    status, headers, body = _call_wsgi(self.app, environ)
-            except WouldWait:  # the store was about to query its database: run it where waiting is fine
-                # The first attempt changed its environ: a fresh one, built again only on this rare path.
-                environ = self.environ(scope)[0]
-                environ["wsgi.input"] = io.BytesIO(request_body or b"")  # never None here: returned above
-                status, headers, body = await self.on_pool(environ)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": int(status[:3]),
-                "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    async def on_pool(self, environ: dict[str, Any]) -> _Response:
+    def submit(self, environ: dict[str, Any]) -> asyncio.Future[_Response]:
         """Run the application on the thread pool; the loop serves other connections meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, _call_wsgi, self.app, environ)
-
-    async def read_body(self, receive: Any, environ: dict[str, Any]) -> bytes | None:
-        """The request body, or at most ``max_body + 1`` bytes of it; None when the client disconnected."""
-        limit = self.max_body
-        declared = environ.get("CONTENT_LENGTH")
-        if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
-            return b""  # not read: the application refuses it from the declared length
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            if chunk:
-                chunks.append(chunk)
-                size += len(chunk)
-            if limit is not None and size > limit:
-                # Chunked and too long: what was read is enough for the application to answer 413.
-                break
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
-    @staticmethod
-    def environ(scope: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """The WSGI environ of an ASGI HTTP request, and whether the request has a body to read."""
-        server = scope.get("server") or ("", 0)
-        client = scope.get("client")
-        query = scope["query_string"]
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": scope["method"],
-            "SCRIPT_NAME": scope.get("root_path", ""),
-            # WSGI carries the decoded path as latin-1 code points of its UTF-8 bytes.
-            "PATH_INFO": scope["path"].encode("utf-8").decode("latin-1"),
-            "QUERY_STRING": query.decode("latin-1"),
-            "SERVER_NAME": str(server[0]),
-            "SERVER_PORT": str(server[1]),
-            "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
-            "REMOTE_ADDR": client[0] if client else "",
-            "REMOTE_PORT": str(client[1]) if client else "",
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": scope.get("scheme", "http"),
-            "wsgi.input": io.BytesIO(),
-            "wsgi.input_terminated": True,
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-        }
-        framed = False
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.decode("latin-1")
-            if "_" in name:
-                # "X_Forwarded_For" and "X-Forwarded-For" would be one WSGI key: drop the ambiguous one.
-                continue
-            value = raw_value.decode("latin-1")
-            key = name.upper().replace("-", "_")
-            if key in _UNPREFIXED:
-                framed = framed or key == "CONTENT_LENGTH"
-            else:
-                if key == "TRANSFER_ENCODING":
-                    framed = True
-                key = "HTTP_" + key
-            if key in environ:
-                environ[key] += "," + value
-            else:
-                environ[key] = value
-        return environ, framed
-
-
-class Connection(ASGIProtocol):
-    """gunicorn's HTTP/1.1 protocol for one connection, known to the worker's ``ConnectionTable``."""
-
-    def __init__(self, worker: Worker) -> None:
-        super().__init__(worker)
-        self.table = worker.connections
-        self.open = True
-        # A byte has come since the last request's body was read in full: the next request has begun.
-        self.next_request_begun = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The tasks gunicorn creates here inherit this context: WsgiOnLoop finds the connection in it.
-        contextvars.copy_context().run(self._made, transport)
-
-    def _made(self, transport: asyncio.BaseTransport) -> None:
-        _CONNECTION.set(self)
-        super().connection_made(transport)
-        self.table.opened(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.next_request_begun = True
-        super().data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.open:
-            self.open = False
-            self.table.lost(self)
-
-    def close(self) -> None:
-        """Close from the server side; what is written already is still sent."""
-        if self.transport is not None:
-            self.transport.close()
+        return asyncio.get_running_loop().run_in_executor(self.pool, _call_wsgi, self.app, environ)
 
 
 class ConnectionTable:
-    """The connections one worker holds: how many, and which wait for a request head, since when."""
+    """The connections one worker holds: how many, and which wait for a request, since when.
 
-    def __init__(self, limit: int, header_timeout: float, clock: Callable[[], float]) -> None:
+    Two queues, each in the order its connections began to wait, so that the ones to close are always at the
+    front: ``waiting`` for a request head (a new connection, or a head begun), closed after
+    ``header_timeout``; ``idle`` for kept-alive connections between requests, closed after ``keepalive``
+    (GUNICORN_KEEPALIVE, at most ``header_timeout``) and moved to ``waiting`` by the first byte of their next
+    request.
+    """
+
+    def __init__(
+        self, limit: int, header_timeout: float, clock: Callable[[], float], keepalive: float | None = None
+    ) -> None:
         self.limit = limit
         self.header_timeout = header_timeout
+        self.keepalive = header_timeout if keepalive is None else min(keepalive, header_timeout)
         self.clock = clock
         # Accepted and not yet lost (a slot is taken at accept(), before the protocol exists).
         self.held = 0
-        # Connections waiting for a complete request head, the longest waiting first.
         self.waiting: OrderedDict[Connection, float] = OrderedDict()
+        self.idle: OrderedDict[Connection, float] = OrderedDict()
         # Closed by the worker, not yet lost: their slots are about to come free.
         self.closing: set[Connection] = set()
         # The worker is at the limit with new connections in the backlog, and nothing could be closed for them
-        # (the held connections were all starting or answering): the next one to wait for a head makes room.
+        # (the held connections were all answering): the next one to wait makes room.
         self.wants_room = False
         self.lost_one: Callable[[], None] = lambda: None
 
@@ -382,17 +219,25 @@ class ConnectionTable:
         if self.wants_room:
             self.make_room()
 
+    def began(self, connection: Connection) -> None:
+        """A byte of a request has come: an idle connection now waits for the rest of the head."""
+        if self.idle.pop(connection, None) is not None:
+            self.waiting[connection] = self.clock()
+
     def request_started(self, connection: Connection) -> None:
         self.waiting.pop(connection, None)
+        self.idle.pop(connection, None)
 
     def request_finished(self, connection: Connection) -> None:
+        """Every request of the connection is answered: it waits for the next one (its head, if begun)."""
         if connection.open and connection not in self.closing:
-            self.waiting[connection] = self.clock()
+            (self.waiting if connection.head_begun else self.idle)[connection] = self.clock()
             if self.wants_room:
                 self.make_room()
 
     def lost(self, connection: Connection) -> None:
         self.waiting.pop(connection, None)
+        self.idle.pop(connection, None)
         self.closing.discard(connection)
         self.held -= 1
         self.wants_room = False
@@ -400,38 +245,41 @@ class ConnectionTable:
 
     def close(self, connection: Connection) -> None:
         self.waiting.pop(connection, None)
+        self.idle.pop(connection, None)
         self.closing.add(connection)
         connection.close()
 
     def close_expired(self) -> int:
-        """Close the connections that have waited ``header_timeout`` for a request head; how many."""
-        started_before = self.clock() - self.header_timeout
+        """Close the connections that waited ``header_timeout`` for a head or ``keepalive`` idle; how many."""
+        now = self.clock()
         closed = 0
-        while self.waiting:
-            connection, since = next(iter(self.waiting.items()))
-            if since > started_before:
-                break
-            self.close(connection)
-            closed += 1
+        for queue, timeout in ((self.waiting, self.header_timeout), (self.idle, self.keepalive)):
+            started_before = now - timeout
+            while queue:
+                connection, since = next(iter(queue.items()))
+                if since > started_before:
+                    break
+                self.close(connection)
+                closed += 1
         return closed
 
     def close_idle(self) -> None:
-        """Close every connection waiting for a request head that has not sent a byte of it (a drain)."""
-        for connection in [connection for connection in self.waiting if not connection.next_request_begun]:
+        """Close every connection that has not begun a request (a drain): idle, or new and silent."""
+        for connection in [*self.idle, *(c for c in self.waiting if not c.head_begun)]:
             self.close(connection)
 
     def make_room(self) -> bool:
-        """At the limit: close the connection that has waited longest for a head; False if none waits.
-
-        Nothing more is closed while a slot is already coming free.
+        """At the limit: close the connection idle longest, else the one waiting longest for a head; False
+        if none waits. Nothing more is closed while a slot is already coming free.
         """
         if self.closing:
             return True
-        if not self.waiting:
+        queue = self.idle or self.waiting
+        if not queue:
             self.wants_room = True
             return False
         self.wants_room = False
-        self.close(next(iter(self.waiting)))
+        self.close(next(iter(queue)))
         return True
 
 
@@ -469,7 +317,7 @@ class Worker(ASGIWorker):
 
     def load_wsgi(self) -> None:
         self.wsgi = self.app.wsgi()
-        self.asgi = WsgiOnLoop.for_application(self.wsgi, self.cfg.threads)
+        self.application = WsgiOnLoop.for_application(self.wsgi, self.cfg.threads)
 
     async def _serve(self) -> None:
         """Accept, serve and beat until told to stop, then drain."""
@@ -482,10 +330,19 @@ class Worker(ASGIWorker):
                 self.worker_connections,
                 limit,
             )
-        self.connections = ConnectionTable(limit, self.header_timeout, loop.time)
+        keepalive = self.cfg.keepalive
+        self.connections = ConnectionTable(limit, self.header_timeout, loop.time, keepalive=keepalive)
         self.connections.lost_one = self.resume_accepting
         self.listeners = [listener.sock for listener in self.sockets]
         self.ssl_context = self._get_ssl_context()
+        self.new_connection = connection_factory(
+            self.application,
+            self.connections,
+            HeadLimits.from_config(self.cfg),
+            worker=self,
+            keepalive=keepalive > 0,
+            scheme="https" if self.ssl_context else "http",
+        )
         self.accepting = False
         self.out_of_resources = 0
         self.out_of_resources_logged = -_OUT_OF_RESOURCES_LOG_INTERVAL
@@ -494,7 +351,7 @@ class Worker(ASGIWorker):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         self.resume_accepting()
         self.log.info("Listening on %s, at most %d connections", ", ".join(map(str, self.sockets)), limit)
-        # alive turns False on SIGTERM and at max_requests (gunicorn's protocol); stopping wakes the loop.
+        # alive turns False on SIGTERM and at max_requests (Connection.respond); stopping wakes the loop.
         while self.alive and not self.stopping.is_set():
             self.notify()
             if self.ppid != os.getppid():
@@ -575,7 +432,7 @@ class Worker(ASGIWorker):
 
     async def connect(self, client: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(lambda: Connection(self), client, ssl=self.ssl_context)
+            await self.loop.connect_accepted_socket(self.new_connection, client, ssl=self.ssl_context)
         except OSError as exc:  # the client went away during the handshake
             self.log.debug("connection dropped before it started: %s", exc)
             client.close()
@@ -606,7 +463,7 @@ class Worker(ASGIWorker):
         self.stop_now()
         table = self.connections
         deadline = self.loop.time() + self.cfg.graceful_timeout
-        # A connection answered during the drain is closed by gunicorn's protocol after its response (alive is
+        # A connection answered during the drain is closed by src.http1 after its response (alive is
         # False: the response says Connection: close).
         while table.held and not self._quick_shutdown and self.loop.time() < deadline:
             table.close_expired()  # a head begun before the signal gets the header timeout, no more
@@ -614,4 +471,4 @@ class Worker(ASGIWorker):
             await asyncio.sleep(0.05)
         if table.held:
             self.log.warning("Forcing close of %d connections", table.held)
-        self.asgi.pool.shutdown(wait=False)
+        self.application.pool.shutdown(wait=False)

@@ -24,7 +24,7 @@ from harness.gunicorn import REPO_ROOT
 from src.config import ConfigError, Settings
 from src.worker import WsgiOnLoop
 from tests.conftest import AuthActions
-from tests.test_worker import run, scope
+from tests.test_worker import exchange, request
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN_ID = "b7ad6b7169203331"
@@ -192,16 +192,16 @@ def test_a_request_moved_from_the_event_loop_to_the_pool_has_one_server_span(tra
     traced.app.extensions["user_store"].user_cache = None  # every token check reads the database
     traced.exporter.clear()
     adapter = WsgiOnLoop.for_application(traced.app, threads=1)
-    headers = [(b"authorization", f"Bearer {token}".encode()), (b"traceparent", TRACEPARENT.encode())]
+    raw = request("/hello", headers=(f"Authorization: Bearer {token}", f"traceparent: {TRACEPARENT}"))
 
-    sent = run(adapter, scope("/hello", headers=headers))
+    (reply,), _session = exchange(adapter, raw)
 
-    assert sent[0]["status"] == 200
+    assert reply.status == 200
     (span,) = traced.server_spans()
     assert span.name == "GET /hello"
     assert span.status.status_code != StatusCode.ERROR
     assert f"{span.context.trace_id:032x}" == TRACE_ID
-    returned = dict(sent[0]["headers"])[b"traceparent"].decode()
+    returned = reply.header("traceparent")
     assert returned == f"00-{TRACE_ID}-{span.context.span_id:016x}-01"
     assert [q.parent.span_id for q in traced.spans() if q.kind == SpanKind.CLIENT] != []
 

@@ -116,8 +116,7 @@ def test_keep_alive_serves_pipelined_requests_in_order_with_their_ids(server):
 def test_a_header_spelled_with_underscores_never_passes_for_its_dashed_twin(gunicorn_server, tmp_path):
     # "X_Request_ID" and "X-Request-ID" are one key in the WSGI environ: the underscore spelling is dropped,
     # so it can neither set the id nor (behind a proxy that checks only the dashed one) spoof a header.
-    # gunicorn's parser drops such headers by default (header_map "drop"); "dangerous" hands them over, so
-    # that the worker's own environ building (src/worker.py) is what must drop them.
+    # The worker's connections (src/http1.py) parse the request themselves: they must drop it.
     server = gunicorn_server(
         {
             "DATA_FILE_PATH": str(tmp_path / "data.json"),
@@ -125,7 +124,6 @@ def test_a_header_spelled_with_underscores_never_passes_for_its_dashed_twin(guni
             "PROMETHEUS_MULTIPROC_DIR": None,
         },
         workers=1,
-        extra_args=["--header-map", "dangerous"],
     )
     raw = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX_Request_ID: spoofed-id\r\nConnection: close\r\n\r\n"
     response = exchange(server.port, raw)
@@ -142,8 +140,8 @@ def test_percent_encoded_path_reaches_its_route(server):
 
 
 # Requests a proxy and the worker could frame differently (request smuggling) or that break the grammar:
-# each is refused and its connection closed, so nothing after it is read as a request. gunicorn's parser
-# (the one gunicorn.conf.py selects) does it; these hold it to that under the worker's own connections.
+# each is refused and its connection closed, so nothing after it is read as a request: llhttp through the
+# worker's connections (src/http1.py), under a real gunicorn.
 HOSTILE = {
     "Content-Length with Transfer-Encoding": (
         b"POST /authenticate HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
