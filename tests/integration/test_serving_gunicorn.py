@@ -263,6 +263,15 @@ def test_readyz_answers_503_once_sigterm_reaches_the_worker(gunicorn_server, tmp
             timeout=30,
             what="every worker to take SIGTERM",
         )
+    else:
+        # A sync worker blocked reading runs its handler the moment the signal arrives, but the master relays
+        # SIGTERM from its own loop: wait until it has (it logs "Handling signal: term", then signals the
+        # workers), else a request finished first is answered before the worker knows.
+        wait_until(
+            lambda: "Handling signal: term" in server.output(),
+            timeout=30,
+            what="the master to relay SIGTERM",
+        )
     statuses = finish(connections)
 
     assert statuses == [503] * WORKERS
