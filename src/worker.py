@@ -65,8 +65,6 @@ _REMEMBERED_PLACEMENTS = 4096
 # The signals that stop a worker; see Worker.init_process.
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 
-_Response = Response
-
 # Seconds a connection may take to send a complete request head (GUNICORN_HEADER_TIMEOUT, gunicorn.conf.py).
 DEFAULT_HEADER_TIMEOUT = 10
 
@@ -79,7 +77,7 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 _OUT_OF_RESOURCES_LOG_INTERVAL = 60.0
 
 
-def _call_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> _Response:
+def _call_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> Response:
     """Run the WSGI application to the end: (status line, headers, whole body)."""
     started: list[Any] = []
     chunks: list[bytes] = []
@@ -177,11 +175,11 @@ class WsgiOnLoop:
             placement = RoutePlacement(url_map, loop_endpoints)
         return cls(app, threads=threads, runs_on_pool=placement, max_body=config.get("MAX_CONTENT_LENGTH"))
 
-    def call(self, environ: dict[str, Any]) -> _Response:
+    def call(self, environ: dict[str, Any]) -> Response:
         """Run the application here (the loop): the caller handles ``WouldWait``."""
         return _call_wsgi(self.app, environ)
 
-    def submit(self, environ: dict[str, Any]) -> asyncio.Future[_Response]:
+    def submit(self, environ: dict[str, Any]) -> asyncio.Future[Response]:
         """Run the application on the thread pool; the loop serves other connections meanwhile."""
         return asyncio.get_running_loop().run_in_executor(self.pool, _call_wsgi, self.app, environ)
 
