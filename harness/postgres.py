@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -169,6 +170,9 @@ class PostgresServer:
         self.durable = durable
         self.running = False
         self._initialised = (self.data_dir / "PG_VERSION").is_file()
+        # fresh_database(): the next test's database, created on a thread of its own while a test runs.
+        self._ahead: Future[str] | None = None
+        self._creator: ThreadPoolExecutor | None = None
 
     @property
     def url(self) -> str:
@@ -263,6 +267,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open connections are closed)."""
+        self._settle_ahead()
         if not self.running:
             return
         self._pg_ctl("-m", "fast", "-w", "-t", "60", "stop")
@@ -280,6 +285,41 @@ class PostgresServer:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url_for(name)
 
+    def fresh_database(self) -> str:
+        """The name of a new, empty database, and the next one started on a thread of its own.
+
+        A CREATE DATABASE costs about a third of a second here (it copies template1), more than most tests
+        that use one: created while the test before runs, it is ready when the next test asks. A database
+        created ahead is as new as one created now: nothing connects to it before it is handed out. When the
+        creation ahead failed (the server was stopped meanwhile, say), the database is created now.
+        """
+        name = self._take_ahead() or self.create_database_named()
+        if self._creator is None:
+            self._creator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-ahead")
+        self._ahead = self._creator.submit(self.create_database_named)
+        return name
+
+    def create_database_named(self) -> str:
+        """Create a database with a new unique name and return the name."""
+        name = f"test_{uuid.uuid4().hex[:16]}"
+        self.create_database(name)
+        return name
+
+    def _take_ahead(self) -> str | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        try:
+            return ahead.result()
+        except (psycopg.Error, OSError):
+            return None
+
+    def _settle_ahead(self) -> None:
+        """Wait for a creation under way (a server is not stopped under it); its database is dropped."""
+        name = self._take_ahead()
+        if name is not None and self.running:
+            self.drop_database(name)
+
     def drop_database(self, name: str) -> None:
         """Drop database ``name``, closing any connection still open on it."""
         with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
@@ -290,6 +330,8 @@ class PostgresServer:
         try:
             self.stop()
         finally:
+            if self._creator is not None:
+                self._creator.shutdown(wait=True)
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
@@ -342,9 +384,8 @@ def postgres_server():
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer):
-    """URL of a fresh, empty database for one test; dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    url = postgres_server.create_database(name)
-    yield url
+    """URL of a fresh, empty database for one test (created while the test before ran); dropped afterwards."""
+    name = postgres_server.fresh_database()
+    yield postgres_server.url_for(name)
     if postgres_server.running:
         postgres_server.drop_database(name)
