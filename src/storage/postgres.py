@@ -30,10 +30,12 @@ Process model (gunicorn forks workers from a master):
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -408,6 +410,7 @@ class PostgresStore(UserStore):
                 )
                 pool.open(wait=False)
                 self._pool, self._pool_pid = pool, pid
+                _OPENED_HERE.add(self)
             return self._pool
 
     def _connect_kwargs(self) -> dict[str, object]:
@@ -881,3 +884,20 @@ class PostgresStore(UserStore):
 
 
 _INHERITED_POOLS: list[ConnectionPool] = []
+# Stores that opened a pool (closed at interpreter exit by _close_pools_at_exit; weak: a store dropped earlier
+# goes with its pool as before).
+_OPENED_HERE: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_pools_at_exit() -> None:
+    """Close the pools this process opened, while their worker threads can still stop.
+
+    Left to garbage collection after the interpreter has begun to finalise, a pool waits 5 s for each
+    worker thread it cannot join (Python 3.13, the image's Python): ``flask --app src users disable`` took
+    24 s instead of 4. A pool inherited through fork is left alone, as ``close`` does.
+    """
+    pid = os.getpid()
+    for store in list(_OPENED_HERE):
+        if store._pool_pid == pid:
+            store.close()
