@@ -8,6 +8,7 @@ Python 3.11), caches warm.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -52,6 +53,12 @@ def test_make_installs_the_dev_virtualenv_with_the_stock_pip(tmp_path):
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+    # Byte code written at install (checked before anything here imports them): a process without it compiles
+    # every module it imports again, and keeps nothing under PYTHONDONTWRITEBYTECODE.
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site_packages = tmp_path / ".venv" / "lib" / version / "site-packages"
+    for module in ("psycopg/__init__.py", "flask/app.py", "_pytest/main.py"):
+        assert Path(importlib.util.cache_from_source(str(site_packages / module))).is_file(), module
     venv_python = str(tmp_path / ".venv" / "bin" / "python")
     pip = subprocess.run(
         [venv_python, "-m", "pip", "--version"], capture_output=True, text=True, check=True
