@@ -34,6 +34,21 @@ HASH = workers.HASH
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_python(script: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Write ``source`` (dedented) to ``script`` and run it with ``args`` in a fresh interpreter, from the
+    repository root."""
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 # The application's tables and yoyo's bookkeeping of the versions applied (src/storage/schema.py).
 SCHEMA_TABLES = {
     "users",
@@ -285,10 +300,9 @@ def test_schema_is_created_on_first_use_when_the_database_was_down_at_constructi
 
 
 def test_a_forked_worker_opens_its_own_pool_and_listener_and_the_parent_keeps_working(postgres_url, tmp_path):
-    script = tmp_path / "fork_check.py"
-    script.write_text(
-        textwrap.dedent(
-            """
+    result = run_python(
+        tmp_path / "fork_check.py",
+        """
             import os, sys
             from src.storage import PostgresStore
             from tests.storage import workers
@@ -318,18 +332,8 @@ def test_a_forked_worker_opens_its_own_pool_and_listener_and_the_parent_keeps_wo
             assert store.user_cache._conn is parent_listener
             store.close()
             print("ok")
-            """
-        )
-    )
-
-    result = subprocess.run(
-        [sys.executable, str(script), postgres_url],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+            """,
+        postgres_url,
     )
 
     assert result.returncode == 0, result.stderr
@@ -340,10 +344,9 @@ def test_a_process_that_used_a_store_closes_its_pool_before_the_interpreter_fina
     """A command (``flask --app src users disable``) exits at once: its pool is closed by an exit hook while
     the pool's threads can still stop, not left to garbage collection, which on Python 3.13 waited 5 s for
     each of them (24 s for the command instead of 4)."""
-    script = tmp_path / "exit_check.py"
-    script.write_text(
-        textwrap.dedent(
-            """
+    result = run_python(
+        tmp_path / "exit_check.py",
+        """
             import atexit, sys, threading
             seen = {}
             def report():  # registered before the store's module: runs after that module's own exit hook
@@ -354,18 +357,8 @@ def test_a_process_that_used_a_store_closes_its_pool_before_the_interpreter_fina
             store = PostgresStore(sys.argv[1])
             store.create_user("alice", "h")
             seen["pool"] = store._pool
-            """
-        )
-    )
-
-    result = subprocess.run(
-        [sys.executable, str(script), postgres_url],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+            """,
+        postgres_url,
     )
 
     assert result.returncode == 0, result.stderr
