@@ -16,6 +16,7 @@ from flask import Flask
 
 from . import cli, errors, routes, security
 from .config import ConfigError, Settings, load_env_file
+from .flask_app import App
 from .routes import health
 from .routes.waits import place_routes
 from .storage import store_from_settings
@@ -51,7 +52,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     environment, plus ``.env`` in the working directory when present. Raises ConfigError on a bad setting.
     """
     settings = _settings(config)
-    app = Flask(__name__, static_folder=None)
+    app = App(__name__, static_folder=None)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_content_length)
     app.json.sort_keys = False  # type: ignore[attr-defined] # keep the documented field order, and skip the sort on every response
 

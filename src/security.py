@@ -332,10 +332,10 @@ class AccessTokens:
         if scheme.lower() != "bearer" or not token or " " in token:
             raise Unauthorized("A bearer token is required: Authorization: Bearer <token>.")
         user_id, session_id, store_id = self._verify(token)
-        user, live = self.store.find_session_user(user_id, session_id)
-        # After the lookup, which has just refreshed the store's view: a store created afresh hands the same
-        # ids out again, and must not take an older store's token for one of its own users.
-        if user is None or store_id != self.store.store_id():
+        user, live, current_store_id = self.store.find_session_user(user_id, session_id)
+        # The store's id as of the lookup: a store created afresh hands the same ids out again, and must not
+        # take an older store's token for one of its own users.
+        if user is None or store_id != current_store_id:
             raise Unauthorized("The user of this token no longer exists.")
         if not live:
             raise Unauthorized("The session of this token has ended.")

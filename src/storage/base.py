@@ -172,11 +172,12 @@ class UserStore(ABC):
         """The user id of the live session ``session_id``, or None; answered from this process's state
         (kept exact by change detection), checked on every authenticated request."""
 
-    def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool]:
-        """(the user with this id or None, whether ``session_id`` is a live session of that user): the check
-        of every authenticated request."""
+    def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool, str | None]:
+        """(the user with this id or None, whether ``session_id`` is a live session of that user, the store's
+        id after that lookup): the check of every authenticated request."""
         user = self.find_by_id(user_id)
-        return user, user is not None and self.session_user(session_id) == user_id
+        live = user is not None and self.session_user(session_id) == user_id
+        return user, live, self.store_id()
 
     @abstractmethod
     def end_session(self, session_id: str) -> bool:

@@ -702,6 +702,16 @@ class JsonFileStore(UserStore):
         """The user with this id, or None."""
         return self._users().find_by_id(user_id)
 
+    def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool, str | None]:
+        """The check of every authenticated request from one look at each file (a stat each): the user and
+        the store's id from the same version of the data file."""
+        state = self._users()
+        user = state.find_by_id(user_id)
+        live = user is not None and self.session_user(session_id) == user_id
+        if state.store_id is None and state.signature is not None:
+            return user, live, self.store_id()  # a file from before store ids: gets one now, as store_id says
+        return user, live, state.store_id
+
     # ------------------------------------------------------------------ writing
 
     def _unavailable(self, reason: str) -> StoreUnavailable:

@@ -737,13 +737,13 @@ class PostgresStore(UserStore):
             raise outcome
         return outcome
 
-    def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool]:
+    def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool, str | None]:
         """The user and whether the session is live for them, read from the database at each call (one
-        query). Not from this process's cache: another process's logout or password change reaches it as
-        a notification a moment after that request's answer, and from that answer on its tokens must be
-        refused everywhere."""
+        query), and the store's id. Not from this process's cache: another process's logout or password
+        change reaches it as a notification a moment after that request's answer, and from that answer on
+        its tokens must be refused everywhere."""
         if not 0 < user_id <= BIGINT_MAX or "\x00" in session_id:
-            return None, False
+            return None, False, None
         row = self._run(
             lambda conn: conn.execute(
                 "SELECT u.id, u.username, u.password_hash, s.id IS NOT NULL FROM users u "
@@ -752,8 +752,8 @@ class PostgresStore(UserStore):
             ).fetchone()
         )
         if row is None:
-            return None, False
-        return User(row[0], row[1], row[2]), bool(row[3])
+            return None, False, None
+        return User(row[0], row[1], row[2]), bool(row[3]), self.store_id()
 
     def session_user(self, session_id: str) -> int | None:
         """The user id of a live session: from this process's cache, else one query."""
