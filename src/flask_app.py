@@ -2,8 +2,8 @@
 remembered.
 
 Flask binds its URL map to every request (``create_url_adapter``): it checks the ``Host`` header twice, lowers
-and IDNA-encodes it and decodes the path; then it matches the path against every rule. Together about a
-seventh of an authenticated request's CPU here. Both outcomes depend on a few fields alone: the checks of a
+and IDNA-encodes it and decodes the path; then it matches the path against every rule (what that costs:
+docs/development.md, "How to add a route"). Both outcomes depend on a few fields alone: the checks of a
 ``Host`` on that header, the server's name and port and the scheme; a match on the method and the path (no
 rule here depends on the host). ``App`` keeps them for what it has seen (at most ``KNOWN_HOSTS`` hosts and
 ``KNOWN_MATCHES`` matches, so that a flood of made-up ones cannot grow the worker). A host not kept yet, a
