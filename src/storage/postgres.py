@@ -222,11 +222,20 @@ class UserCache:
         ``generation``; or start listening."""
         self._remember(self._sessions, session_id, user_id, generation)
 
+    def listen_after_query(self) -> None:
+        """Start listening, once a query has just shown that the database answers (at most every
+        LISTEN_RETRY_SECONDS)."""
+        with self._lock:
+            self._listen_if_due()
+
+    def _listen_if_due(self) -> None:
+        if not self.listening and time.monotonic() >= self._next_attempt:
+            self._listen()
+
     def _remember(self, entries: dict, key: object, value: object, generation: int | None) -> None:
         with self._lock:
             if generation is None:
-                if not self.listening and time.monotonic() >= self._next_attempt:
-                    self._listen()
+                self._listen_if_due()
                 return
             if generation != self._generation or not self.listening:
                 return
@@ -342,6 +351,8 @@ def _refresh_key(session_id: str, generation: int) -> str:
 
 class PostgresStore(UserStore):
     """Users in PostgreSQL at ``url``; see the module docstring for the process and outage behaviour."""
+
+    reads_query_a_server = True  # find_session_user: one query per request, so that a logout is exact
 
     def __init__(
         self,
@@ -805,6 +816,10 @@ class PostgresStore(UserStore):
             raise StoreUnavailable("database has no store_identity row: run python -m src.migrate")
         if generation is not None:
             self._store_id = (row[0], generation)
+        elif self.user_cache is not None:
+            # Not listening: a process that only checks tokens never looks a user up (where listening starts
+            # otherwise), and would read the id at every request.
+            self.user_cache.listen_after_query()
         return row[0]
 
     def reserve_attempt(

@@ -26,6 +26,7 @@ from src.storage import (
     store_from_settings,
 )
 from src.storage import postgres as postgres_module
+from src.storage.base import Session
 from src.storage.postgres import LISTENER_APPLICATION_NAME, create_schema, describe_error
 
 from . import previous_release, workers
@@ -489,6 +490,34 @@ def test_a_lost_listening_connection_sends_lookups_to_the_database_until_it_list
     cached_lookups(pg_store, alice.id)
     workers.rename_unannounced(postgres_url, alice.id, "renamed twice")
     assert pg_store.find_by_id(alice.id).username == "renamed"
+
+
+def listeners_of(url: str) -> int:
+    """How many sessions listen for changes on this database."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            (LISTENER_APPLICATION_NAME,),
+        ).fetchone()[0]
+
+
+def test_a_process_that_only_checks_tokens_listens_for_changes_after_its_first_check(pg_store, postgres_url):
+    # A worker serving /hello looks no user up by id (where listening starts otherwise): without listening it
+    # read the store id again at every request, a second query beside the session check.
+    alice = pg_store.create_user("alice", HASH)
+    now = time.time()
+    assert pg_store.create_session(alice, Session("s" * 22, alice.id, now, now + 3600, 1), now - 60)
+    listening_before = listeners_of(postgres_url)
+    checker = PostgresStore(postgres_url, min_size=1, max_size=2, timeout=5)
+    try:
+        for _ in range(3):
+            user, live, _store_id = checker.find_session_user(alice.id, "s" * 22)
+            assert (user.username, live) == ("alice", True)
+
+        assert listeners_of(postgres_url) == listening_before + 1
+    finally:
+        checker.close()
 
 
 def test_without_the_triggers_nothing_is_cached(pg_store, postgres_url, caplog):
