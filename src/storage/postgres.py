@@ -182,6 +182,7 @@ class UserCache:
         self._sessions: dict[str, tuple[int, float]] = {}
         self._next_attempt = 0.0
         self._ending = ""  # why the server is ending the listening session, once it has said so
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -229,7 +230,8 @@ class UserCache:
             self._listen_if_due()
 
     def _listen_if_due(self) -> None:
-        if not self.listening and time.monotonic() >= self._next_attempt:
+        # Closed: a request still in flight on a closed store must not open a connection nobody will close.
+        if not self._closed and not self.listening and time.monotonic() >= self._next_attempt:
             self._listen()
 
     def _remember(self, entries: dict, key: object, value: object, generation: int | None) -> None:
@@ -259,8 +261,9 @@ class UserCache:
             self._generation += 1
 
     def close(self) -> None:
-        """Stop listening (a connection inherited from a parent process is left alone)."""
+        """Stop listening for good (a connection inherited from a parent process is left alone)."""
         with self._lock:
+            self._closed = True
             self._stop()
 
     def _drain(self) -> bool:

@@ -520,6 +520,21 @@ def test_a_process_that_only_checks_tokens_listens_for_changes_after_its_first_c
         checker.close()
 
 
+def test_a_closed_store_used_by_a_request_still_in_flight_opens_no_listening_session(postgres_url):
+    # A worker's pool thread may finish a request after the store was closed (shutdown, a test's teardown):
+    # its queries may reopen the pool, whose connections the pool closes, but a listening session opened then
+    # would be left to the garbage collector.
+    store = PostgresStore(postgres_url, min_size=1, max_size=2, timeout=5)
+    store.create_user("alice", HASH)
+    store.close()
+
+    assert store.store_id() is not None
+    assert store.store_id() is not None
+
+    assert listeners_of(postgres_url) == 0
+    store.close()
+
+
 def test_without_the_triggers_nothing_is_cached(pg_store, postgres_url, caplog):
     alice = pg_store.create_user("alice", HASH)
     run_sql(postgres_url, "DROP TRIGGER users_changed ON users")
