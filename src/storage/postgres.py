@@ -10,13 +10,14 @@ Process model (gunicorn forks workers from a master):
   construction logs one line and succeeds; the schema is then created on first use.
 * The pool is opened lazily on first use, in the process that uses it, and is keyed by ``os.getpid()``: a
   worker never uses sockets inherited from its parent.
-* A token check (``find_by_id``) is served from a per-process cache of users when it can be: a trigger on
+* A lookup by id (``find_by_id``: the user of a refreshed session) is served from a per-process cache of
+  users when it can be (the token check of each request is not: ``find_session_user``): a trigger on
   ``users`` sends ``NOTIFY flask_api_users`` on every UPDATE, DELETE and TRUNCATE, each process listens on
   one extra connection, and before every lookup it reads what has arrived there (a non-blocking read, no
   round trip) and drops the users named. Until that connection listens, and from the moment it is lost, the
   cache is emptied and every lookup goes to the database, so a change is never missed; a change made by
-  another process is seen as soon as PostgreSQL delivers its notification (at commit, well under a
-  millisecond on one host). Entries also expire after ``USER_CACHE_TTL_SECONDS``.
+  another process is seen once PostgreSQL has delivered its notification, which may be a moment after the
+  answer of the request that made it. Entries also expire after ``USER_CACHE_TTL_SECONDS``.
 * With ``password_file`` (DATABASE_PASSWORD_FILE) the password is read from that file for every new
   connection, never kept: a password rotated in the database and in the file (a Kubernetes Secret volume
   follows its Secret) is picked up without a restart, while the open connections keep working.
