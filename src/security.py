@@ -325,8 +325,9 @@ class AccessTokens:
     def check(self, authorization: str | None) -> tuple[User, str]:
         """(user, session id) of a valid ``Authorization: Bearer <token>`` header; Unauthorized otherwise.
 
-        The session must be live: ``session_user`` answers from this process's state, kept exact by the
-        store's change detection, so a logout elsewhere is seen here without a round trip per request.
+        The session must be live: the store answers from this process's state, kept exact (the JSON store's
+        change detection; PostgreSQL's cache, which every revocation waits on), so a logout elsewhere is seen
+        here without a round trip per request.
         """
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token or " " in token:

@@ -190,9 +190,9 @@ def test_a_database_query_is_a_child_span_of_the_request(traced):
 def test_a_request_moved_from_the_event_loop_to_the_pool_has_one_server_span(traced):
     token = traced.auth.token()
     traced.exporter.clear()
-    # PostgreSQL's reads start on the pool; started on the loop all the same, the token check's query meets
-    # WouldWait and the request runs again on the pool.
-    adapter = WsgiOnLoop(traced.app, threads=1, runs_on_pool=lambda method, path: False, max_body=None)
+    # /hello starts on the loop; its session is not cached yet, so the token check's query meets WouldWait and
+    # the request runs again on the pool.
+    adapter = WsgiOnLoop.for_application(traced.app, threads=1)
     raw = request("/hello", headers=(f"Authorization: Bearer {token}", f"traceparent: {TRACEPARENT}"))
 
     (reply,), _session = exchange(adapter, raw)

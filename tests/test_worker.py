@@ -559,9 +559,7 @@ ON_LOOP = [
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
     ("GET", "/metrics"),
-]
-# On the loop with the JSON store; on the pool from the start with PostgreSQL, where each of them queries.
-STORE_READS = [
+    # A read that must query PostgreSQL moves to the pool as it starts (the WouldWait tests below).
     ("GET", "/hello"),
     ("GET", "/id"),
     ("GET", "/users/me"),
@@ -594,22 +592,11 @@ def test_every_spelling_of_a_hashing_or_writing_route_runs_on_the_pool(app, meth
 
 
 @pytest.mark.parametrize(("method", "path"), ON_LOOP)
-def test_the_service_runs_probes_and_documents_on_the_loop(app, method, path):
+def test_the_service_runs_reads_and_probes_on_the_loop(app, method, path):
     runs_on_pool = WsgiOnLoop.for_application(app, threads=1).runs_on_pool
 
     assert runs_on_pool(method, path) is False
     assert runs_on_pool("HEAD" if method == "GET" else method, path) is False
-
-
-@pytest.mark.parametrize(("method", "path"), STORE_READS)
-def test_store_reads_run_on_the_loop_with_the_json_store_and_on_the_pool_with_postgresql(
-    app, app_env, method, path
-):
-    runs_on_pool = WsgiOnLoop.for_application(app, threads=1).runs_on_pool
-    on_pool = "DATABASE_URL" in app_env  # PostgreSQL: each of these queries, so starting on the loop is waste
-
-    assert runs_on_pool(method, path) is on_pool
-    assert runs_on_pool("HEAD", path) is on_pool
 
 
 def test_unmatched_requests_run_on_the_pool(app):
@@ -706,14 +693,13 @@ def test_postgresql_refuses_to_query_on_the_event_loop_and_the_json_store_answer
 
 
 def test_a_read_moved_to_the_pool_is_answered_and_logged_once(app, auth, capfd):
-    # Started on the loop whatever the store: with PostgreSQL, /hello asks the database (its token check is
-    # one query), so it meets WouldWait and is answered from the pool: one answer, one access line.
+    # With PostgreSQL the first /hello of a session asks the database (nothing is cached yet), so it starts on
+    # the loop, meets WouldWait and is answered from the pool: one answer, one access line.
     token = auth.token("alice")
     capfd.readouterr()
     raw = request("/hello", headers=(f"Authorization: Bearer {token}",))
-    everything_on_loop = WsgiOnLoop(app, threads=2, runs_on_pool=lambda method, path: False, max_body=None)
 
-    (reply,), _session = exchange(everything_on_loop, raw)
+    (reply,), _session = exchange(WsgiOnLoop.for_application(app, threads=2), raw)
 
     assert reply.status == 200
     assert reply.json() == {"message": "Hello Alice"}

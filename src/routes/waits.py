@@ -1,11 +1,8 @@
 """Where the worker (src/worker.py) runs each route: on its event loop, or on its thread pool.
 
-A route marked ``waits_on_nothing`` runs on the loop; one marked ``reads_store`` too, unless the store's reads
-query a server (PostgreSQL: the token check is one query per request), where a start on the loop would only
-meet ``WouldWait`` (src/lifecycle.py) and run the request again on the pool: such routes go to the pool at
-once. A read on the loop that must wait after all (the JSON store about to parse a changed file) still
-raises ``WouldWait`` and moves to the pool as it starts. An unmarked route (password hashing, synced writes)
-runs on the thread pool. The worker decides from the rule a request matches, as Flask
+A route marked ``waits_on_nothing`` or ``reads_store`` runs on the loop (a read that must query PostgreSQL is
+moved to the pool as it starts: ``WouldWait`` in src/lifecycle.py); an unmarked route (password hashing,
+synced writes) runs on the thread pool. The worker decides from the rule a request matches, as Flask
 matches it, so every spelling of a path (``//authenticate``, ``/health%7A``) lands where its route does.
 """
 
@@ -32,11 +29,11 @@ def reads_store(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def loop_endpoints(app: Flask) -> frozenset[str]:
-    """The endpoints the worker runs on its event loop: the marked ones (store reads: as the store allows)."""
-    store = app.extensions.get("user_store")
-    on_loop = ("nothing",) if getattr(store, "reads_query_a_server", False) else ("nothing", "store")
+    """The endpoints the worker runs on its event loop: the marked ones."""
     return frozenset(
-        endpoint for endpoint, view in app.view_functions.items() if getattr(view, _WAITS_ON, None) in on_loop
+        endpoint
+        for endpoint, view in app.view_functions.items()
+        if getattr(view, _WAITS_ON, None) in ("nothing", "store")
     )
 
 

@@ -57,10 +57,6 @@ Counts = list[tuple[int, float | None]]
 class UserStore(ABC):
     """Users and login failures, shared by every worker process of the service."""
 
-    # Whether a read waits on a server (a query; the token check of every request is one): the event-loop
-    # worker then runs the routes that read the store on its thread pool from the start (src/routes/waits.py).
-    reads_query_a_server = False
-
     @abstractmethod
     def create_user(self, username: str, password_hash: str) -> User:
         """Store a new user under a fresh id; raise UsernameTaken when the name exists."""

@@ -10,14 +10,18 @@ Process model (gunicorn forks workers from a master):
   construction logs one line and succeeds; the schema is then created on first use.
 * The pool is opened lazily on first use, in the process that uses it, and is keyed by ``os.getpid()``: a
   worker never uses sockets inherited from its parent.
-* A lookup by id (``find_by_id``: the user of a refreshed session) is served from a per-process cache of
-  users when it can be (the token check of each request is not: ``find_session_user``): a trigger on
-  ``users`` sends ``NOTIFY flask_api_users`` on every UPDATE, DELETE and TRUNCATE, each process listens on
-  one extra connection, and before every lookup it reads what has arrived there (a non-blocking read, no
-  round trip) and drops the users named. Until that connection listens, and from the moment it is lost, the
-  cache is emptied and every lookup goes to the database, so a change is never missed; a change made by
-  another process is seen once PostgreSQL has delivered its notification, which may be a moment after the
-  answer of the request that made it. Entries also expire after ``USER_CACHE_TTL_SECONDS``.
+* The token check of each request (``find_session_user``) and a lookup by id (``find_by_id``: the user of a
+  refreshed session) are served from a per-process cache of users and live sessions when they can be:
+  triggers on ``users`` and ``sessions`` send ``NOTIFY`` on every change, each process listens on one extra
+  connection, and before every lookup it reads what has arrived there (a non-blocking read, no round trip)
+  and drops the users and sessions named. A thread of the process also waits on that connection, applies
+  each notification as it comes and answers each revocation's token: a change made through the store that
+  can revoke a token (logout, password change, deletion, disabling, ending a user's sessions, a refresh
+  token used twice) returns only once every listening process has answered, or has had its listening
+  session ended after CONFIRM_TIMEOUT_SECONDS, so from the answer of the request that made it on, no
+  process accepts the old token. Until that connection listens, and from the moment it is lost, the cache
+  is emptied and every lookup goes to the database, so a change is never missed; a change made by hand
+  (``psql``) is seen once its notification arrives. Entries also expire after ``USER_CACHE_TTL_SECONDS``.
 * With ``password_file`` (DATABASE_PASSWORD_FILE) the password is read from that file for every new
   connection, never kept: a password rotated in the database and in the file (a Kubernetes Secret volume
   follows its Secret) is picked up without a restart, while the open connections keep working.
@@ -32,8 +36,11 @@ Process model (gunicorn forks workers from a master):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
+import secrets
+import select
 import threading
 import time
 import weakref
@@ -69,7 +76,13 @@ TABLE_PRIVILEGES = {
 }
 USERS_CHANNEL = "flask_api_users"
 SESSIONS_CHANNEL = "flask_api_sessions"
+# A revocation (a logout, a password change, ...) sends a random token on SYNC_CHANNEL in its transaction and
+# waits, before it returns, until every listening session has sent that token back on CONFIRM_CHANNEL, which
+# each does once its process has applied everything that came before it.
+SYNC_CHANNEL = "flask_api_sync"
+CONFIRM_CHANNEL = "flask_api_confirm"
 _SESSIONS_RELNAME = SESSIONS_CHANNEL.encode()
+_SYNC_RELNAME = SYNC_CHANNEL.encode()
 LISTENER_APPLICATION_NAME = "flask-api-user-cache"
 USER_CACHE_MAX_ENTRIES = 10_000
 # Bounds how long an entry can outlive a change whose notification never came (a connection cut silently,
@@ -77,6 +90,9 @@ USER_CACHE_MAX_ENTRIES = 10_000
 USER_CACHE_TTL_SECONDS = 60.0
 # After a failed attempt to listen, lookups go to the database and the next attempt waits this long.
 LISTEN_RETRY_SECONDS = 5.0
+# A listening session that has not confirmed a revocation within this time is ended (pg_terminate_backend,
+# which waits up to as long again for the end): its process then stops serving from its cache.
+CONFIRM_TIMEOUT_SECONDS = 1.0
 # psycopg_pool retries a failed connection with an exponential back-off (1 s, 2 s, 4 s, ...) until this
 # limit, then gives the slot up; the next request starts a fresh attempt at once. A short limit keeps the
 # back-off short, so the pool is back within about half a second of the database.
@@ -163,8 +179,11 @@ class UserCache:
     """Users by id and live sessions by id for one process, trusted only while this process listens for
     changes to ``users`` and ``sessions``.
 
-    A lookup first reads the notifications that have arrived on the listening connection, without waiting
-    and without a round trip, and forgets the users and sessions they name. ``remember`` keeps what was read
+    A thread waits on the listening connection: it applies each notification as it arrives (forgets the users
+    and sessions named) and then confirms each revocation's token (``SYNC_CHANNEL``), so that a revocation
+    made through the store returns only once every listening process has applied it. A lookup also reads
+    what has arrived first, without waiting and without a round trip, which notices a lost connection before
+    anything is served from the cache. ``remember`` keeps what was read
     from the database, unless a notification was read or the listening connection changed since the lookup
     that missed (the generation moves on both), so that an answer read before a change is never kept after
     it. Not listening (not yet, or the connection was lost): nothing is served from the cache, and
@@ -184,6 +203,8 @@ class UserCache:
         self._next_attempt = 0.0
         self._ending = ""  # why the server is ending the listening session, once it has said so
         self._closed = False
+        self._confirmations: list[bytes] = []  # revocation tokens applied, to send back
+        self._wake: int | None = None  # the write end of the pipe that wakes the listening thread
         self._lock = threading.Lock()
 
     @property
@@ -198,6 +219,23 @@ class UserCache:
     def lookup_session(self, session_id: str) -> tuple[int | None, int | None]:
         """(the user id of the cached live session or None, the generation for ``remember_session``)."""
         return self._lookup(self._sessions, session_id)
+
+    def lookup_session_user(self, user_id: int, session_id: str) -> tuple[User | None, int | None]:
+        """(the cached user, or None unless the session is cached live for that same user; the generation
+        for ``remember`` and ``remember_session``), with one read of the notifications: the token check."""
+        with self._lock:
+            if not self._drain():
+                return None, None
+            user = self._entries.get(user_id)
+            session = self._sessions.get(session_id)
+            if (
+                user is not None
+                and session is not None
+                and session[0] == user_id
+                and min(user[1], session[1]) > time.monotonic()
+            ):
+                return user[0], self._generation
+            return None, self._generation
 
     def _lookup(self, entries: dict, key: object) -> tuple:
         with self._lock:
@@ -276,6 +314,10 @@ class UserCache:
         try:
             pgconn.consume_input()  # reads what has arrived; notifies() parses it
             while (notice := pgconn.notifies()) is not None:
+                if notice.relname == _SYNC_RELNAME:
+                    # Everything before it is applied: the listening thread confirms it.
+                    self._confirmations.append(notice.extra)
+                    continue
                 self._generation += 1
                 payload = notice.extra.decode()
                 if notice.relname == _SESSIONS_RELNAME:
@@ -289,6 +331,10 @@ class UserCache:
                     self._entries.pop(int(payload), None)
             if pgconn.status != psycopg.pq.ConnStatus.OK or self._ending:
                 raise psycopg.OperationalError(self._ending or "connection lost")
+            if self._confirmations and self._wake is not None:
+                # Read here (a request's lookup): the thread confirms them. A full pipe: it is woken already.
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake, b"!")
         except psycopg.Error as exc:
             reason = describe_error(exc, self._url)
             log.warning("user cache: stopped listening (%s); lookups go to the database", reason)
@@ -316,6 +362,7 @@ class UserCache:
                 raise psycopg.OperationalError("the users triggers are missing: run python -m src.migrate")
             conn.execute(f"LISTEN {USERS_CHANNEL}")
             conn.execute(f"LISTEN {SESSIONS_CHANNEL}")
+            conn.execute(f"LISTEN {SYNC_CHANNEL}")
             # A server ending the session (shutdown, pg_terminate_backend) first sends a FATAL message, which
             # libpq hands to the notice handlers of an idle connection when it parses the input; the end of
             # the stream is only read by the next call. Taking the message as the loss leaves no lookup
@@ -332,6 +379,64 @@ class UserCache:
         self._generation += 1
         self._entries.clear()
         self._sessions.clear()
+        self._confirmations.clear()
+        wake_r, self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        threading.Thread(
+            target=self._watch, args=(conn, wake_r, self._wake), name="user-cache-listener", daemon=True
+        ).start()
+
+    def _watch(self, conn: psycopg.Connection, wake_r: int, wake_w: int) -> None:
+        """The listening thread: apply what arrives as it arrives and confirm each revocation applied."""
+        try:
+            while True:
+                try:
+                    readable, _, _ = select.select([conn.pgconn.socket, wake_r], [], [])
+                except (OSError, ValueError, psycopg.Error):
+                    return  # the connection was closed under us: _stop has run
+                with self._lock:
+                    if self._conn is not conn:
+                        return
+                    if wake_r in readable:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(wake_r, 4096)
+                    if not self._drain():
+                        return
+                    while self._confirmations:
+                        tokens, self._confirmations = self._confirmations, []
+                        if not all(self._confirm(conn, token) for token in tokens) or not self._drain():
+                            return
+        finally:
+            with self._lock:
+                if self._wake == wake_w:
+                    self._wake = None
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def _confirm(self, conn: psycopg.Connection, token: bytes) -> bool:
+        """Send ``token`` back on CONFIRM_CHANNEL over the listening connection itself (its backend's pid
+        names this process to the revocation waiting for it). libpq's own calls, so that the notifications
+        arriving meanwhile stay queued for ``_drain``. False, and listening stopped, when that fails."""
+        pgconn = conn.pgconn
+        deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
+        try:
+            pgconn.send_query_params(b"SELECT pg_notify($1, $2)", [CONFIRM_CHANNEL.encode(), token])
+            while pgconn.flush():
+                select.select([], [pgconn.socket], [], CONFIRM_TIMEOUT_SECONDS)
+            while pgconn.is_busy():
+                if time.monotonic() > deadline:
+                    raise psycopg.OperationalError("no answer to a confirmation")
+                select.select([pgconn.socket], [], [], CONFIRM_TIMEOUT_SECONDS)
+                pgconn.consume_input()
+            while (result := pgconn.get_result()) is not None:
+                if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+                    message = (result.error_message or b"").decode(errors="replace").strip()
+                    raise psycopg.OperationalError(message or "a confirmation failed")
+        except psycopg.Error as exc:
+            log.warning("user cache: stopped listening (%s); lookups go to the database", exc)
+            self._stop()
+            self._next_attempt = 0.0
+            return False
+        return True
 
     def _on_notice(self, diagnostic: psycopg.errors.Diagnostic) -> None:
         if diagnostic.severity_nonlocalized in ("ERROR", "FATAL", "PANIC"):
@@ -341,7 +446,12 @@ class UserCache:
         conn, self._conn = self._conn, None
         self._entries.clear()
         self._sessions.clear()
+        self._confirmations.clear()
         if conn is not None and self._pid == os.getpid():
+            if self._wake is not None:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake, b"!")  # the listening thread ends
+                self._wake = None
             conn.close()
         # A connection opened by a parent before fork is dropped without a word to the server, which would
         # end the parent's session.
@@ -355,8 +465,6 @@ def _refresh_key(session_id: str, generation: int) -> str:
 
 class PostgresStore(UserStore):
     """Users in PostgreSQL at ``url``; see the module docstring for the process and outage behaviour."""
-
-    reads_query_a_server = True  # find_session_user: one query per request, so that a logout is exact
 
     def __init__(
         self,
@@ -502,6 +610,67 @@ class PostgresStore(UserStore):
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _confirmed(
+        self, work: Callable[[psycopg.Connection], T], needed: Callable[[T], bool] = bool
+    ) -> Callable[[psycopg.Connection], T]:
+        """``work`` (a change the triggers announce) in one transaction that, when ``needed(result)``, also
+        sends a fresh token on SYNC_CHANNEL; it then returns only once every session that was listening has
+        sent the token back (its process has applied the change: see UserCache) or has been ended. So from
+        the answer of the request that made a change on, no process serves the old state from its cache."""
+
+        def run(conn: psycopg.Connection) -> T:
+            token = secrets.token_hex(16)
+            conn.execute(f"LISTEN {CONFIRM_CHANNEL}")
+            try:
+                with conn.transaction():
+                    result = work(conn)
+                    sync = needed(result)
+                    if sync:
+                        conn.execute("SELECT pg_notify(%s, %s)", (SYNC_CHANNEL, token))
+                if sync:
+                    self._await_confirmations(conn, token)
+            finally:
+                try:
+                    conn.execute(f"UNLISTEN {CONFIRM_CHANNEL}")
+                except psycopg.Error:
+                    conn.close()  # never back to the pool still listening
+            return result
+
+        return run
+
+    def _await_confirmations(self, conn: psycopg.Connection, token: str) -> None:
+        """Wait until each session listening on this database has sent ``token`` back, for at most
+        CONFIRM_TIMEOUT_SECONDS; end the sessions that have not (their processes then stop trusting their
+        caches: UserCache._drain). One that started listening after the commit needs no token (its cache
+        starts empty), but cannot be told from one that has not answered yet, and is ended as well."""
+        waiting = {
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = %s",
+                (LISTENER_APPLICATION_NAME,),
+            ).fetchall()
+        }
+        deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for notice in conn.notifies(timeout=left, stop_after=1):
+                if notice.channel == CONFIRM_CHANNEL and notice.payload == token:
+                    waiting.discard(notice.pid)
+        if not waiting:
+            return
+        log.warning(
+            "user cache: %d listening session(s) did not confirm a change within %.1f s; ending them",
+            len(waiting),
+            CONFIRM_TIMEOUT_SECONDS,
+        )
+        try:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid, %s) FROM unnest(%s::integer[]) AS pid",
+                (round(CONFIRM_TIMEOUT_SECONDS * 1000), sorted(waiting)),
+            )
+        except psycopg.Error:
+            log.exception("user cache: could not end the listening sessions %s", sorted(waiting))
+
     # ------------------------------------------------------------------ users
 
     def create_user(self, username: str, password_hash: str) -> User:
@@ -583,7 +752,7 @@ class PostgresStore(UserStore):
                 conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
             return deleted
 
-        deleted = self._run(delete, idempotent=False)
+        deleted = self._run(self._confirmed(delete), idempotent=False)
         if self.user_cache is not None:
             self.user_cache.forget(user_id)
             self.user_cache.forget_sessions(every=True)
@@ -608,7 +777,7 @@ class PostgresStore(UserStore):
                     conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
             return changed
 
-        changed = self._run(change, idempotent=False)
+        changed = self._run(self._confirmed(change), idempotent=False)
         if changed and self.user_cache is not None:
             self.user_cache.forget(user_id)
             if end_sessions:
@@ -643,7 +812,7 @@ class PostgresStore(UserStore):
                     conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
             return found
 
-        found = self._run(change, idempotent=False)
+        found = self._run(self._confirmed(change), idempotent=False)
         if self.user_cache is not None:
             self.user_cache.forget(user_id)
             self.user_cache.forget_sessions(every=True)
@@ -654,7 +823,9 @@ class PostgresStore(UserStore):
         if not 0 < user_id <= BIGINT_MAX:
             return 0
         ended = self._run(
-            lambda conn: conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,)).rowcount,
+            self._confirmed(
+                lambda conn: conn.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,)).rowcount
+            ),
             idempotent=False,
         )
         if self.user_cache is not None:
@@ -745,7 +916,10 @@ class PostgresStore(UserStore):
                 )
             return renewed
 
-        outcome = self._run(rotate, idempotent=False)
+        outcome = self._run(
+            self._confirmed(rotate, needed=lambda outcome: getattr(outcome, "reason", None) == "reused"),
+            idempotent=False,
+        )
         if isinstance(outcome, RefreshRefused):
             if outcome.reason == "reused" and self.user_cache is not None:
                 self.user_cache.forget_sessions(every=True)
@@ -753,12 +927,17 @@ class PostgresStore(UserStore):
         return outcome
 
     def find_session_user(self, user_id: int, session_id: str) -> tuple[User | None, bool, str | None]:
-        """The user and whether the session is live for them, read from the database at each call (one
-        query), and the store's id. Not from this process's cache: another process's logout or password
-        change reaches it as a notification a moment after that request's answer, and from that answer on
-        its tokens must be refused everywhere."""
+        """The user and whether the session is live for them, and the store's id: from this process's cache
+        when both are there (one read of the notifications, no round trip), else one query whose answer is
+        kept. Exact: a revocation made through the store returns only once every listening process has
+        applied it (``_confirmed``)."""
         if not 0 < user_id <= BIGINT_MAX or "\x00" in session_id:
             return None, False, None
+        generation = None
+        if self.user_cache is not None:
+            cached, generation = self.user_cache.lookup_session_user(user_id, session_id)
+            if cached is not None:
+                return cached, True, self.store_id()
         row = self._run(
             lambda conn: conn.execute(
                 "SELECT u.id, u.username, u.password_hash, s.id IS NOT NULL FROM users u "
@@ -768,7 +947,12 @@ class PostgresStore(UserStore):
         )
         if row is None:
             return None, False, None
-        return User(row[0], row[1], row[2]), bool(row[3]), self.store_id()
+        user = User(row[0], row[1], row[2])
+        if self.user_cache is not None:
+            self.user_cache.remember(user, generation)
+            if row[3]:
+                self.user_cache.remember_session(session_id, user.id, generation)
+        return user, bool(row[3]), self.store_id()
 
     def session_user(self, session_id: str) -> int | None:
         """The user id of a live session: from this process's cache, else one query."""
@@ -793,7 +977,9 @@ class PostgresStore(UserStore):
         if "\x00" in session_id:
             return False
         ended = self._run(
-            lambda conn: conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,)).rowcount > 0,
+            self._confirmed(
+                lambda conn: conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,)).rowcount > 0
+            ),
             idempotent=False,
         )
         if self.user_cache is not None:

@@ -22,6 +22,8 @@ from src.storage import PostgresStore, Session
 from src.storage.schema import SCHEMA_LOCK_ID
 from tests.conftest import FAST_ARGON2, PASSWORD, TEST_SECRET_KEY
 
+from . import workers
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -337,6 +339,26 @@ def test_the_whole_api_works_as_the_app_role_after_migrating(postgres_url, app_r
         assert client.get("/readyz").status_code == 200
     finally:
         app.extensions["user_store"].close()
+
+
+def test_the_app_role_ends_its_own_listening_session_that_never_confirms_a_logout(
+    postgres_url, app_role, clean_env
+):
+    # A logout returns once every listening session has confirmed it or been ended (pg_terminate_backend):
+    # the application's own role, with no other right, must be allowed to end its stuck sessions.
+    _role, app_url, password_file = app_role
+    code, line = _migrate_with_app_role(postgres_url, app_url, password_file)
+    assert code == 0, line
+    with PostgresStore(app_url, min_size=1, max_size=1, timeout=5, password_file=str(password_file)) as store:
+        user = store.create_user("alice", "h")
+        assert store.create_session(user, Session("S" * 22, user.id, 0.0, 10.0**12), prune_before=0.0)
+        stuck = workers.Listener(app_url, delay=None, password=password_file.read_text().strip())
+        try:
+            assert store.end_session("S" * 22)
+
+            assert not stuck.alive()
+        finally:
+            stuck.close()
 
 
 def test_migrate_grants_the_app_role_exactly_the_rights_the_application_uses(postgres_url, app_role):

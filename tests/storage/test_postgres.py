@@ -17,6 +17,7 @@ import pytest
 
 from harness import free_port, wait_until
 from harness.postgres import new_server, require_postgres_binaries
+from src.lifecycle import WouldWait, on_event_loop
 from src.storage import (
     JsonFileStore,
     PostgresStore,
@@ -26,8 +27,12 @@ from src.storage import (
     store_from_settings,
 )
 from src.storage import postgres as postgres_module
-from src.storage.base import Session
-from src.storage.postgres import LISTENER_APPLICATION_NAME, create_schema, describe_error
+from src.storage.base import RefreshRefused, Session
+from src.storage.postgres import (
+    LISTENER_APPLICATION_NAME,
+    create_schema,
+    describe_error,
+)
 
 from . import previous_release, workers
 
@@ -629,3 +634,105 @@ def test_a_full_cache_drops_its_oldest_user(pg_store, postgres_url, monkeypatch)
 
     assert pg_store.find_by_id(bob.id).username == "bob"  # still cached
     assert pg_store.find_by_id(alice.id).username == "alice renamed"  # dropped: read again
+
+
+# ------------------------------------------------------------------------------------------------ revocations
+
+
+def session_of(store: PostgresStore, user: User, session_id: str) -> str:
+    now = time.time()
+    assert store.create_session(user, Session(session_id, user.id, now, now + 3600, 1), now - 60)
+    return session_id
+
+
+def checked_from_the_cache(store: PostgresStore, user: User, session_id: str) -> None:
+    """Check a token's user and session until ``store`` answers from its cache: then on the event loop,
+    where a query would raise WouldWait."""
+    for _ in range(3):  # miss and start listening; miss and remember; hit
+        assert store.find_session_user(user.id, session_id)[:2] == (user, True)
+    with on_event_loop():
+        assert store.find_session_user(user.id, session_id)[:2] == (user, True)
+
+
+def test_a_token_check_is_answered_from_the_cache_without_a_query(pg_store):
+    alice = pg_store.create_user("alice", HASH)
+
+    checked_from_the_cache(pg_store, alice, session_of(pg_store, alice, "s" * 22))
+
+
+def test_right_after_another_process_ends_a_session_the_cache_no_longer_accepts_it(pg_store, postgres_url):
+    alice = pg_store.create_user("alice", HASH)
+    checker = PostgresStore(postgres_url, min_size=1, max_size=2, timeout=5)
+    try:
+        for round_ in range(20):
+            session_id = session_of(pg_store, alice, f"{round_:02d}" + "s" * 20)
+            checked_from_the_cache(checker, alice, session_id)
+
+            assert pg_store.end_session(session_id)
+
+            with on_event_loop(), pytest.raises(WouldWait):  # not in the cache any more: it would query
+                checker.find_session_user(alice.id, session_id)
+            assert checker.find_session_user(alice.id, session_id)[:2] == (alice, False)
+        assert checker.user_cache.listening  # it confirmed every change: nobody ended its session
+    finally:
+        checker.close()
+
+
+@pytest.mark.parametrize(
+    "revoke",
+    [
+        lambda store, user, session_id: store.end_session(session_id),
+        lambda store, user, session_id: store.end_sessions_of(user.id),
+        lambda store, user, session_id: store.change_password(
+            user.id, HASH, "new " + HASH, end_sessions=True
+        ),
+        lambda store, user, session_id: store.set_disabled(user.id, True),
+        lambda store, user, session_id: store.delete_user(user.id),
+    ],
+    ids=["logout", "sessions-revoke", "password-change", "disable", "delete"],
+)
+def test_a_revocation_returns_only_once_a_slow_listener_has_confirmed_it(pg_store, postgres_url, revoke):
+    alice = pg_store.create_user("alice", HASH)
+    session_id = session_of(pg_store, alice, "s" * 22)
+    slow = workers.Listener(postgres_url, delay=0.3)
+    try:
+        assert revoke(pg_store, alice, session_id)
+
+        assert slow.confirmed.is_set()
+        assert slow.alive()  # it answered: its session goes on
+    finally:
+        slow.close()
+
+
+def test_a_listener_that_never_confirms_is_ended_and_the_revocation_returns(pg_store, postgres_url, caplog):
+    alice = pg_store.create_user("alice", HASH)
+    session_id = session_of(pg_store, alice, "s" * 22)
+    checked_from_the_cache(pg_store, alice, session_id)
+    stuck = workers.Listener(postgres_url, delay=None)
+    try:
+        with caplog.at_level(logging.WARNING, logger="src.storage.postgres"):
+            assert pg_store.end_session(session_id)
+
+        assert not stuck.alive()
+        assert "1 listening session(s) did not confirm a change within 1.0 s; ending them" in caplog.text
+        assert pg_store.user_cache.listening  # this process confirmed: its session goes on
+    finally:
+        stuck.close()
+
+
+def test_a_refresh_token_used_twice_ends_the_session_in_every_cache_at_once(pg_store, postgres_url):
+    alice = pg_store.create_user("alice", HASH)
+    session_id = session_of(pg_store, alice, "s" * 22)
+    checker = PostgresStore(postgres_url, min_size=1, max_size=2, timeout=5)
+    try:
+        checked_from_the_cache(checker, alice, session_id)
+        now = time.time()
+        pg_store.rotate_refresh_token(session_id, 1, now, 3600, 3600)
+
+        with pytest.raises(RefreshRefused):
+            pg_store.rotate_refresh_token(session_id, 1, now, 3600, 3600)  # spent: the session ends
+
+        with on_event_loop(), pytest.raises(WouldWait):
+            checker.find_session_user(alice.id, session_id)
+    finally:
+        checker.close()

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.queues
 import multiprocessing.synchronize
 import os
+import threading
 import time
 from collections.abc import Callable
 
 import psycopg
 
 from src.storage import JsonFileStore, PostgresStore, UsernameTaken, UserStore
-from src.storage.postgres import create_schema
+from src.storage.postgres import CONFIRM_CHANNEL, LISTENER_APPLICATION_NAME, SYNC_CHANNEL, create_schema
 
 SPAWN = multiprocessing.get_context("spawn")
 HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
@@ -263,3 +265,38 @@ def register_once_held(
     finally:
         section.leave()
         store.close()
+
+
+class Listener:
+    """A session listening as a process's cache does, on a thread: it sends each revocation's token back
+    ``delay`` seconds after it arrives, or never (``delay=None``)."""
+
+    def __init__(self, url: str, delay: float | None, password: str | None = None) -> None:
+        self.conn = psycopg.connect(
+            url, autocommit=True, application_name=LISTENER_APPLICATION_NAME, password=password
+        )
+        self.conn.execute(f"LISTEN {SYNC_CHANNEL}")
+        self.delay = delay
+        self.confirmed = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            tokens = [notice.payload for notice in self.conn.notifies(timeout=30, stop_after=1)]
+            if self.delay is None or not tokens:
+                return
+            time.sleep(self.delay)  # the slow process this listener stands for
+            self.confirmed.set()
+            self.conn.execute("SELECT pg_notify(%s, %s)", (CONFIRM_CHANNEL, tokens[0]))
+
+    def alive(self) -> bool:
+        self.thread.join(timeout=30)
+        try:
+            self.conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.conn.close()
