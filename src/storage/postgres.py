@@ -388,11 +388,15 @@ class UserCache:
     def _watch(self, conn: psycopg.Connection, wake_r: int, wake_w: int) -> None:
         """The listening thread: apply what arrives as it arrives and confirm each revocation applied."""
         try:
+            # poll, not select: a worker holding over 1,024 connections has descriptors select cannot take.
+            poller = select.poll()
+            poller.register(wake_r, select.POLLIN)
+            try:
+                poller.register(conn.pgconn.socket, select.POLLIN)
+            except psycopg.Error:
+                return  # closed already: _stop has run
             while True:
-                try:
-                    readable, _, _ = select.select([conn.pgconn.socket, wake_r], [], [])
-                except (OSError, ValueError, psycopg.Error):
-                    return  # the connection was closed under us: _stop has run
+                readable = {fd for fd, _events in poller.poll()}
                 with self._lock:
                     if self._conn is not conn:
                         return
@@ -420,12 +424,17 @@ class UserCache:
         deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
         try:
             pgconn.send_query_params(b"SELECT pg_notify($1, $2)", [CONFIRM_CHANNEL.encode(), token])
+            poller = select.poll()
+            poller.register(pgconn.socket, select.POLLOUT)
             while pgconn.flush():
-                select.select([], [pgconn.socket], [], CONFIRM_TIMEOUT_SECONDS)
+                if time.monotonic() > deadline:
+                    raise psycopg.OperationalError("a confirmation could not be sent")
+                poller.poll(CONFIRM_TIMEOUT_SECONDS * 1000)
+            poller.modify(pgconn.socket, select.POLLIN)
             while pgconn.is_busy():
                 if time.monotonic() > deadline:
                     raise psycopg.OperationalError("no answer to a confirmation")
-                select.select([pgconn.socket], [], [], CONFIRM_TIMEOUT_SECONDS)
+                poller.poll(CONFIRM_TIMEOUT_SECONDS * 1000)
                 pgconn.consume_input()
             while (result := pgconn.get_result()) is not None:
                 if result.status != psycopg.pq.ExecStatus.TUPLES_OK:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -736,3 +737,30 @@ def test_a_refresh_token_used_twice_ends_the_session_in_every_cache_at_once(pg_s
             checker.find_session_user(alice.id, session_id)
     finally:
         checker.close()
+
+
+def test_a_listener_past_descriptor_1024_still_confirms(pg_store, postgres_url, caplog):
+    # A worker may hold thousands of client connections: its listening connection then gets a descriptor
+    # that select() cannot take, and a listener that could not wait on it would be ended at every logout.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.fail(f"this test needs a descriptor limit of 2048 or more, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    alice = pg_store.create_user("alice", HASH)
+    session_id = session_of(pg_store, alice, "s" * 22)
+    checker = PostgresStore(postgres_url, min_size=1, max_size=2, timeout=5)
+    try:
+        checked_from_the_cache(checker, alice, session_id)
+        assert checker.user_cache._conn.pgconn.socket > 1024
+
+        with caplog.at_level(logging.WARNING, logger="src.storage.postgres"):
+            assert pg_store.end_session(session_id)
+
+        assert "did not confirm" not in caplog.text
+        assert checker.user_cache.listening
+    finally:
+        checker.close()
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
