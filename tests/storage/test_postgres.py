@@ -526,6 +526,22 @@ def test_a_process_that_only_checks_tokens_listens_for_changes_after_its_first_c
         checker.close()
 
 
+def test_a_process_that_only_issues_tokens_listens_after_its_first_store_id(pg_store, postgres_url):
+    # Each token names the store's id (read at every sign-in): a worker that has only signed users in has
+    # looked nobody up by id, and would read the id with a query at each sign-in if it never listened.
+    listening_before = listeners_of(postgres_url)
+    issuer = PostgresStore(postgres_url, min_size=1, max_size=2, timeout=5)
+    try:
+        store_id = issuer.store_id()  # a query, then listening starts
+        assert issuer.store_id() == store_id  # a query under the listening generation, kept
+
+        assert listeners_of(postgres_url) == listening_before + 1
+        with on_event_loop():  # from memory now: a query would raise WouldWait
+            assert issuer.store_id() == store_id
+    finally:
+        issuer.close()
+
+
 def test_a_closed_store_used_by_a_request_still_in_flight_opens_no_listening_session(postgres_url):
     # A worker's pool thread may finish a request after the store was closed (shutdown, a test's teardown):
     # its queries may reopen the pool, whose connections the pool closes, but a listening session opened then
