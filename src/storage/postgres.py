@@ -336,12 +336,16 @@ class UserCache:
                 with contextlib.suppress(BlockingIOError):
                     os.write(self._wake, b"!")
         except psycopg.Error as exc:
-            reason = describe_error(exc, self._url)
-            log.warning("user cache: stopped listening (%s); lookups go to the database", reason)
-            self._stop()
-            self._next_attempt = 0.0  # try again after the next successful query
+            self._lost(exc)
             return False
         return True
+
+    def _lost(self, exc: psycopg.Error) -> None:
+        """Stop listening after ``exc`` on the listening connection: lookups go to the database."""
+        reason = describe_error(exc, self._url)
+        log.warning("user cache: stopped listening (%s); lookups go to the database", reason)
+        self._stop()
+        self._next_attempt = 0.0  # try again after the next successful query
 
     def _listen(self) -> None:
         conn = None
@@ -441,9 +445,7 @@ class UserCache:
                     message = (result.error_message or b"").decode(errors="replace").strip()
                     raise psycopg.OperationalError(message or "a confirmation failed")
         except psycopg.Error as exc:
-            log.warning("user cache: stopped listening (%s); lookups go to the database", exc)
-            self._stop()
-            self._next_attempt = 0.0
+            self._lost(exc)
             return False
         return True
 
@@ -946,7 +948,7 @@ class PostgresStore(UserStore):
         if self.user_cache is not None:
             cached, generation = self.user_cache.lookup_session_user(user_id, session_id)
             if cached is not None:
-                return cached, True, self.store_id()
+                return cached, True, self._store_id_at(generation)
         row = self._run(
             lambda conn: conn.execute(
                 "SELECT u.id, u.username, u.password_hash, s.id IS NOT NULL FROM users u "
@@ -1006,7 +1008,11 @@ class PostgresStore(UserStore):
 
     def store_id(self) -> str | None:
         """The id in ``store_identity``, read once per listening generation (each call when not listening)."""
-        generation = self.user_cache.generation() if self.user_cache is not None else None
+        return self._store_id_at(self.user_cache.generation() if self.user_cache is not None else None)
+
+    def _store_id_at(self, generation: int | None) -> str | None:
+        """``store_id`` under ``generation``, the listening generation a lookup has just read (None: not
+        listening), so that a token check answered from the cache reads the notifications once."""
         cached = self._store_id
         if generation is not None and cached is not None and cached[1] == generation:
             return cached[0]
@@ -1016,8 +1022,8 @@ class PostgresStore(UserStore):
         if generation is not None:
             self._store_id = (row[0], generation)
         elif self.user_cache is not None:
-            # Not listening: a process that only checks tokens never looks a user up (where listening starts
-            # otherwise), and would read the id at every request.
+            # Not listening: a process that only issues tokens never looks a user or a session up (where
+            # listening starts otherwise), and would read the id at every sign-in.
             self.user_cache.listen_after_query()
         return row[0]
 
